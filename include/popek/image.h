@@ -1,0 +1,112 @@
+/* popek — images: the code regions and symbols of a file to scan.
+ *
+ * An image is built from an ELF file (ELF32/ELF64: executables, PIE and
+ * shared objects, relocatable objects, kernel images), a Linux bzImage (its
+ * decompressed vmlinux), a raw blob, or the running kernel's vDSO. */
+#ifndef POPEK_IMAGE_H
+#define POPEK_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "popek/status.h"
+
+/* A contiguous range of code. */
+typedef struct pk_region {
+    char *name;            /* section name, or "LOAD[n]" for a segment */
+    uint64_t vaddr;        /* address of the first byte */
+    uint64_t offset;       /* file offset of the first byte */
+    uint64_t size;
+    const uint8_t *bytes;  /* size bytes, owned by the image */
+    uint8_t bits;          /* 16, 32 or 64 */
+} pk_region;
+
+typedef struct pk_symbol {
+    uint64_t addr;
+    uint64_t size;         /* 0 when unknown */
+    char *name;
+    bool func;             /* a function: a root for recursive descent */
+} pk_symbol;
+
+/* One entry of a Linux kernel's .altinstructions: at boot the kernel copies
+ * replacement code (repl, repl_len bytes) over the original (instr). */
+typedef struct pk_alt {
+    uint64_t instr;
+    uint64_t repl;
+    uint8_t instr_len;
+    uint8_t repl_len;
+} pk_alt;
+
+typedef enum pk_image_kind {
+    PK_IMAGE_ELF,
+    PK_IMAGE_BZIMAGE,
+    PK_IMAGE_RAW,
+    PK_IMAGE_VDSO,
+} pk_image_kind;
+
+typedef struct pk_image {
+    char *path;
+    pk_image_kind kind;
+    char description[128];  /* e.g. "ELF64 shared object (x86-64)" */
+    const char *compression; /* bzImage payload format, else NULL */
+
+    pk_region *regions;     /* executable code, sorted by address */
+    size_t nregions;
+    pk_symbol *symbols;     /* sorted by address */
+    size_t nsymbols;
+    uint64_t entry;
+    bool has_entry;
+
+    pk_alt *alts;           /* sorted by repl address */
+    size_t nalts;
+    unsigned alt_entry_size; /* detected .altinstructions entry size, or 0 */
+
+    /* storage */
+    uint8_t *data;          /* the file, or the decompressed payload */
+    size_t data_len;
+    void *elf;              /* libelf handle (Elf *) when open */
+} pk_image;
+
+/* Loads an ELF file or a bzImage from path. Errors: PK_ERR_IO (cannot
+ * open or read, a directory), PK_ERR_FORMAT (empty, truncated, corrupt),
+ * PK_ERR_UNSUPPORTED (not ELF, not x86, no code). err says which. */
+pk_status pk_image_load_file(pk_image *img, const char *path, pk_error *err);
+
+/* Loads an ELF image held in memory (the bytes are copied). name is used in
+ * messages and as the image path. */
+pk_status pk_image_load_elf_memory(pk_image *img, const uint8_t *buf,
+                                   size_t len, const char *name, pk_error *err);
+
+/* Loads the whole file as one code region of the given bitness (16, 32, 64)
+ * at base. */
+pk_status pk_image_load_raw(pk_image *img, const char *path, unsigned bits,
+                            uint64_t base, pk_error *err);
+
+/* The same for raw code held in memory (copied); name is used in messages. */
+pk_status pk_image_load_raw_memory(pk_image *img, const uint8_t *buf, size_t len,
+                                   const char *name, unsigned bits, uint64_t base,
+                                   pk_error *err);
+
+/* Loads the running kernel's vDSO from this process's memory. */
+pk_status pk_image_load_vdso(pk_image *img, pk_error *err);
+
+/* Adds the symbols of an nm-style map (System.map: "ADDR TYPE NAME" lines)
+ * to the image; text symbols (t, T, w, W) become functions. */
+pk_status pk_image_add_symbol_map(pk_image *img, const char *path, pk_error *err);
+
+/* Frees everything the image owns; the image can be loaded again. */
+void pk_image_free(pk_image *img);
+
+/* The region containing addr, or NULL. */
+const pk_region *pk_image_region_at(const pk_image *img, uint64_t addr);
+
+/* The symbol that best names addr: the nearest at or below it, preferring
+ * one whose size covers addr. NULL when none. */
+const pk_symbol *pk_image_symbol_at(const pk_image *img, uint64_t addr);
+
+/* The alternatives entries whose replacement bytes contain addr; returns the
+ * first and stores the count of consecutive matches in *count. */
+const pk_alt *pk_image_alts_at(const pk_image *img, uint64_t addr, size_t *count);
+
+#endif

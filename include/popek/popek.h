@@ -1,0 +1,14 @@
+/* popek — the umbrella header: everything the library exports. */
+#ifndef POPEK_POPEK_H
+#define POPEK_POPEK_H
+
+#define POPEK_VERSION "0.1.0"
+
+#include "popek/status.h"
+#include "popek/catalog.h"
+#include "popek/image.h"
+#include "popek/bzimage.h"
+#include "popek/scan.h"
+#include "popek/report.h"
+
+#endif

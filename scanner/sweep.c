@@ -1,0 +1,702 @@
+/* popek — the linear sweep (parallel, stitched) and recursive descent.
+ *
+ * Linear sweep: a region is cut into chunks; each worker sweeps a chunk from
+ * its first byte and records where its instructions start within the first
+ * SYNC_WINDOW bytes. Stitching walks the chunks in order: the true stream
+ * (the one that began at the region's start) arrives at some position at or
+ * past the chunk's start; once that position is one of the chunk's recorded
+ * starts, both streams decode the same bytes the same way from there on, so
+ * the chunk's results after that point are the true stream's. Until then the
+ * stitcher steps the true stream itself. A chunk that never meets it within
+ * the window is swept again as a continuation. The result is exactly that of
+ * pk_scan_region_reference.
+ *
+ * Runs of CC bytes are taken in one step: each CC at an instruction start is
+ * a one-byte INT3, so a run of n CC bytes is n instructions, and linker
+ * padding makes these runs a large share of a kernel's instructions. */
+#include "popek/scan.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    CHUNK_MIN = 256 << 10,
+    PADDING_LONG_RUN = 16,
+    SYNC_WINDOW = 4096,
+    EV_PADDING = PK_CLASS_COUNT + 1,   /* a padding run; count = bytes */
+    EV_UNDECODABLE = PK_CLASS_COUNT + 2,
+};
+
+/* A sweep event: a site, a padding run or an undecodable byte, at a region
+ * offset. */
+typedef struct event {
+    uint64_t off;
+    uint32_t count;
+    uint16_t kind;  /* pk_class_id or EV_* */
+    uint8_t len;
+} event;
+
+typedef struct evvec {
+    event *v;
+    size_t n, cap;
+    bool oom;
+} evvec;
+
+static void ev_push(evvec *e, uint64_t off, uint16_t kind, uint8_t len, uint32_t count)
+{
+    if (e->n == e->cap) {
+        size_t ncap = e->cap ? e->cap * 2 : 256;
+        event *v = realloc(e->v, ncap * sizeof *v);
+        if (!v) {
+            e->oom = true;
+            return;
+        }
+        e->v = v;
+        e->cap = ncap;
+    }
+    e->v[e->n++] = (event){ .off = off, .count = count, .kind = kind, .len = len };
+}
+
+/* ---- the sweeper: a decoder plus the row filter ----------------------------- */
+
+typedef struct sweeper {
+    ZydisDecoder decoder;
+    const pk_region *region;
+    bool want[PK_CLASS_COUNT];
+    bool candidate[ZYDIS_MNEMONIC_MAX_VALUE + 1];
+} sweeper;
+
+static pk_status filter_init(bool want[PK_CLASS_COUNT], const pk_scan_options *opts,
+                             pk_error *err)
+{
+    unsigned sets = opts && opts->sets ? opts->sets : PK_SET_PG;
+    if (sets & ~(unsigned)PK_SET_ALL)
+        return pk_fail(err, PK_ERR_USAGE, "unknown set bits 0x%x", sets);
+    for (unsigned i = 0; i < PK_CLASS_COUNT; i++) {
+        const pk_class *c = pk_class_get((pk_class_id)i);
+        want[i] = opts && opts->only ? opts->only[i] : (c->set & sets) != 0;
+    }
+    return PK_OK;
+}
+
+static pk_status sweeper_init(sweeper *sw, const pk_region *r, const bool want[PK_CLASS_COUNT],
+                              pk_error *err)
+{
+    memset(sw, 0, sizeof *sw);
+    ZydisMachineMode mode = r->bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64
+                          : r->bits == 32 ? ZYDIS_MACHINE_MODE_LEGACY_32
+                                          : ZYDIS_MACHINE_MODE_LEGACY_16;
+    ZydisStackWidth width = r->bits == 64 ? ZYDIS_STACK_WIDTH_64
+                          : r->bits == 32 ? ZYDIS_STACK_WIDTH_32
+                                          : ZYDIS_STACK_WIDTH_16;
+    if (ZYAN_FAILED(ZydisDecoderInit(&sw->decoder, mode, width)) ||
+        ZYAN_FAILED(ZydisDecoderEnableMode(&sw->decoder, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE)))
+        return pk_fail(err, PK_ERR_INTERNAL, "cannot set up the Zydis decoder");
+    sw->region = r;
+    memcpy(sw->want, want, sizeof sw->want);
+    for (unsigned i = 0; i < PK_CLASS_COUNT; i++) {
+        const pk_class *c = pk_class_get((pk_class_id)i);
+        if (!want[i])
+            continue;
+        for (unsigned m = 0; m < PK_CLASS_MAX_MNEMONICS && c->mnemonics[m]; m++)
+            sw->candidate[c->mnemonics[m]] = true;
+    }
+    return PK_OK;
+}
+
+bool pk_int3_run_is_padding(const pk_region *r, uint64_t vaddr, uint64_t len)
+{
+    uint64_t end = vaddr + len;
+    return len >= PADDING_LONG_RUN || end % 16 == 0 || end == r->vaddr + r->size;
+}
+
+/* One step of the linear sweep at off: an instruction, a whole CC run, or
+ * one undecodable byte. Returns the offset of the next step and adds the
+ * instructions it took to *ninsns. */
+static uint64_t sweep_step(sweeper *sw, uint64_t off, evvec *ev, uint64_t *ninsns)
+{
+    const pk_region *r = sw->region;
+    const uint8_t *b = r->bytes;
+    if (b[off] == 0xCC) {
+        uint64_t end = off + 1;
+        while (end < r->size && b[end] == 0xCC)
+            end++;
+        uint64_t n = end - off;
+        *ninsns += n;
+        if (pk_int3_run_is_padding(r, r->vaddr + off, n)) {
+            for (uint64_t done = 0; done < n; done += UINT32_MAX)
+                ev_push(ev, off + done, EV_PADDING, 1,
+                        (uint32_t)(n - done < UINT32_MAX ? n - done : UINT32_MAX));
+        } else if (sw->want[PK_CLASS_INT3]) {
+            for (uint64_t i = off; i < end; i++)
+                ev_push(ev, i, PK_CLASS_INT3, 1, 1);
+        }
+        return end;
+    }
+    ZydisDecoderContext ctx;
+    ZydisDecodedInstruction insn;
+    if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&sw->decoder, &ctx, b + off,
+                                                  r->size - off, &insn))) {
+        ev_push(ev, off, EV_UNDECODABLE, 1, 1);
+        return off + 1;
+    }
+    (*ninsns)++;
+    if (sw->candidate[insn.mnemonic]) {
+        pk_class_id c = pk_classify(&insn);
+        if (c != PK_CLASS_NONE && sw->want[c])
+            ev_push(ev, off, (uint16_t)c, insn.length, 1);
+    }
+    return off + insn.length;
+}
+
+/* ---- linear sweep over chunks -------------------------------------------------- */
+
+typedef struct chunk {
+    size_t region;
+    uint64_t start, end;     /* region offsets; the sweep starts instructions below end */
+    uint64_t end_pos;        /* where the chunk's stream stopped (>= end) */
+    uint64_t ninsns;
+    evvec ev;
+    uint64_t *sync_pos;      /* instruction starts in [start, start + SYNC_WINDOW) */
+    uint64_t *sync_count;    /* instructions before each of them */
+    size_t nsync;
+    bool done;
+} chunk;
+
+static pk_status sweep_chunk(const pk_image *img, const bool *want, chunk *c, pk_error *err)
+{
+    sweeper sw;
+    PK_CHECK(sweeper_init(&sw, &img->regions[c->region], want, err));
+    c->sync_pos = malloc(SYNC_WINDOW * sizeof *c->sync_pos);
+    c->sync_count = malloc(SYNC_WINDOW * sizeof *c->sync_count);
+    if (!c->sync_pos || !c->sync_count)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    uint64_t off = c->start;
+    while (off < c->end) {
+        if (off - c->start < SYNC_WINDOW) {
+            c->sync_pos[c->nsync] = off;
+            c->sync_count[c->nsync++] = c->ninsns;
+        }
+        off = sweep_step(&sw, off, &c->ev, &c->ninsns);
+    }
+    c->end_pos = off;
+    if (c->ev.oom)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    return PK_OK;
+}
+
+typedef struct pool {
+    const pk_image *img;
+    const bool *want;
+    chunk *chunks;
+    size_t nchunks;
+    atomic_size_t next;
+    atomic_uint_fast64_t bytes_done;
+    atomic_int failed;
+    pk_error err;
+    pk_status status;
+    pthread_mutex_t lock;
+} pool;
+
+static void pool_work(pool *p)
+{
+    for (;;) {
+        size_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->nchunks || atomic_load(&p->failed))
+            return;
+        chunk *c = &p->chunks[i];
+        pk_error err;
+        pk_status s = sweep_chunk(p->img, p->want, c, &err);
+        if (s != PK_OK) {
+            pthread_mutex_lock(&p->lock);
+            if (!atomic_exchange(&p->failed, 1)) {
+                p->status = s;
+                p->err = err;
+            }
+            pthread_mutex_unlock(&p->lock);
+            return;
+        }
+        atomic_fetch_add(&p->bytes_done, c->end - c->start);
+    }
+}
+
+static void *pool_thread(void *arg)
+{
+    pool_work(arg);
+    return NULL;
+}
+
+static size_t find_sync(const chunk *c, uint64_t pos)
+{
+    size_t lo = 0, hi = c->nsync;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->sync_pos[mid] < pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->nsync && c->sync_pos[lo] == pos ? lo : SIZE_MAX;
+}
+
+/* Appends chunk c's results to the true stream of its region, which is at
+ * *pos with its events in *out. */
+static void stitch_chunk(sweeper *sw, chunk *c, uint64_t *pos, evvec *out,
+                         pk_region_stats *st)
+{
+    uint64_t off = *pos;
+    for (;;) {
+        if (off >= c->start + SYNC_WINDOW || off >= c->end) {
+            /* No meeting point: continue the true stream through the chunk. */
+            while (off < c->end)
+                off = sweep_step(sw, off, out, &st->instructions);
+            break;
+        }
+        size_t j = find_sync(c, off);
+        if (j != SIZE_MAX) {
+            for (size_t i = 0; i < c->ev.n; i++)
+                if (c->ev.v[i].off >= off)
+                    ev_push(out, c->ev.v[i].off, c->ev.v[i].kind, c->ev.v[i].len,
+                            c->ev.v[i].count);
+            st->instructions += c->ninsns - c->sync_count[j];
+            off = c->end_pos;
+            break;
+        }
+        off = sweep_step(sw, off, out, &st->instructions);
+    }
+    *pos = off;
+}
+
+static void chunk_free(chunk *c)
+{
+    free(c->ev.v);
+    free(c->sync_pos);
+    free(c->sync_count);
+}
+
+static unsigned thread_count(const pk_scan_options *opts)
+{
+    if (opts && opts->threads)
+        return opts->threads > 64 ? 64 : opts->threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
+}
+
+/* Sweeps every region; per region, appends the events of the true stream to
+ * evs[region] and fills stats. */
+static pk_status linear_sweep(const pk_image *img, const bool *want,
+                              const pk_scan_options *opts, evvec *evs,
+                              pk_region_stats *stats, pk_error *err)
+{
+    unsigned threads = thread_count(opts);
+    uint64_t total = 0;
+    for (size_t r = 0; r < img->nregions; r++)
+        total += img->regions[r].size;
+    uint64_t chunk_size = opts && opts->chunk_size ? opts->chunk_size : total / (threads * 8) + 1;
+    if (chunk_size < CHUNK_MIN && !(opts && opts->chunk_size))
+        chunk_size = CHUNK_MIN;
+
+    size_t nchunks = 0;
+    for (size_t r = 0; r < img->nregions; r++)
+        nchunks += (img->regions[r].size + chunk_size - 1) / chunk_size;
+    pool p = { .img = img, .want = want, .nchunks = nchunks, .status = PK_OK,
+               .lock = PTHREAD_MUTEX_INITIALIZER };
+    p.chunks = calloc(nchunks ? nchunks : 1, sizeof *p.chunks);
+    if (!p.chunks)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t r = 0; r < img->nregions; r++)
+        for (uint64_t s = 0; s < img->regions[r].size; s += chunk_size)
+            p.chunks[k++] = (chunk){
+                .region = r, .start = s,
+                .end = s + chunk_size < img->regions[r].size ? s + chunk_size
+                                                             : img->regions[r].size,
+            };
+
+    pthread_t tids[64];
+    unsigned started = 0;
+    for (unsigned t = 1; t < threads && t < nchunks; t++)
+        if (pthread_create(&tids[started], NULL, pool_thread, &p) == 0)
+            started++;
+    /* The calling thread works too, reporting progress between chunks. */
+    for (;;) {
+        size_t i = atomic_fetch_add(&p.next, 1);
+        if (i >= p.nchunks || atomic_load(&p.failed))
+            break;
+        pk_error e;
+        pk_status s = sweep_chunk(img, want, &p.chunks[i], &e);
+        if (s != PK_OK) {
+            pthread_mutex_lock(&p.lock);
+            if (!atomic_exchange(&p.failed, 1)) {
+                p.status = s;
+                p.err = e;
+            }
+            pthread_mutex_unlock(&p.lock);
+            break;
+        }
+        atomic_fetch_add(&p.bytes_done, p.chunks[i].end - p.chunks[i].start);
+        if (opts && opts->progress)
+            opts->progress(opts->progress_ctx, atomic_load(&p.bytes_done), total);
+    }
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
+
+    pk_status status = p.status;
+    if (status != PK_OK)
+        *err = p.err;
+    sweeper sw;
+    uint64_t pos = 0;
+    for (size_t i = 0; i < nchunks && status == PK_OK; i++) {
+        chunk *c = &p.chunks[i];
+        if (c->start == 0) { /* a new region: its true stream starts here */
+            status = sweeper_init(&sw, &img->regions[c->region], want, err);
+            if (status != PK_OK)
+                break;
+            pos = 0;
+        }
+        stitch_chunk(&sw, c, &pos, &evs[c->region], &stats[c->region]);
+        if (evs[c->region].oom)
+            status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < nchunks; i++)
+        chunk_free(&p.chunks[i]);
+    free(p.chunks);
+    return status;
+}
+
+/* ---- recursive descent ---------------------------------------------------------- */
+
+typedef struct rd_state {
+    const pk_image *img;
+    sweeper *sw;            /* one per region */
+    uint8_t **visited;      /* per region, one bit per byte: an instruction start */
+    struct rd_item { uint32_t region; uint64_t off; } *stack;
+    size_t nstack, capstack;
+    evvec *evs;             /* per region: sites reached */
+    pk_region_stats *stats;
+    bool oom;
+} rd_state;
+
+static void rd_push(rd_state *rd, uint64_t addr, size_t near_region)
+{
+    /* Prefer the current region: relocatable objects put every section at 0. */
+    const pk_region *r = &rd->img->regions[near_region];
+    size_t ri = near_region;
+    if (addr - r->vaddr >= r->size) {
+        r = pk_image_region_at(rd->img, addr);
+        if (!r)
+            return;
+        ri = (size_t)(r - rd->img->regions);
+    }
+    uint64_t off = addr - r->vaddr;
+    if (rd->visited[ri][off >> 3] & (1u << (off & 7)))
+        return;
+    if (rd->nstack == rd->capstack) {
+        size_t ncap = rd->capstack ? rd->capstack * 2 : 1024;
+        struct rd_item *s = realloc(rd->stack, ncap * sizeof *s);
+        if (!s) {
+            rd->oom = true;
+            return;
+        }
+        rd->stack = s;
+        rd->capstack = ncap;
+    }
+    rd->stack[rd->nstack++] = (struct rd_item){ (uint32_t)ri, off };
+}
+
+/* Does execution never fall through to the next instruction? */
+static bool rd_ends_path(const ZydisDecodedInstruction *insn)
+{
+    switch (insn->meta.category) {
+    case ZYDIS_CATEGORY_RET:
+    case ZYDIS_CATEGORY_UNCOND_BR:
+    case ZYDIS_CATEGORY_SYSRET:
+        return true;
+    default:
+        break;
+    }
+    switch (insn->mnemonic) {
+    case ZYDIS_MNEMONIC_IRET:
+    case ZYDIS_MNEMONIC_IRETD:
+    case ZYDIS_MNEMONIC_IRETQ:
+    case ZYDIS_MNEMONIC_SYSEXIT:
+    case ZYDIS_MNEMONIC_UD0:
+    case ZYDIS_MNEMONIC_UD1:
+    case ZYDIS_MNEMONIC_UD2:
+    case ZYDIS_MNEMONIC_INT3:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
+{
+    const pk_region *r = &rd->img->regions[ri];
+    sweeper *sw = &rd->sw[ri];
+    uint8_t *visited = rd->visited[ri];
+    while (off < r->size && !(visited[off >> 3] & (1u << (off & 7)))) {
+        ZydisDecoderContext ctx;
+        ZydisDecodedInstruction insn;
+        if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&sw->decoder, &ctx, r->bytes + off,
+                                                      r->size - off, &insn)))
+            return;
+        visited[off >> 3] |= (uint8_t)(1u << (off & 7));
+        rd->stats[ri].reached++;
+        if (sw->candidate[insn.mnemonic]) {
+            pk_class_id c = pk_classify(&insn);
+            if (c != PK_CLASS_NONE && sw->want[c])
+                ev_push(&rd->evs[ri], off, (uint16_t)c, insn.length, 1);
+        }
+        /* Direct near branches and calls: follow the target. */
+        if (insn.meta.branch_type != ZYDIS_BRANCH_TYPE_NONE &&
+            insn.meta.branch_type != ZYDIS_BRANCH_TYPE_FAR &&
+            (insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE) && insn.raw.imm[0].is_relative) {
+            uint64_t target = r->vaddr + off + insn.length + (uint64_t)insn.raw.imm[0].value.s;
+            if (r->bits == 16)
+                target = (target & 0xFFFF) | ((r->vaddr + off) & ~(uint64_t)0xFFFF);
+            else if (r->bits == 32)
+                target &= 0xFFFFFFFFu;
+            rd_push(rd, target, ri);
+        }
+        if (rd_ends_path(&insn))
+            return;
+        off += insn.length;
+    }
+}
+
+static pk_status recursive_descent(const pk_image *img, const bool *want, evvec *evs,
+                                   pk_region_stats *stats, pk_error *err)
+{
+    rd_state rd = { .img = img, .evs = evs, .stats = stats };
+    pk_status status = PK_OK;
+    rd.sw = calloc(img->nregions, sizeof *rd.sw);
+    rd.visited = calloc(img->nregions, sizeof *rd.visited);
+    if (!rd.sw || !rd.visited)
+        status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    for (size_t r = 0; r < img->nregions && status == PK_OK; r++) {
+        status = sweeper_init(&rd.sw[r], &img->regions[r], want, err);
+        if (status == PK_OK && !(rd.visited[r] = calloc(img->regions[r].size / 8 + 1, 1)))
+            status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    }
+    if (status == PK_OK) {
+        if (img->has_entry)
+            rd_push(&rd, img->entry, 0);
+        for (size_t i = 0; i < img->nsymbols; i++)
+            if (img->symbols[i].func)
+                rd_push(&rd, img->symbols[i].addr, 0);
+        while (rd.nstack && !rd.oom) {
+            struct rd_item it = rd.stack[--rd.nstack];
+            rd_walk(&rd, it.region, it.off);
+        }
+        for (size_t r = 0; r < img->nregions; r++)
+            rd.oom |= evs[r].oom;
+        if (rd.oom)
+            status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    }
+    for (size_t r = 0; rd.visited && r < img->nregions; r++)
+        free(rd.visited[r]);
+    free(rd.visited);
+    free(rd.sw);
+    free(rd.stack);
+    return status;
+}
+
+/* ---- results ---------------------------------------------------------------------- */
+
+static int compare_events(const void *a, const void *b)
+{
+    const event *x = a, *y = b;
+    if (x->off != y->off)
+        return x->off < y->off ? -1 : 1;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+static pk_status add_sites(const pk_image *img, size_t ri, const evvec *ev, unsigned found,
+                           pk_scan *out, size_t *cap, pk_error *err)
+{
+    const pk_region *r = &img->regions[ri];
+    for (size_t i = 0; i < ev->n; i++) {
+        const event *e = &ev->v[i];
+        if (e->kind == EV_PADDING) {
+            out->stats[ri].padding_bytes += e->count;
+            out->stats[ri].padding_runs++;
+            continue;
+        }
+        if (e->kind == EV_UNDECODABLE) {
+            out->stats[ri].undecodable++;
+            continue;
+        }
+        if (out->nsites == *cap) {
+            size_t ncap = *cap ? *cap * 2 : 64;
+            pk_site *s = realloc(out->sites, ncap * sizeof *s);
+            if (!s)
+                return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+            out->sites = s;
+            *cap = ncap;
+        }
+        pk_site *s = &out->sites[out->nsites++];
+        memset(s, 0, sizeof *s);
+        s->vaddr = r->vaddr + e->off;
+        s->region = (uint32_t)ri;
+        s->cls = e->kind;
+        s->len = e->len;
+        s->found = (uint8_t)found;
+        memcpy(s->bytes, r->bytes + e->off, e->len);
+    }
+    return PK_OK;
+}
+
+/* Merges the linear and recursive results of one region: sites at the same
+ * address and length are one site found by both. Both lists are sorted. */
+static pk_status merge_region(const pk_image *img, size_t ri, evvec *lin, evvec *rec,
+                              pk_scan *out, size_t *cap, pk_error *err)
+{
+    qsort(rec->v, rec->n, sizeof *rec->v, compare_events);
+    size_t first = out->nsites;
+    PK_CHECK(add_sites(img, ri, lin, PK_FOUND_LINEAR, out, cap, err));
+    size_t nlin = out->nsites;
+    size_t j = first;
+    for (size_t i = 0; i < rec->n; i++) {
+        const event *e = &rec->v[i];
+        while (j < nlin && out->sites[j].vaddr - img->regions[ri].vaddr < e->off)
+            j++;
+        if (j < nlin && out->sites[j].vaddr - img->regions[ri].vaddr == e->off &&
+            out->sites[j].len == e->len) {
+            out->sites[j].found |= PK_FOUND_RECURSIVE;
+            continue;
+        }
+        evvec one = { .v = (event *)e, .n = 1 };
+        PK_CHECK(add_sites(img, ri, &one, PK_FOUND_RECURSIVE, out, cap, err));
+    }
+    if (out->nsites > nlin) { /* recursive-only sites: restore address order */
+        pk_site *s = out->sites + first;
+        size_t n = out->nsites - first;
+        for (size_t a = 1; a < n; a++) { /* insertion: few out of place */
+            pk_site t = s[a];
+            size_t b = a;
+            while (b > 0 && (s[b - 1].vaddr > t.vaddr ||
+                             (s[b - 1].vaddr == t.vaddr && s[b - 1].len > t.len))) {
+                s[b] = s[b - 1];
+                b--;
+            }
+            s[b] = t;
+        }
+    }
+    return PK_OK;
+}
+
+pk_status pk_scan_image(const pk_image *img, const pk_scan_options *opts, pk_scan *out,
+                        pk_error *err)
+{
+    memset(out, 0, sizeof *out);
+    bool want[PK_CLASS_COUNT];
+    PK_CHECK(filter_init(want, opts, err));
+    unsigned sweeps = opts && opts->sweeps ? opts->sweeps : PK_FOUND_LINEAR | PK_FOUND_RECURSIVE;
+    if (sweeps & ~(unsigned)(PK_FOUND_LINEAR | PK_FOUND_RECURSIVE))
+        return pk_fail(err, PK_ERR_USAGE, "unknown sweep bits 0x%x", sweeps);
+
+    size_t n = img->nregions;
+    evvec *lin = calloc(n ? n : 1, sizeof *lin), *rec = calloc(n ? n : 1, sizeof *rec);
+    out->stats = calloc(n ? n : 1, sizeof *out->stats);
+    out->nregions = n;
+    pk_status status = PK_OK;
+    if (!lin || !rec || !out->stats)
+        status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    if (status == PK_OK && (sweeps & PK_FOUND_LINEAR))
+        status = linear_sweep(img, want, opts, lin, out->stats, err);
+    if (status == PK_OK && (sweeps & PK_FOUND_RECURSIVE))
+        status = recursive_descent(img, want, rec, out->stats, err);
+    size_t cap = 0;
+    for (size_t r = 0; r < n && status == PK_OK; r++)
+        status = merge_region(img, r, &lin[r], &rec[r], out, &cap, err);
+    for (size_t r = 0; r < n; r++) {
+        if (lin) free(lin[r].v);
+        if (rec) free(rec[r].v);
+    }
+    free(lin);
+    free(rec);
+    if (status != PK_OK)
+        pk_scan_free(out);
+    return status;
+}
+
+void pk_scan_free(pk_scan *scan)
+{
+    free(scan->sites);
+    free(scan->stats);
+    memset(scan, 0, sizeof *scan);
+}
+
+pk_status pk_scan_region_reference(const pk_image *img, size_t region,
+                                   const pk_scan_options *opts, pk_scan *out,
+                                   pk_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (region >= img->nregions)
+        return pk_fail(err, PK_ERR_USAGE, "no region %zu", region);
+    bool want[PK_CLASS_COUNT];
+    PK_CHECK(filter_init(want, opts, err));
+    /* Everything wanted while sweeping, so that every INT3 is seen; the
+     * filter applies afterwards, when runs of them are known. */
+    bool all[PK_CLASS_COUNT];
+    memset(all, 1, sizeof all);
+    sweeper sw;
+    const pk_region *r = &img->regions[region];
+    PK_CHECK(sweeper_init(&sw, r, all, err));
+    out->stats = calloc(img->nregions, sizeof *out->stats);
+    if (!out->stats)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    out->nregions = img->nregions;
+    pk_region_stats *st = &out->stats[region];
+
+    evvec raw = { 0 }, ev = { 0 };
+    for (uint64_t off = 0; off < r->size;) {
+        ZydisDecoderContext ctx;
+        ZydisDecodedInstruction insn;
+        if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&sw.decoder, &ctx, r->bytes + off,
+                                                      r->size - off, &insn))) {
+            ev_push(&raw, off, EV_UNDECODABLE, 1, 1);
+            off++;
+            continue;
+        }
+        st->instructions++;
+        pk_class_id c = pk_classify(&insn);
+        if (c != PK_CLASS_NONE)
+            ev_push(&raw, off, (uint16_t)c, insn.length, 1);
+        off += insn.length;
+    }
+    /* Group one-byte INT3s (plain CC bytes) into runs. */
+    for (size_t i = 0; i < raw.n; i++) {
+        event *e = &raw.v[i];
+        bool plain_cc = e->kind == PK_CLASS_INT3 && e->len == 1;
+        if (!plain_cc) {
+            if (e->kind == EV_UNDECODABLE || want[e->kind])
+                ev_push(&ev, e->off, e->kind, e->len, 1);
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < raw.n && raw.v[j].kind == PK_CLASS_INT3 && raw.v[j].len == 1 &&
+               raw.v[j].off == raw.v[j - 1].off + 1)
+            j++;
+        uint64_t n = j - i;
+        if (pk_int3_run_is_padding(r, r->vaddr + e->off, n))
+            ev_push(&ev, e->off, EV_PADDING, 1, (uint32_t)n);
+        else if (want[PK_CLASS_INT3])
+            for (size_t k = i; k < j; k++)
+                ev_push(&ev, raw.v[k].off, PK_CLASS_INT3, 1, 1);
+        i = j - 1;
+    }
+    size_t cap = 0;
+    pk_status status = raw.oom || ev.oom ? pk_fail(err, PK_ERR_NOMEM, "out of memory")
+                                         : add_sites(img, region, &ev, PK_FOUND_LINEAR, out,
+                                                     &cap, err);
+    free(raw.v);
+    free(ev.v);
+    if (status != PK_OK)
+        pk_scan_free(out);
+    return status;
+}
