@@ -400,7 +400,7 @@ static pk_status load_elf(pk_image *img, pk_error *err)
     qsort(img->regions, img->nregions, sizeof *img->regions, compare_regions);
 
     PK_CHECK(load_elf_symbols(img, elf, img->data_len, err));
-    if (shnum && eh.e_type == ET_EXEC)
+    if (shnum && (eh.e_type == ET_EXEC || eh.e_type == ET_DYN))
         PK_CHECK(load_alternatives(img, elf, shstrndx, img->data_len, err));
     return PK_OK;
 }
@@ -652,7 +652,12 @@ const pk_symbol *pk_image_symbol_at(const pk_image *img, uint64_t addr)
     size_t first = lo - 1;
     while (first > 0 && img->symbols[first - 1].addr == at)
         first--;
-    return &img->symbols[first];
+    const pk_symbol *sym = &img->symbols[first];
+    /* A symbol names addresses it covers; one without a size (System.map),
+     * those up to the end of its region. */
+    if (sym->size)
+        return addr - sym->addr < sym->size ? sym : NULL;
+    return pk_image_region_at(img, sym->addr) == pk_image_region_at(img, addr) ? sym : NULL;
 }
 
 const pk_alt *pk_image_alts_at(const pk_image *img, uint64_t addr, size_t *count)

@@ -129,14 +129,15 @@ static void write_site_text(FILE *out, const site_view *v)
 {
     char sym[160];
     symbol_text(sym, sizeof sym, v->sym, v->sym_off);
-    fprintf(out, "0x%016" PRIx64 "  0x%08" PRIx64 "  %2u  %-20s  %-30s  %-10s  %-14s  %-12s  %s",
+    fprintf(out, "0x%016" PRIx64 "  0x%08" PRIx64 "  %2u  %-20s  %-30s  %-10s  %-14s  %-12s  %-9s  %s",
             v->site->vaddr, v->offset, v->site->len, v->bytes, v->insn,
-            pk_set_name(v->cls->set), v->cls->key, v->region->name, sym);
-    fprintf(out, "  %s", found_name(v->site->found));
+            pk_set_name(v->cls->set), v->cls->key, v->region->name,
+            found_name(v->site->found), sym);
     if (v->alt) {
         char target[160];
         symbol_text(target, sizeof target, v->alt_sym, v->alt_sym_off);
-        fprintf(out, "  -> 0x%" PRIx64 " %s", v->alt_target, target);
+        fprintf(out, "  -> 0x%" PRIx64 "%s%s", v->alt_target, v->alt_sym ? " " : "",
+                v->alt_sym ? target : "");
     }
     fputc('\n', out);
 }
@@ -174,9 +175,9 @@ pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
                     img->alt_entry_size);
         fputs("\n\n", out);
         if (scan->nsites)
-            fprintf(out, "%-18s  %-10s  %2s  %-20s  %-30s  %-10s  %-14s  %-12s  %s  %s\n",
+            fprintf(out, "%-18s  %-10s  %2s  %-20s  %-30s  %-10s  %-14s  %-12s  %-9s  %s\n",
                     "ADDRESS", "OFFSET", "LN", "BYTES", "INSTRUCTION", "SET", "ROW",
-                    "SECTION", "SYMBOL", "FOUND");
+                    "SECTION", "FOUND", "SYMBOL");
     }
 
     size_t per_row[PK_CLASS_COUNT] = { 0 };
