@@ -313,11 +313,8 @@ static pk_status load_elf(pk_image *img, pk_error *err)
     if (!elf)
         return pk_fail(err, PK_ERR_FORMAT, "libelf: %s", elf_errmsg(-1));
     img->elf = elf;
-    if (elf_kind(elf) != ELF_K_ELF)
-        return pk_fail(err, PK_ERR_UNSUPPORTED, "not an ELF file");
-
     GElf_Ehdr eh;
-    if (!gelf_getehdr(elf, &eh))
+    if (elf_kind(elf) != ELF_K_ELF || !gelf_getehdr(elf, &eh))
         return pk_fail(err, PK_ERR_FORMAT, "truncated or corrupt ELF header");
     int cls = gelf_getclass(elf);
     unsigned bits;
@@ -336,17 +333,21 @@ static pk_status load_elf(pk_image *img, pk_error *err)
                        (unsigned)eh.e_machine);
     }
 
+    /* The header's own counts first: libelf quietly reports no headers
+     * where the tables lie outside a truncated image. A zero e_shnum with a
+     * section header offset means the count lives in section 0 (more than
+     * 0xff00 sections): that one entry must be there. */
+    size_t len = img->data_len;
+    uint64_t sh_table = (uint64_t)(eh.e_shnum ? eh.e_shnum : eh.e_shoff ? 1 : 0) * eh.e_shentsize;
+    if (eh.e_phoff > len || (uint64_t)eh.e_phnum * eh.e_phentsize > len - eh.e_phoff)
+        return pk_fail(err, PK_ERR_FORMAT, "truncated: program headers lie past the end of the file");
+    if (sh_table && (eh.e_shoff > len || sh_table > len - eh.e_shoff))
+        return pk_fail(err, PK_ERR_FORMAT, "truncated: section headers lie past the end of the file");
     size_t phnum = 0, shnum = 0, shstrndx = 0;
     if (elf_getphdrnum(elf, &phnum) != 0 || elf_getshdrnum(elf, &shnum) != 0)
         return pk_fail(err, PK_ERR_FORMAT, "corrupt ELF header: %s", elf_errmsg(-1));
     if (shnum && elf_getshdrstrndx(elf, &shstrndx) != 0)
         return pk_fail(err, PK_ERR_FORMAT, "corrupt section header string table");
-    if (eh.e_phoff > img->data_len ||
-        (uint64_t)phnum * eh.e_phentsize > img->data_len - eh.e_phoff)
-        return pk_fail(err, PK_ERR_FORMAT, "truncated: program headers lie past the end of the file");
-    if (shnum && (eh.e_shoff > img->data_len ||
-                  (uint64_t)shnum * eh.e_shentsize > img->data_len - eh.e_shoff))
-        return pk_fail(err, PK_ERR_FORMAT, "truncated: section headers lie past the end of the file");
 
     bool pie = false;
     for (size_t i = 0; i < phnum; i++) {

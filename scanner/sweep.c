@@ -407,7 +407,9 @@ static void rd_push(rd_state *rd, uint64_t addr, size_t near_region)
     rd->stack[rd->nstack++] = (struct rd_item){ (uint32_t)ri, off };
 }
 
-/* Does execution never fall through to the next instruction? */
+/* Does execution never fall through to the next instruction? Traps that
+ * return (INT n, INT3, HLT woken by an interrupt) do fall through; UD2 marks
+ * code that must not return (BUG()). */
 static bool rd_ends_path(const ZydisDecodedInstruction *insn)
 {
     switch (insn->meta.category) {
@@ -426,7 +428,6 @@ static bool rd_ends_path(const ZydisDecodedInstruction *insn)
     case ZYDIS_MNEMONIC_UD0:
     case ZYDIS_MNEMONIC_UD1:
     case ZYDIS_MNEMONIC_UD2:
-    case ZYDIS_MNEMONIC_INT3:
         return true;
     default:
         return false;
