@@ -1,0 +1,90 @@
+# popek — build, tests, demo.
+#
+#   make               build build/popek and build/libpopek.a
+#   make demo          install missing Debian packages, build, run the demo
+#   make test          install missing Debian packages, build, run every test
+#   make test SANITIZE=1   the same, built with ASan and UBSan (in build-san/)
+#   make check-kernel  scan the newest Debian cloud kernel package
+#   make bench         run the benchmarks in bench/
+#   make docs          regenerate docs/catalog.md from the catalog
+
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Iinclude -pthread -D_GNU_SOURCE
+LDLIBS  := -lZydis -lelf -lz -llzma -lzstd -llz4 -pthread
+
+ifeq ($(SANITIZE),1)
+BUILD   := build-san
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+else
+BUILD   := build
+endif
+
+LIB_SRC   := $(wildcard scanner/*.c patcher/*.c monitor/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_SRC   := $(wildcard cli/*.c)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC  := $(wildcard tests/unit/*.c)
+UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+LIB   := $(BUILD)/libpopek.a
+POPEK := $(BUILD)/popek
+UNIT  := $(BUILD)/unit-tests
+
+.PHONY: all deps demo test unit e2e check-kernel bench docs check-docs clean
+
+all: $(POPEK) $(LIB)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(POPEK): $(CLI_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+
+$(UNIT): $(UNIT_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(UNIT_OBJ) $(LIB) $(LDLIBS) -lcriterion -o $@
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+deps:
+	@scripts/install-deps
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo $(POPEK)
+
+test: deps
+	@$(MAKE) --no-print-directory unit e2e
+
+unit: $(UNIT) $(POPEK)
+	$(UNIT) --jobs 2
+
+e2e: $(POPEK) $(BENCH_BIN)
+	POPEK=$(abspath $(POPEK)) BUILD=$(abspath $(BUILD)) tests/e2e/run
+
+check-kernel: deps
+	@$(MAKE) --no-print-directory all
+	POPEK=$(abspath $(POPEK)) scripts/check-kernel
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	BUILD=$(abspath $(BUILD)) bench/run
+
+docs: $(POPEK)
+	$(POPEK) explain --format markdown > docs/catalog.md
+
+clean:
+	rm -rf build build-san
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)

@@ -1,0 +1,424 @@
+/* popek — command-line interface: argument parsing and the subcommands. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "popek/popek.h"
+
+enum { EXIT_BAD = 2 };
+
+static const char usage_main[] =
+    "usage: popek COMMAND [OPTIONS] [ARGS]\n"
+    "\n"
+    "Finds the x86 instructions that break trap-and-emulate virtualization.\n"
+    "\n"
+    "commands:\n"
+    "  scan      list the sensitive instructions of an ELF file, kernel or blob\n"
+    "  explain   print the catalog of sensitive instructions, or one row of it\n"
+    "  extract   write the vmlinux inside a bzImage (/boot/vmlinuz-*)\n"
+    "\n"
+    "`popek COMMAND --help` describes each command. Exit status: 0 on success,\n"
+    "2 on bad usage or bad input.\n";
+
+static const char usage_scan[] =
+    "usage: popek scan [OPTIONS] FILE\n"
+    "       popek scan --vdso [OPTIONS]\n"
+    "       popek scan --raw --bits 16|32|64 [--base ADDR] [OPTIONS] FILE\n"
+    "\n"
+    "Lists every instruction of the catalog found in FILE's code: ELF32/ELF64\n"
+    "executables, shared objects, relocatable objects and kernel images, Linux\n"
+    "bzImages (the payload is decompressed), raw code, or this kernel's vDSO.\n"
+    "\n"
+    "options:\n"
+    "  --set SETS          pg (default), privileged, extended, all, or a comma list\n"
+    "  --only ROWS         only these catalog rows (keys or mnemonics, comma list)\n"
+    "  --sweep KIND        linear, recursive, or both (default: both)\n"
+    "  --format FMT        text (default) or json (one object per line)\n"
+    "  --syntax SYNTAX     intel (default) or att\n"
+    "  --symbols MAP       add symbols from an nm-style map (System.map)\n"
+    "  --raw               FILE is raw code; needs --bits, takes --base\n"
+    "  --bits N            bitness of raw code: 16, 32 or 64\n"
+    "  --base ADDR         address of the first byte of raw code (default 0)\n"
+    "  --vdso              scan the running kernel's vDSO\n"
+    "  --threads N         threads for the linear sweep (default: one per CPU)\n"
+    "  -h, --help          show this help\n";
+
+static const char usage_explain[] =
+    "usage: popek explain [--set SETS] [--format text|markdown|json] [ROW]\n"
+    "\n"
+    "Prints the catalog: for every sensitive instruction family, the modes it\n"
+    "exists in, what it does at CPL 3, which Popek-Goldberg requirement it\n"
+    "breaks and what a monitor emulates. With ROW (a key such as `popf`, a\n"
+    "name, or a mnemonic such as `pushfq`), prints that row in full.\n"
+    "\n"
+    "options:\n"
+    "  --set SETS          rows of these sets (default: all)\n"
+    "  --format FMT        text (default), markdown, or json (one object per line)\n"
+    "  -h, --help          show this help\n";
+
+static const char usage_extract[] =
+    "usage: popek extract BZIMAGE -o OUT\n"
+    "\n"
+    "Decompresses the payload of a Linux bzImage (gzip, xz, zstd or lz4) and\n"
+    "writes it, the kernel's vmlinux ELF image, to OUT.\n"
+    "\n"
+    "options:\n"
+    "  -o, --output OUT    the file to write (required)\n"
+    "  -h, --help          show this help\n";
+
+static int usage_error(const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("popek: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    (void)usage;
+    fputs("Try `popek --help` or `popek COMMAND --help`.\n", stderr);
+    return EXIT_BAD;
+}
+
+static int input_error(const char *what, const pk_error *err)
+{
+    fprintf(stderr, "popek: %s: %s\n", what, err->msg);
+    return EXIT_BAD;
+}
+
+static bool parse_u64(const char *s, uint64_t *v)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 0);
+    if (errno || !*s || *end || *s == '-')
+        return false;
+    *v = x;
+    return true;
+}
+
+/* Parses a comma list of catalog rows into only[]. */
+static bool parse_only(const char *list, bool only[PK_CLASS_COUNT], char *bad, size_t badsize)
+{
+    char copy[512];
+    if (strlen(list) >= sizeof copy) {
+        snprintf(bad, badsize, "%.40s...", list);
+        return false;
+    }
+    strcpy(copy, list);
+    memset(only, 0, PK_CLASS_COUNT * sizeof *only);
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        const pk_class *c = pk_class_find(tok);
+        if (!c) {
+            snprintf(bad, badsize, "%s", tok);
+            return false;
+        }
+        only[c->id] = true;
+    }
+    return true;
+}
+
+/* ---- progress ---------------------------------------------------------------------- */
+
+static void show_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    const char *path = ctx;
+    fprintf(stderr, "\rpopek: scanning %s: %3u%%", path,
+            total ? (unsigned)(done * 100 / total) : 100);
+}
+
+/* ---- scan ------------------------------------------------------------------------------ */
+
+static int cmd_scan(int argc, char **argv)
+{
+    enum { O_SET = 256, O_ONLY, O_SWEEP, O_FORMAT, O_SYNTAX, O_SYMBOLS, O_RAW, O_BITS,
+           O_BASE, O_VDSO, O_THREADS };
+    static const struct option opts[] = {
+        { "set", required_argument, 0, O_SET },
+        { "only", required_argument, 0, O_ONLY },
+        { "sweep", required_argument, 0, O_SWEEP },
+        { "format", required_argument, 0, O_FORMAT },
+        { "syntax", required_argument, 0, O_SYNTAX },
+        { "symbols", required_argument, 0, O_SYMBOLS },
+        { "raw", no_argument, 0, O_RAW },
+        { "bits", required_argument, 0, O_BITS },
+        { "base", required_argument, 0, O_BASE },
+        { "vdso", no_argument, 0, O_VDSO },
+        { "threads", required_argument, 0, O_THREADS },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
+    };
+    pk_scan_options so = { .sets = PK_SET_PG };
+    pk_report_options ro = { .format = PK_FORMAT_TEXT, .syntax = ZYDIS_FORMATTER_STYLE_INTEL };
+    bool only[PK_CLASS_COUNT], raw = false, vdso = false, have_bits = false, have_base = false;
+    const char *symbols = NULL;
+    uint64_t bits = 0, base = 0, threads = 0;
+    char bad[128];
+
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(usage_scan, stdout);
+            return 0;
+        case O_SET:
+            if (!pk_set_parse(optarg, &so.sets))
+                return usage_error(usage_scan, "--set: unknown set '%s' (pg, privileged, "
+                                               "extended, all)", optarg);
+            break;
+        case O_ONLY:
+            if (!parse_only(optarg, only, bad, sizeof bad))
+                return usage_error(usage_scan, "--only: no catalog row '%s' (see popek explain)",
+                                   bad);
+            so.only = only;
+            break;
+        case O_SWEEP:
+            if (!strcmp(optarg, "linear")) so.sweeps = PK_FOUND_LINEAR;
+            else if (!strcmp(optarg, "recursive")) so.sweeps = PK_FOUND_RECURSIVE;
+            else if (!strcmp(optarg, "both")) so.sweeps = PK_FOUND_LINEAR | PK_FOUND_RECURSIVE;
+            else return usage_error(usage_scan, "--sweep: '%s' is not linear, recursive or both",
+                                    optarg);
+            break;
+        case O_FORMAT:
+            if (!strcmp(optarg, "text")) ro.format = PK_FORMAT_TEXT;
+            else if (!strcmp(optarg, "json")) ro.format = PK_FORMAT_JSON;
+            else return usage_error(usage_scan, "--format: '%s' is not text or json", optarg);
+            break;
+        case O_SYNTAX:
+            if (!strcmp(optarg, "intel")) ro.syntax = ZYDIS_FORMATTER_STYLE_INTEL;
+            else if (!strcmp(optarg, "att")) ro.syntax = ZYDIS_FORMATTER_STYLE_ATT;
+            else return usage_error(usage_scan, "--syntax: '%s' is not intel or att", optarg);
+            break;
+        case O_SYMBOLS: symbols = optarg; break;
+        case O_RAW: raw = true; break;
+        case O_VDSO: vdso = true; break;
+        case O_BITS:
+            if (!parse_u64(optarg, &bits) || (bits != 16 && bits != 32 && bits != 64))
+                return usage_error(usage_scan, "--bits: '%s' is not 16, 32 or 64", optarg);
+            have_bits = true;
+            break;
+        case O_BASE:
+            if (!parse_u64(optarg, &base))
+                return usage_error(usage_scan, "--base: '%s' is not an address", optarg);
+            have_base = true;
+            break;
+        case O_THREADS:
+            if (!parse_u64(optarg, &threads) || threads < 1 || threads > 64)
+                return usage_error(usage_scan, "--threads: '%s' is not 1..64", optarg);
+            break;
+        default:
+            return usage_error(usage_scan, "scan: bad option");
+        }
+    }
+    int nargs = argc - optind;
+    if (vdso && (nargs || raw))
+        return usage_error(usage_scan, "scan: --vdso takes no FILE and no --raw");
+    if (!vdso && nargs != 1)
+        return usage_error(usage_scan, nargs ? "scan: one FILE at a time" : "scan: no FILE given");
+    if (raw && !have_bits)
+        return usage_error(usage_scan, "scan: --raw needs --bits 16|32|64");
+    if (!raw && (have_bits || have_base))
+        return usage_error(usage_scan, "scan: --bits and --base go with --raw");
+    so.threads = (unsigned)threads;
+    ro.sweeps = so.sweeps ? so.sweeps : PK_FOUND_LINEAR | PK_FOUND_RECURSIVE;
+
+    const char *path = vdso ? "[vdso]" : argv[optind];
+    pk_image img;
+    pk_error err = { { 0 } };
+    pk_status s = vdso ? pk_image_load_vdso(&img, &err)
+                : raw  ? pk_image_load_raw(&img, path, (unsigned)bits, base, &err)
+                       : pk_image_load_file(&img, path, &err);
+    if (s != PK_OK)
+        return input_error(path, &err);
+    if (symbols && pk_image_add_symbol_map(&img, symbols, &err) != PK_OK) {
+        pk_image_free(&img);
+        return input_error(path, &err);
+    }
+
+    bool progress = isatty(STDERR_FILENO);
+    if (progress) {
+        so.progress = show_progress;
+        so.progress_ctx = (void *)path;
+    }
+    pk_scan scan;
+    s = pk_scan_image(&img, &so, &scan, &err);
+    if (progress)
+        fputs("\r\033[K", stderr);
+    if (s != PK_OK) {
+        pk_image_free(&img);
+        return input_error(path, &err);
+    }
+    s = pk_report_scan(stdout, &img, &scan, &ro, &err);
+    pk_scan_free(&scan);
+    pk_image_free(&img);
+    if (s != PK_OK)
+        return input_error(path, &err);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "popek: writing the report: %s\n", strerror(errno));
+        return EXIT_BAD;
+    }
+    return 0;
+}
+
+/* ---- explain --------------------------------------------------------------------------- */
+
+static int cmd_explain(int argc, char **argv)
+{
+    enum { O_SET = 256, O_FORMAT };
+    static const struct option opts[] = {
+        { "set", required_argument, 0, O_SET },
+        { "format", required_argument, 0, O_FORMAT },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
+    };
+    unsigned sets = PK_SET_ALL;
+    pk_format format = PK_FORMAT_TEXT;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(usage_explain, stdout);
+            return 0;
+        case O_SET:
+            if (!pk_set_parse(optarg, &sets))
+                return usage_error(usage_explain, "--set: unknown set '%s'", optarg);
+            break;
+        case O_FORMAT:
+            if (!strcmp(optarg, "text")) format = PK_FORMAT_TEXT;
+            else if (!strcmp(optarg, "markdown")) format = PK_FORMAT_MARKDOWN;
+            else if (!strcmp(optarg, "json")) format = PK_FORMAT_JSON;
+            else return usage_error(usage_explain, "--format: '%s' is not text, markdown or json",
+                                    optarg);
+            break;
+        default:
+            return usage_error(usage_explain, "explain: bad option");
+        }
+    }
+    if (argc - optind > 1)
+        return usage_error(usage_explain, "explain: one ROW at a time");
+    const pk_class *row = NULL;
+    if (argc - optind == 1) {
+        row = pk_class_find(argv[optind]);
+        if (!row)
+            return usage_error(usage_explain, "explain: no catalog row '%s' (`popek explain` "
+                                              "lists them)", argv[optind]);
+        if (format == PK_FORMAT_MARKDOWN)
+            return usage_error(usage_explain, "explain: markdown is for the whole catalog");
+    }
+    pk_report_catalog(stdout, format, sets, row);
+    return fflush(stdout) == 0 ? 0 : EXIT_BAD;
+}
+
+/* ---- extract --------------------------------------------------------------------------- */
+
+static int write_file_atomically(const char *path, const uint8_t *data, size_t len)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= (int)sizeof tmp) {
+        fprintf(stderr, "popek: %s: path too long\n", path);
+        return EXIT_BAD;
+    }
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        fprintf(stderr, "popek: %s: %s\n", path, strerror(errno));
+        return EXIT_BAD;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (size_t)n;
+    }
+    int e = errno;
+    if (done < len || fchmod(fd, 0644) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+        fprintf(stderr, "popek: %s: %s\n", path, strerror(done < len ? e : errno));
+        unlink(tmp);
+        return EXIT_BAD;
+    }
+    return 0;
+}
+
+static int cmd_extract(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "output", required_argument, 0, 'o' },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
+    };
+    const char *out = NULL;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(usage_extract, stdout);
+            return 0;
+        case 'o': out = optarg; break;
+        default: return usage_error(usage_extract, "extract: bad option");
+        }
+    }
+    if (argc - optind != 1)
+        return usage_error(usage_extract, "extract: give one BZIMAGE");
+    if (!out)
+        return usage_error(usage_extract, "extract: -o OUT is required");
+    const char *path = argv[optind];
+
+    /* Load it as an image: that reads, recognises and decompresses it, and
+     * checks the payload is an x86 ELF. */
+    pk_image img;
+    pk_error err = { { 0 } };
+    if (pk_image_load_file(&img, path, &err) != PK_OK)
+        return input_error(path, &err);
+    if (img.kind != PK_IMAGE_BZIMAGE) {
+        pk_image_free(&img);
+        fprintf(stderr, "popek: %s: not a bzImage\n", path);
+        return EXIT_BAD;
+    }
+    int rc = write_file_atomically(out, img.data, img.data_len);
+    if (!rc)
+        fprintf(stderr, "popek: %s: %s payload, %zu bytes written to %s\n", path,
+                img.compression, img.data_len, out);
+    pk_image_free(&img);
+    return rc;
+}
+
+/* ---- main -------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error(usage_main, "no command given");
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("popek %s (Zydis %u.%u)\n", POPEK_VERSION,
+               (unsigned)ZYDIS_VERSION_MAJOR(ZydisGetVersion()),
+               (unsigned)ZYDIS_VERSION_MINOR(ZydisGetVersion()));
+        return 0;
+    }
+    if (!strcmp(cmd, "scan"))
+        return cmd_scan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "explain"))
+        return cmd_explain(argc - 1, argv + 1);
+    if (!strcmp(cmd, "extract"))
+        return cmd_extract(argc - 1, argv + 1);
+    return usage_error(usage_main, "unknown command '%s'", cmd);
+}
