@@ -26,10 +26,13 @@ static void row_full_text(FILE *out, const pk_class *c)
     fprintf(out, "  mnemonics:    %s\n", mns);
     fprintf(out, "  encodings:    ");
     pk_write_wrapped(out, c->encodings, 16, 79);
-    fprintf(out, "  at CPL 3:     %s. ", pk_cpl3_name(c->cpl3));
-    pk_write_wrapped(out, c->cpl3_text, 16, 79);
-    fprintf(out, "  breaks:       %s. ", pk_pg_name(c->pg));
-    pk_write_wrapped(out, c->pg_text, 16, 79);
+    char text[1024];
+    snprintf(text, sizeof text, "%s. %s", pk_cpl3_name(c->cpl3), c->cpl3_text);
+    fprintf(out, "  at CPL 3:     ");
+    pk_write_wrapped(out, text, 16, 79);
+    snprintf(text, sizeof text, "%s. %s", pk_pg_name(c->pg), c->pg_text);
+    fprintf(out, "  breaks:       ");
+    pk_write_wrapped(out, text, 16, 79);
     fprintf(out, "  virtual CPU:  ");
     pk_write_wrapped(out, c->vcpu_state, 16, 79);
     fputc('\n', out);
@@ -93,6 +96,13 @@ static void catalog_markdown(FILE *out, unsigned sets)
           "Sets: `pg` are sensitive but unprivileged (they break trap-and-emulate), "
           "`privileged` fault at CPL 3 (trap-and-emulate handles them), `extended` "
           "reveal the host (CPUID, time, CPU number).\n\n"
+          "The `pg` rows cover the instructions Robin and Irvine found sensitive but "
+          "unprivileged on the Pentium (USENIX Security 2000). Their count is usually "
+          "cited as 17, while the list as commonly reproduced names 18 mnemonics: "
+          "SGDT, SIDT, SLDT, SMSW, PUSHF, POPF, LAR, LSL, VERR, VERW, POP, PUSH, CALL, "
+          "JMP, INT n, RET, STR and MOV. popek lists all 18 (POP, PUSH and MOV where "
+          "they touch segment registers, CALL, JMP and RET where they are far), plus "
+          "IRET, INT3, INT1, INTO and the segment loads LDS, LES, LSS, LFS and LGS.\n\n"
           "| Row | Set | Modes | At CPL 3 | Popek–Goldberg |\n"
           "|---|---|---|---|---|\n", out);
     for (unsigned i = 0; i < PK_CLASS_COUNT; i++) {

@@ -7,8 +7,9 @@
 /* Writes s as a JSON string literal, quotes included. */
 void pk_json_string(FILE *out, const char *s);
 
-/* Writes s word-wrapped to width columns, each line after the first
- * indented by indent spaces (the first line's indent is the caller's). */
+/* Writes s word-wrapped to width columns and ends the line. The caller has
+ * already written the first line up to column indent; later lines are
+ * indented by indent spaces. */
 void pk_write_wrapped(FILE *out, const char *s, unsigned indent, unsigned width);
 
 #endif
