@@ -440,6 +440,15 @@ static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
     sweeper *sw = &rd->sw[ri];
     uint8_t *visited = rd->visited[ri];
     while (off < r->size && !(visited[off >> 3] & (1u << (off & 7)))) {
+        /* Falling into padding (after a call that does not return, say)
+         * ends the path, as it does for the linear sweep's listing. */
+        if (r->bytes[off] == 0xCC) {
+            uint64_t end = off + 1;
+            while (end < r->size && r->bytes[end] == 0xCC)
+                end++;
+            if (pk_int3_run_is_padding(r, r->vaddr + off, end - off))
+                return;
+        }
         ZydisDecoderContext ctx;
         ZydisDecodedInstruction insn;
         if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&sw->decoder, &ctx, r->bytes + off,

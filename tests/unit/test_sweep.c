@@ -252,3 +252,23 @@ Test(sweep, parallel_sweep_equals_reference_on_libc, .timeout = 120)
     }
     pk_image_free(&img);
 }
+
+Test(sweep, recursive_descent_stops_at_padding)
+{
+    /* call to a function that does not return, then padding up to the next
+     * function: recursive descent must not walk (and list) the padding, but
+     * a breakpoint INT3 in straight-line code is listed and passed. */
+    uint8_t code[32];
+    memset(code, 0xcc, sizeof code);
+    static const uint8_t head[] = { 0xcc, 0x9c, 0xe8, 0x09, 0, 0, 0 }; /* int3; pushf; call 0x10 */
+    memcpy(code, head, sizeof head);
+    code[0x10] = 0x0f; /* 0x10: ud2 */
+    code[0x11] = 0x0b;
+    pk_image img = load(code, sizeof code, 64, 0);
+    add_root(&img, 0);
+    pk_scan s = scan(&img, PK_FOUND_RECURSIVE, PK_SET_PG);
+    cr_assert_str_eq(sites_text(&s), "0:int3:2 1:pushf:2");
+    cr_assert_eq(s.stats[0].reached, 4);
+    pk_scan_free(&s);
+    pk_image_free(&img);
+}
