@@ -68,7 +68,7 @@ test: deps
 	@$(MAKE) --no-print-directory unit e2e
 
 unit: $(UNIT) $(POPEK)
-	$(UNIT) --jobs 2
+	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(UNIT) --jobs 2
 
 e2e: $(POPEK) $(BENCH_BIN)
 	POPEK=$(abspath $(POPEK)) BUILD=$(abspath $(BUILD)) tests/e2e/run

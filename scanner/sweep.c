@@ -565,7 +565,8 @@ static pk_status add_sites(const pk_image *img, size_t ri, const evvec *ev, unsi
 static pk_status merge_region(const pk_image *img, size_t ri, evvec *lin, evvec *rec,
                               pk_scan *out, size_t *cap, pk_error *err)
 {
-    qsort(rec->v, rec->n, sizeof *rec->v, compare_events);
+    if (rec->n)
+        qsort(rec->v, rec->n, sizeof *rec->v, compare_events);
     size_t first = out->nsites;
     PK_CHECK(add_sites(img, ri, lin, PK_FOUND_LINEAR, out, cap, err));
     size_t nlin = out->nsites;
