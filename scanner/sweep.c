@@ -64,6 +64,7 @@ static void ev_push(evvec *e, uint64_t off, uint16_t kind, uint8_t len, uint32_t
 
 typedef struct sweeper {
     ZydisDecoder decoder;
+    const uint8_t *onebyte;     /* one_byte_table() for the region's mode */
     const pk_region *region;
     bool want[PK_CLASS_COUNT];
     bool candidate[ZYDIS_MNEMONIC_MAX_VALUE + 1];
@@ -82,6 +83,51 @@ static pk_status filter_init(bool want[PK_CLASS_COUNT], const pk_scan_options *o
     return PK_OK;
 }
 
+/* Bytes that are a whole instruction by themselves wherever they start one
+ * (NOP, PUSH/POP reg, RET, LEAVE, PUSHF, CLI, ...), asked of Zydis once per
+ * mode: a byte qualifies when it decodes to a one-byte instruction whatever
+ * follows it (prefixes and escapes do not). Entry 0: decode normally;
+ * ONE_PLAIN: a one-byte instruction of no row; ONE_CLASS + c: one of row c. */
+enum { ONE_PLAIN = 1, ONE_CLASS = 2 };
+static uint8_t one_byte[3][256];
+static pthread_once_t one_byte_once = PTHREAD_ONCE_INIT;
+
+_Static_assert(ONE_CLASS + PK_CLASS_COUNT <= 255, "one-byte table entries fit a byte");
+
+static void build_one_byte_tables(void)
+{
+    static const uint8_t tails[][4] = {
+        { 0x00, 0x00, 0x00, 0x00 }, { 0xff, 0xff, 0xff, 0xff }, { 0x0f, 0x05, 0x00, 0x00 },
+        { 0x90, 0x90, 0x90, 0x90 }, { 0x66, 0x90, 0x00, 0x00 }, { 0xcc, 0xcc, 0xcc, 0xcc },
+        { 0xc0, 0x00, 0x00, 0x00 }, { 0x0f, 0x1f, 0x44, 0x00 },
+    };
+    static const struct { ZydisMachineMode mode; ZydisStackWidth width; } modes[3] = {
+        { ZYDIS_MACHINE_MODE_LEGACY_16, ZYDIS_STACK_WIDTH_16 },
+        { ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32 },
+        { ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64 },
+    };
+    for (unsigned m = 0; m < 3; m++) {
+        ZydisDecoder dec;
+        ZydisDecoderInit(&dec, modes[m].mode, modes[m].width);
+        ZydisDecoderEnableMode(&dec, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE);
+        for (unsigned b = 0; b < 256; b++) {
+            bool standalone = true;
+            ZydisDecoderContext ctx;
+            ZydisDecodedInstruction insn;
+            for (unsigned t = 0; t < sizeof tails / sizeof tails[0] && standalone; t++) {
+                uint8_t buf[5] = { (uint8_t)b, tails[t][0], tails[t][1], tails[t][2], tails[t][3] };
+                standalone = ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&dec, &ctx, buf,
+                                                                        sizeof buf, &insn)) &&
+                             insn.length == 1;
+            }
+            if (!standalone)
+                continue;
+            pk_class_id c = pk_classify(&insn);
+            one_byte[m][b] = c == PK_CLASS_NONE ? ONE_PLAIN : (uint8_t)(ONE_CLASS + c);
+        }
+    }
+}
+
 static pk_status sweeper_init(sweeper *sw, const pk_region *r, const bool want[PK_CLASS_COUNT],
                               pk_error *err)
 {
@@ -95,6 +141,8 @@ static pk_status sweeper_init(sweeper *sw, const pk_region *r, const bool want[P
     if (ZYAN_FAILED(ZydisDecoderInit(&sw->decoder, mode, width)) ||
         ZYAN_FAILED(ZydisDecoderEnableMode(&sw->decoder, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE)))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot set up the Zydis decoder");
+    pthread_once(&one_byte_once, build_one_byte_tables);
+    sw->onebyte = one_byte[r->bits == 64 ? 2 : r->bits == 32 ? 1 : 0];
     sw->region = r;
     memcpy(sw->want, want, sizeof sw->want);
     for (unsigned i = 0; i < PK_CLASS_COUNT; i++) {
@@ -113,13 +161,27 @@ bool pk_int3_run_is_padding(const pk_region *r, uint64_t vaddr, uint64_t len)
     return len >= PADDING_LONG_RUN || end % 16 == 0 || end == r->vaddr + r->size;
 }
 
-/* One step of the linear sweep at off: an instruction, a whole CC run, or
- * one undecodable byte. Returns the offset of the next step and adds the
- * instructions it took to *ninsns. */
+/* One step of the linear sweep at off: an instruction, a whole CC run, a
+ * run of one-byte instructions of no row, or one undecodable byte. Returns
+ * the offset of the next step and adds the instructions it took to *ninsns. */
 static uint64_t sweep_step(sweeper *sw, uint64_t off, evvec *ev, uint64_t *ninsns)
 {
     const pk_region *r = sw->region;
     const uint8_t *b = r->bytes;
+    uint8_t one = sw->onebyte[b[off]];
+    if (one == ONE_PLAIN) {
+        uint64_t end = off + 1;
+        while (end < r->size && sw->onebyte[b[end]] == ONE_PLAIN)
+            end++;
+        *ninsns += end - off;
+        return end;
+    }
+    if (one >= ONE_CLASS && b[off] != 0xCC) {
+        (*ninsns)++;
+        if (sw->want[one - ONE_CLASS])
+            ev_push(ev, off, one - ONE_CLASS, 1, 1);
+        return off + 1;
+    }
     if (b[off] == 0xCC) {
         uint64_t end = off + 1;
         while (end < r->size && b[end] == 0xCC)
