@@ -7,6 +7,7 @@
 #   make check-kernel  scan the newest Debian cloud kernel package
 #   make bench         run the benchmarks in bench/
 #   make docs          regenerate docs/catalog.md from the catalog
+#   make fuzz          fuzz the loader and scanner (FUZZ_SECONDS, default 60)
 
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -34,7 +35,7 @@ LIB   := $(BUILD)/libpopek.a
 POPEK := $(BUILD)/popek
 UNIT  := $(BUILD)/unit-tests
 
-.PHONY: all deps demo test unit e2e check-kernel bench docs check-docs clean
+.PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean
 
 all: $(POPEK) $(LIB)
 
@@ -81,10 +82,20 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	BUILD=$(abspath $(BUILD)) bench/run
 
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build-fuzz
+fuzz:
+	@scripts/install-deps fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus
+	clang -g -O1 -std=gnu11 -Iinclude -D_GNU_SOURCE -pthread \
+	    -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_image.c $(LIB_SRC) \
+	    $(LDLIBS) -o $(FUZZ_DIR)/fuzz_image
+	$(FUZZ_DIR)/fuzz_image -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(FUZZ_DIR)/corpus
+
 docs: $(POPEK)
 	$(POPEK) explain --format markdown > docs/catalog.md
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
