@@ -408,6 +408,14 @@ static pk_status load_elf(pk_image *img, pk_error *err)
 
 /* ---- public loaders -------------------------------------------------------- */
 
+/* Puts a+b+c in front of the description the ELF loader wrote. */
+static void prefix_description(pk_image *img, const char *a, const char *b, const char *c)
+{
+    char inner[sizeof img->description];
+    memcpy(inner, img->description, sizeof inner);
+    snprintf(img->description, sizeof img->description, "%s%s%s%.90s", a, b, c, inner);
+}
+
 static bool is_elf(const uint8_t *buf, size_t len)
 {
     return len >= 4 && !memcmp(buf, ELFMAG, SELFMAG);
@@ -448,12 +456,8 @@ pk_status pk_image_load_file(pk_image *img, const char *path, pk_error *err)
                             "bzImage payload (%s) is not an ELF vmlinux", img->compression);
             else
                 s = load_elf(img, err);
-            if (s == PK_OK) {
-                char inner[sizeof img->description];
-                memcpy(inner, img->description, sizeof inner);
-                snprintf(img->description, sizeof img->description,
-                         "bzImage, %s payload: %.90s", img->compression, inner);
-            }
+            if (s == PK_OK)
+                prefix_description(img, "bzImage, ", img->compression, " payload: ");
         }
     } else if (img->data_len < 4) {
         s = pk_fail(err, PK_ERR_FORMAT, "file too short (%zu bytes) to be ELF or bzImage",
@@ -469,16 +473,24 @@ fail:
     return s;
 }
 
+/* Starts an image named name holding a copy of buf. */
+static pk_status start_from_memory(pk_image *img, const uint8_t *buf, size_t len,
+                                   const char *name, pk_error *err)
+{
+    memset(img, 0, sizeof *img);
+    PK_CHECK(set_path(img, name, err));
+    if (!(img->data = malloc(len ? len : 1)))
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    memcpy(img->data, buf, len);
+    img->data_len = len;
+    return PK_OK;
+}
+
 pk_status pk_image_load_elf_memory(pk_image *img, const uint8_t *buf,
                                    size_t len, const char *name, pk_error *err)
 {
-    memset(img, 0, sizeof *img);
-    pk_status s = set_path(img, name, err);
-    if (s == PK_OK && !(img->data = malloc(len ? len : 1)))
-        s = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    pk_status s = start_from_memory(img, buf, len, name, err);
     if (s == PK_OK) {
-        memcpy(img->data, buf, len);
-        img->data_len = len;
         img->kind = PK_IMAGE_ELF;
         if (!len)
             s = pk_fail(err, PK_ERR_FORMAT, "empty image");
@@ -524,15 +536,9 @@ pk_status pk_image_load_raw_memory(pk_image *img, const uint8_t *buf, size_t len
                                    const char *name, unsigned bits, uint64_t base,
                                    pk_error *err)
 {
-    memset(img, 0, sizeof *img);
-    pk_status s = set_path(img, name, err);
-    if (s == PK_OK && !(img->data = malloc(len ? len : 1)))
-        s = pk_fail(err, PK_ERR_NOMEM, "out of memory");
-    if (s == PK_OK) {
-        memcpy(img->data, buf, len);
-        img->data_len = len;
+    pk_status s = start_from_memory(img, buf, len, name, err);
+    if (s == PK_OK)
         s = load_raw(img, bits, base, err);
-    }
     if (s != PK_OK)
         pk_image_free(img);
     return s;
@@ -563,10 +569,7 @@ pk_status pk_image_load_vdso(pk_image *img, pk_error *err)
     pk_status s = pk_image_load_elf_memory(img, (const uint8_t *)base, size, "[vdso]", err);
     if (s == PK_OK) {
         img->kind = PK_IMAGE_VDSO;
-        char inner[sizeof img->description];
-        memcpy(inner, img->description, sizeof inner);
-        snprintf(img->description, sizeof img->description, "vDSO of the running kernel, %.90s",
-                 inner);
+        prefix_description(img, "vDSO of the running kernel, ", "", "");
     }
     return s;
 }

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "internal/decoder.h"
 #include "internal/text.h"
 
 /* Everything the report says about one site, computed once for either format. */
@@ -46,15 +47,9 @@ static void format_insn(ZydisFormatter *fmt, const pk_region *r, const pk_site *
                         char *buf, size_t size)
 {
     ZydisDecoder dec;
-    ZydisMachineMode mode = r->bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64
-                          : r->bits == 32 ? ZYDIS_MACHINE_MODE_LEGACY_32
-                                          : ZYDIS_MACHINE_MODE_LEGACY_16;
-    ZydisStackWidth width = r->bits == 64 ? ZYDIS_STACK_WIDTH_64
-                          : r->bits == 32 ? ZYDIS_STACK_WIDTH_32
-                                          : ZYDIS_STACK_WIDTH_16;
     ZydisDecodedInstruction insn;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-    if (ZYAN_FAILED(ZydisDecoderInit(&dec, mode, width)) ||
+    if (!pk_decoder_init(&dec, r->bits, false) ||
         ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, s->bytes, s->len, &insn, ops)) ||
         ZYAN_FAILED(ZydisFormatterFormatInstruction(fmt, &insn, ops,
                                                     insn.operand_count_visible, buf,

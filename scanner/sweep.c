@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "internal/decoder.h"
+
 enum {
     CHUNK_MIN = 256 << 10,
     PADDING_LONG_RUN = 16,
@@ -101,15 +103,11 @@ static void build_one_byte_tables(void)
         { 0x90, 0x90, 0x90, 0x90 }, { 0x66, 0x90, 0x00, 0x00 }, { 0xcc, 0xcc, 0xcc, 0xcc },
         { 0xc0, 0x00, 0x00, 0x00 }, { 0x0f, 0x1f, 0x44, 0x00 },
     };
-    static const struct { ZydisMachineMode mode; ZydisStackWidth width; } modes[3] = {
-        { ZYDIS_MACHINE_MODE_LEGACY_16, ZYDIS_STACK_WIDTH_16 },
-        { ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32 },
-        { ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64 },
-    };
+    static const unsigned bits[3] = { 16, 32, 64 };
     for (unsigned m = 0; m < 3; m++) {
         ZydisDecoder dec;
-        ZydisDecoderInit(&dec, modes[m].mode, modes[m].width);
-        ZydisDecoderEnableMode(&dec, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE);
+        if (!pk_decoder_init(&dec, bits[m], true))
+            continue; /* no shortcuts: every byte goes to the decoder */
         for (unsigned b = 0; b < 256; b++) {
             bool standalone = true;
             ZydisDecoderContext ctx;
@@ -132,14 +130,7 @@ static pk_status sweeper_init(sweeper *sw, const pk_region *r, const bool want[P
                               pk_error *err)
 {
     memset(sw, 0, sizeof *sw);
-    ZydisMachineMode mode = r->bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64
-                          : r->bits == 32 ? ZYDIS_MACHINE_MODE_LEGACY_32
-                                          : ZYDIS_MACHINE_MODE_LEGACY_16;
-    ZydisStackWidth width = r->bits == 64 ? ZYDIS_STACK_WIDTH_64
-                          : r->bits == 32 ? ZYDIS_STACK_WIDTH_32
-                                          : ZYDIS_STACK_WIDTH_16;
-    if (ZYAN_FAILED(ZydisDecoderInit(&sw->decoder, mode, width)) ||
-        ZYAN_FAILED(ZydisDecoderEnableMode(&sw->decoder, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE)))
+    if (!pk_decoder_init(&sw->decoder, r->bits, true))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot set up the Zydis decoder");
     pthread_once(&one_byte_once, build_one_byte_tables);
     sw->onebyte = one_byte[r->bits == 64 ? 2 : r->bits == 32 ? 1 : 0];
