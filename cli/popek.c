@@ -73,10 +73,10 @@ static const char usage_extract[] =
     "  -o, --output OUT    the file to write (required)\n"
     "  -h, --help          show this help\n";
 
-static int usage_error(const char *usage, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Reports bad usage on stderr and returns the exit status for it. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-static int usage_error(const char *usage, const char *fmt, ...)
+static int usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -84,7 +84,6 @@ static int usage_error(const char *usage, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-    (void)usage;
     fputs("Try `popek --help` or `popek COMMAND --help`.\n", stderr);
     return EXIT_BAD;
 }
@@ -174,12 +173,12 @@ static int cmd_scan(int argc, char **argv)
             return 0;
         case O_SET:
             if (!pk_set_parse(optarg, &so.sets))
-                return usage_error(usage_scan, "--set: unknown set '%s' (pg, privileged, "
+                return usage_error("--set: unknown set '%s' (pg, privileged, "
                                                "extended, all)", optarg);
             break;
         case O_ONLY:
             if (!parse_only(optarg, only, bad, sizeof bad))
-                return usage_error(usage_scan, "--only: no catalog row '%s' (see popek explain)",
+                return usage_error("--only: no catalog row '%s' (see popek explain)",
                                    bad);
             so.only = only;
             break;
@@ -187,49 +186,49 @@ static int cmd_scan(int argc, char **argv)
             if (!strcmp(optarg, "linear")) so.sweeps = PK_FOUND_LINEAR;
             else if (!strcmp(optarg, "recursive")) so.sweeps = PK_FOUND_RECURSIVE;
             else if (!strcmp(optarg, "both")) so.sweeps = PK_FOUND_LINEAR | PK_FOUND_RECURSIVE;
-            else return usage_error(usage_scan, "--sweep: '%s' is not linear, recursive or both",
+            else return usage_error("--sweep: '%s' is not linear, recursive or both",
                                     optarg);
             break;
         case O_FORMAT:
             if (!strcmp(optarg, "text")) ro.format = PK_FORMAT_TEXT;
             else if (!strcmp(optarg, "json")) ro.format = PK_FORMAT_JSON;
-            else return usage_error(usage_scan, "--format: '%s' is not text or json", optarg);
+            else return usage_error("--format: '%s' is not text or json", optarg);
             break;
         case O_SYNTAX:
             if (!strcmp(optarg, "intel")) ro.syntax = ZYDIS_FORMATTER_STYLE_INTEL;
             else if (!strcmp(optarg, "att")) ro.syntax = ZYDIS_FORMATTER_STYLE_ATT;
-            else return usage_error(usage_scan, "--syntax: '%s' is not intel or att", optarg);
+            else return usage_error("--syntax: '%s' is not intel or att", optarg);
             break;
         case O_SYMBOLS: symbols = optarg; break;
         case O_RAW: raw = true; break;
         case O_VDSO: vdso = true; break;
         case O_BITS:
             if (!parse_u64(optarg, &bits) || (bits != 16 && bits != 32 && bits != 64))
-                return usage_error(usage_scan, "--bits: '%s' is not 16, 32 or 64", optarg);
+                return usage_error("--bits: '%s' is not 16, 32 or 64", optarg);
             have_bits = true;
             break;
         case O_BASE:
             if (!parse_u64(optarg, &base))
-                return usage_error(usage_scan, "--base: '%s' is not an address", optarg);
+                return usage_error("--base: '%s' is not an address", optarg);
             have_base = true;
             break;
         case O_THREADS:
             if (!parse_u64(optarg, &threads) || threads < 1 || threads > 64)
-                return usage_error(usage_scan, "--threads: '%s' is not 1..64", optarg);
+                return usage_error("--threads: '%s' is not 1..64", optarg);
             break;
         default:
-            return usage_error(usage_scan, "scan: bad option");
+            return usage_error("scan: bad option");
         }
     }
     int nargs = argc - optind;
     if (vdso && (nargs || raw))
-        return usage_error(usage_scan, "scan: --vdso takes no FILE and no --raw");
+        return usage_error("scan: --vdso takes no FILE and no --raw");
     if (!vdso && nargs != 1)
-        return usage_error(usage_scan, nargs ? "scan: one FILE at a time" : "scan: no FILE given");
+        return usage_error(nargs ? "scan: one FILE at a time" : "scan: no FILE given");
     if (raw && !have_bits)
-        return usage_error(usage_scan, "scan: --raw needs --bits 16|32|64");
+        return usage_error("scan: --raw needs --bits 16|32|64");
     if (!raw && (have_bits || have_base))
-        return usage_error(usage_scan, "scan: --bits and --base go with --raw");
+        return usage_error("scan: --bits and --base go with --raw");
     so.threads = (unsigned)threads;
     ro.sweeps = so.sweeps ? so.sweeps : PK_FOUND_LINEAR | PK_FOUND_RECURSIVE;
 
@@ -293,29 +292,29 @@ static int cmd_explain(int argc, char **argv)
             return 0;
         case O_SET:
             if (!pk_set_parse(optarg, &sets))
-                return usage_error(usage_explain, "--set: unknown set '%s'", optarg);
+                return usage_error("--set: unknown set '%s'", optarg);
             break;
         case O_FORMAT:
             if (!strcmp(optarg, "text")) format = PK_FORMAT_TEXT;
             else if (!strcmp(optarg, "markdown")) format = PK_FORMAT_MARKDOWN;
             else if (!strcmp(optarg, "json")) format = PK_FORMAT_JSON;
-            else return usage_error(usage_explain, "--format: '%s' is not text, markdown or json",
+            else return usage_error("--format: '%s' is not text, markdown or json",
                                     optarg);
             break;
         default:
-            return usage_error(usage_explain, "explain: bad option");
+            return usage_error("explain: bad option");
         }
     }
     if (argc - optind > 1)
-        return usage_error(usage_explain, "explain: one ROW at a time");
+        return usage_error("explain: one ROW at a time");
     const pk_class *row = NULL;
     if (argc - optind == 1) {
         row = pk_class_find(argv[optind]);
         if (!row)
-            return usage_error(usage_explain, "explain: no catalog row '%s' (`popek explain` "
+            return usage_error("explain: no catalog row '%s' (`popek explain` "
                                               "lists them)", argv[optind]);
         if (format == PK_FORMAT_MARKDOWN)
-            return usage_error(usage_explain, "explain: markdown is for the whole catalog");
+            return usage_error("explain: markdown is for the whole catalog");
     }
     pk_report_catalog(stdout, format, sets, row);
     return fflush(stdout) == 0 ? 0 : EXIT_BAD;
@@ -369,13 +368,13 @@ static int cmd_extract(int argc, char **argv)
             fputs(usage_extract, stdout);
             return 0;
         case 'o': out = optarg; break;
-        default: return usage_error(usage_extract, "extract: bad option");
+        default: return usage_error("extract: bad option");
         }
     }
     if (argc - optind != 1)
-        return usage_error(usage_extract, "extract: give one BZIMAGE");
+        return usage_error("extract: give one BZIMAGE");
     if (!out)
-        return usage_error(usage_extract, "extract: -o OUT is required");
+        return usage_error("extract: -o OUT is required");
     const char *path = argv[optind];
 
     /* Load it as an image: that reads, recognises and decompresses it, and
@@ -402,7 +401,7 @@ static int cmd_extract(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error(usage_main, "no command given");
+        return usage_error("no command given");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         fputs(usage_main, stdout);
@@ -420,5 +419,5 @@ int main(int argc, char **argv)
         return cmd_explain(argc - 1, argv + 1);
     if (!strcmp(cmd, "extract"))
         return cmd_extract(argc - 1, argv + 1);
-    return usage_error(usage_main, "unknown command '%s'", cmd);
+    return usage_error("unknown command '%s'", cmd);
 }
