@@ -348,7 +348,7 @@ static pk_status linear_sweep(const pk_image *img, const bool *want,
     uint64_t total = 0;
     for (size_t r = 0; r < img->nregions; r++)
         total += img->regions[r].size;
-    uint64_t chunk_size = opts && opts->chunk_size ? opts->chunk_size : total / (threads * 8) + 1;
+    uint64_t chunk_size = opts && opts->chunk_size ? opts->chunk_size : total / (threads * 32) + 1;
     if (chunk_size < CHUNK_MIN && !(opts && opts->chunk_size))
         chunk_size = CHUNK_MIN;
 
