@@ -90,7 +90,7 @@ static int compare_alts(const void *a, const void *b)
 
 static pk_status add_region(pk_image *img, const char *name, uint64_t vaddr,
                             uint64_t offset, const uint8_t *bytes,
-                            uint64_t size, unsigned bits, pk_error *err)
+                            uint64_t size, unsigned bits, uint32_t shndx, pk_error *err)
 {
     pk_region *r = realloc(img->regions, (img->nregions + 1) * sizeof *r);
     if (!r)
@@ -101,13 +101,13 @@ static pk_status add_region(pk_image *img, const char *name, uint64_t vaddr,
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     r[img->nregions++] = (pk_region){
         .name = copy, .vaddr = vaddr, .offset = offset, .size = size,
-        .bytes = bytes, .bits = (uint8_t)bits,
+        .bytes = bytes, .bits = (uint8_t)bits, .shndx = shndx,
     };
     return PK_OK;
 }
 
 static pk_status add_symbol(pk_image *img, uint64_t addr, uint64_t size,
-                            const char *name, bool func, size_t *cap,
+                            const char *name, bool func, int32_t region, size_t *cap,
                             pk_error *err)
 {
     if (img->nsymbols == *cap) {
@@ -122,9 +122,23 @@ static pk_status add_symbol(pk_image *img, uint64_t addr, uint64_t size,
     if (!copy)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     img->symbols[img->nsymbols++] = (pk_symbol){
-        .addr = addr, .size = size, .name = copy, .func = func,
+        .addr = addr, .size = size, .name = copy, .func = func, .region = region,
     };
     return PK_OK;
+}
+
+static int32_t region_index_at(const pk_image *img, uint64_t addr)
+{
+    const pk_region *r = pk_image_region_at(img, addr);
+    return r ? (int32_t)(r - img->regions) : -1;
+}
+
+static int32_t region_index_of_section(const pk_image *img, size_t shndx)
+{
+    for (size_t i = 0; i < img->nregions; i++)
+        if (img->regions[i].shndx == shndx)
+            return (int32_t)i;
+    return -1;
 }
 
 /* Sorts symbols and drops exact duplicates (.symtab and .dynsym overlap). */
@@ -184,7 +198,9 @@ static bool section_in_file(const GElf_Shdr *sh, size_t len)
            (sh->sh_offset <= len && sh->sh_size <= len - sh->sh_offset);
 }
 
-static pk_status load_elf_symbols(pk_image *img, Elf *elf, size_t len,
+/* Symbols of .symtab and .dynsym. In a relocatable object every section
+ * starts at 0, so a symbol's region comes from its section, not its value. */
+static pk_status load_elf_symbols(pk_image *img, Elf *elf, size_t len, bool relocatable,
                                   pk_error *err)
 {
     size_t cap = 0;
@@ -213,7 +229,10 @@ static pk_status load_elf_symbols(pk_image *img, Elf *elf, size_t len,
             if (!name || !*name)
                 continue;
             bool func = type == STT_FUNC || type == STT_GNU_IFUNC;
-            PK_CHECK(add_symbol(img, sym.st_value, sym.st_size, name, func, &cap, err));
+            int32_t region = relocatable ? region_index_of_section(img, sym.st_shndx)
+                                         : region_index_at(img, sym.st_value);
+            PK_CHECK(add_symbol(img, sym.st_value, sym.st_size, name, func, region, &cap,
+                                err));
         }
     }
     finish_symbols(img);
@@ -376,7 +395,8 @@ static pk_status load_elf(pk_image *img, pk_error *err)
                            "truncated: section %s lies past the end of the file",
                            name ? name : "?");
         PK_CHECK(add_region(img, name ? name : "?", sh.sh_addr, sh.sh_offset,
-                            img->data + sh.sh_offset, sh.sh_size, bits, err));
+                            img->data + sh.sh_offset, sh.sh_size, bits,
+                            (uint32_t)elf_ndxscn(scn), err));
     }
     /* ...or, without section headers, from executable PT_LOAD segments. */
     if (!shnum) {
@@ -392,7 +412,7 @@ static pk_status load_elf(pk_image *img, pk_error *err)
             char name[32];
             snprintf(name, sizeof name, "LOAD[%zu]", i);
             PK_CHECK(add_region(img, name, ph.p_vaddr, ph.p_offset,
-                                img->data + ph.p_offset, ph.p_filesz, bits, err));
+                                img->data + ph.p_offset, ph.p_filesz, bits, 0, err));
         }
     }
     if (!img->nregions)
@@ -400,7 +420,7 @@ static pk_status load_elf(pk_image *img, pk_error *err)
                        img->description);
     qsort(img->regions, img->nregions, sizeof *img->regions, compare_regions);
 
-    PK_CHECK(load_elf_symbols(img, elf, img->data_len, err));
+    PK_CHECK(load_elf_symbols(img, elf, img->data_len, eh.e_type == ET_REL, err));
     if (shnum && (eh.e_type == ET_EXEC || eh.e_type == ET_DYN))
         PK_CHECK(load_alternatives(img, elf, shstrndx, img->data_len, err));
     return PK_OK;
@@ -515,7 +535,7 @@ static pk_status load_raw(pk_image *img, unsigned bits, uint64_t base, pk_error 
     img->kind = PK_IMAGE_RAW;
     snprintf(img->description, sizeof img->description, "raw %u-bit code at 0x%llx", bits,
              (unsigned long long)base);
-    return add_region(img, "raw", base, 0, img->data, img->data_len, bits, err);
+    return add_region(img, "raw", base, 0, img->data, img->data_len, bits, 0, err);
 }
 
 pk_status pk_image_load_raw(pk_image *img, const char *path, unsigned bits,
@@ -579,28 +599,38 @@ pk_status pk_image_add_symbol_map(pk_image *img, const char *path, pk_error *err
     FILE *f = fopen(path, "re");
     if (!f)
         return pk_fail(err, PK_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t cap = img->nsymbols, lineno = 0, added = 0;
-    char line[1024];
+    size_t before = img->nsymbols, cap = img->nsymbols, lineno = 0, added = 0, size = 0;
+    char *line = NULL;
     pk_status s = PK_OK;
-    while (s == PK_OK && fgets(line, sizeof line, f)) {
+    while (s == PK_OK && getline(&line, &size, f) >= 0) {
         lineno++;
         unsigned long long addr;
-        char type, name[512];
-        if (sscanf(line, "%llx %c %511s", &addr, &type, name) != 3) {
+        char type;
+        int name_at = 0;
+        if (sscanf(line, "%llx %c %n", &addr, &type, &name_at) != 2 || !name_at ||
+            !line[name_at] || line[name_at] == '\n') {
             s = pk_fail(err, PK_ERR_FORMAT, "%s:%zu: not an nm-style symbol line", path, lineno);
             break;
         }
+        line[name_at + strcspn(line + name_at, " \t\r\n")] = 0;
         if (strchr("tTwW", type)) {
-            s = add_symbol(img, addr, 0, name, true, &cap, err);
+            s = add_symbol(img, addr, 0, line + name_at, true, region_index_at(img, addr),
+                           &cap, err);
             added++;
         }
     }
+    free(line);
     fclose(f);
     if (s == PK_OK && !added)
         s = pk_fail(err, PK_ERR_FORMAT, "%s: no text symbols", path);
-    if (s == PK_OK)
-        finish_symbols(img);
-    return s;
+    if (s != PK_OK) { /* leave the image as it was */
+        for (size_t i = before; i < img->nsymbols; i++)
+            free(img->symbols[i].name);
+        img->nsymbols = before;
+        return s;
+    }
+    finish_symbols(img);
+    return PK_OK;
 }
 
 void pk_image_free(pk_image *img)
@@ -639,34 +669,43 @@ const pk_region *pk_image_region_at(const pk_image *img, uint64_t addr)
     return NULL;
 }
 
-const pk_symbol *pk_image_symbol_at(const pk_image *img, uint64_t addr)
+const pk_symbol *pk_image_symbol_at(const pk_image *img, const pk_region *region,
+                                    uint64_t addr)
 {
+    if (!region && !(region = pk_image_region_at(img, addr)))
+        return NULL;
+    int32_t ri = (int32_t)(region - img->regions);
     size_t lo = 0, hi = img->nsymbols;
-    while (lo < hi) {
+    while (lo < hi) { /* first symbol above addr */
         size_t mid = lo + (hi - lo) / 2;
         if (img->symbols[mid].addr <= addr)
             lo = mid + 1;
         else
             hi = mid;
     }
-    if (!lo)
-        return NULL;
-    /* Symbols at the same address sort functions first, then by name. */
-    uint64_t at = img->symbols[lo - 1].addr;
-    size_t first = lo - 1;
-    while (first > 0 && img->symbols[first - 1].addr == at)
-        first--;
-    const pk_symbol *sym = &img->symbols[first];
-    /* A symbol names addresses it covers; one without a size (System.map),
-     * those up to the end of its region. */
-    if (sym->size)
-        return addr - sym->addr < sym->size ? sym : NULL;
-    return pk_image_region_at(img, sym->addr) == pk_image_region_at(img, addr) ? sym : NULL;
+    /* Walk down to the nearest symbol of the region that covers addr; a
+     * sized one that ends below addr may sit inside a larger one. Give up
+     * after a few: the address is in a gap. */
+    for (size_t i = lo, tries = 0; i-- > 0 && tries < 64;) {
+        const pk_symbol *s = &img->symbols[i];
+        if (s->addr < region->vaddr)
+            break;
+        if (s->region != ri)
+            continue;
+        tries++;
+        if (s->size && addr - s->addr >= s->size)
+            continue;
+        /* Symbols at one address sort functions first, then by name. */
+        while (i > 0 && img->symbols[i - 1].addr == s->addr && img->symbols[i - 1].region == ri &&
+               (!img->symbols[i - 1].size || addr - s->addr < img->symbols[i - 1].size))
+            s = &img->symbols[--i];
+        return s;
+    }
+    return NULL;
 }
 
-const pk_alt *pk_image_alts_at(const pk_image *img, uint64_t addr, size_t *count)
+const pk_alt *pk_image_alt_at(const pk_image *img, uint64_t addr)
 {
-    *count = 0;
     size_t lo = 0, hi = img->nalts;
     while (lo < hi) { /* first entry with repl > addr */
         size_t mid = lo + (hi - lo) / 2;
@@ -675,15 +714,10 @@ const pk_alt *pk_image_alts_at(const pk_image *img, uint64_t addr, size_t *count
         else
             hi = mid;
     }
-    size_t first = lo;
-    while (first > 0 && addr - img->alts[first - 1].repl < img->alts[first - 1].repl_len)
-        first--;
-    /* Entries are sorted by repl; those containing addr end right before lo,
-     * but an empty or shorter neighbour can interrupt the run. */
-    size_t n = 0;
-    for (size_t i = first; i < lo; i++)
+    /* Replacements are at most 255 bytes (repl_len is a u8); entries with
+     * none at all (repl_len 0) sit among the others. */
+    for (size_t i = lo; i-- > 0 && addr - img->alts[i].repl < 256;)
         if (addr - img->alts[i].repl < img->alts[i].repl_len)
-            n++;
-    *count = n;
-    return n ? &img->alts[first] : NULL;
+            return &img->alts[i];
+    return NULL;
 }

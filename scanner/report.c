@@ -67,14 +67,13 @@ static void view_site(site_view *v, const pk_image *img, const pk_site *s, Zydis
     for (unsigned i = 0; i < s->len; i++)
         sprintf(v->bytes + 2 * i, "%02x", s->bytes[i]);
     format_insn(fmt, v->region, s, v->insn, sizeof v->insn);
-    v->sym = pk_image_symbol_at(img, s->vaddr);
+    v->sym = pk_image_symbol_at(img, v->region, s->vaddr);
     if (v->sym)
         v->sym_off = s->vaddr - v->sym->addr;
-    size_t nalt;
-    v->alt = pk_image_alts_at(img, s->vaddr, &nalt);
+    v->alt = pk_image_alt_at(img, s->vaddr);
     if (v->alt) {
         v->alt_target = v->alt->instr + (s->vaddr - v->alt->repl);
-        v->alt_sym = pk_image_symbol_at(img, v->alt_target);
+        v->alt_sym = pk_image_symbol_at(img, NULL, v->alt_target);
         if (v->alt_sym)
             v->alt_sym_off = v->alt_target - v->alt_sym->addr;
     }

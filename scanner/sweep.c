@@ -223,8 +223,9 @@ static pk_status sweep_chunk(const pk_image *img, const bool *want, chunk *c, pk
 {
     sweeper sw;
     PK_CHECK(sweeper_init(&sw, &img->regions[c->region], want, err));
-    c->sync_pos = malloc(SYNC_WINDOW * sizeof *c->sync_pos);
-    c->sync_count = malloc(SYNC_WINDOW * sizeof *c->sync_count);
+    uint64_t window = c->end - c->start < SYNC_WINDOW ? c->end - c->start : SYNC_WINDOW;
+    c->sync_pos = malloc(window * sizeof *c->sync_pos);
+    c->sync_count = malloc(window * sizeof *c->sync_count);
     if (!c->sync_pos || !c->sync_count)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     uint64_t off = c->start;
@@ -248,13 +249,16 @@ typedef struct pool {
     size_t nchunks;
     atomic_size_t next;
     atomic_uint_fast64_t bytes_done;
+    uint64_t bytes_total;
     atomic_int failed;
     pk_error err;
     pk_status status;
     pthread_mutex_t lock;
 } pool;
 
-static void pool_work(pool *p)
+/* Sweeps chunks until none are left. The calling thread passes opts to
+ * report progress between chunks; the other threads pass NULL. */
+static void pool_work(pool *p, const pk_scan_options *opts)
 {
     for (;;) {
         size_t i = atomic_fetch_add(&p->next, 1);
@@ -272,13 +276,15 @@ static void pool_work(pool *p)
             pthread_mutex_unlock(&p->lock);
             return;
         }
-        atomic_fetch_add(&p->bytes_done, c->end - c->start);
+        uint64_t done = atomic_fetch_add(&p->bytes_done, c->end - c->start) + c->end - c->start;
+        if (opts && opts->progress)
+            opts->progress(opts->progress_ctx, done, p->bytes_total);
     }
 }
 
 static void *pool_thread(void *arg)
 {
-    pool_work(arg);
+    pool_work(arg, NULL);
     return NULL;
 }
 
@@ -354,46 +360,28 @@ static pk_status linear_sweep(const pk_image *img, const bool *want,
 
     size_t nchunks = 0;
     for (size_t r = 0; r < img->nregions; r++)
-        nchunks += (img->regions[r].size + chunk_size - 1) / chunk_size;
-    pool p = { .img = img, .want = want, .nchunks = nchunks, .status = PK_OK,
-               .lock = PTHREAD_MUTEX_INITIALIZER };
+        nchunks += img->regions[r].size / chunk_size + (img->regions[r].size % chunk_size != 0);
+    pool p = { .img = img, .want = want, .nchunks = nchunks, .bytes_total = total,
+               .status = PK_OK, .lock = PTHREAD_MUTEX_INITIALIZER };
     p.chunks = calloc(nchunks ? nchunks : 1, sizeof *p.chunks);
     if (!p.chunks)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     size_t k = 0;
-    for (size_t r = 0; r < img->nregions; r++)
-        for (uint64_t s = 0; s < img->regions[r].size; s += chunk_size)
+    for (size_t r = 0; r < img->nregions; r++) {
+        uint64_t size = img->regions[r].size;
+        for (uint64_t s = 0; s < size; s = p.chunks[k - 1].end)
             p.chunks[k++] = (chunk){
                 .region = r, .start = s,
-                .end = s + chunk_size < img->regions[r].size ? s + chunk_size
-                                                             : img->regions[r].size,
+                .end = size - s > chunk_size ? s + chunk_size : size,
             };
+    }
 
     pthread_t tids[64];
     unsigned started = 0;
     for (unsigned t = 1; t < threads && t < nchunks; t++)
         if (pthread_create(&tids[started], NULL, pool_thread, &p) == 0)
             started++;
-    /* The calling thread works too, reporting progress between chunks. */
-    for (;;) {
-        size_t i = atomic_fetch_add(&p.next, 1);
-        if (i >= p.nchunks || atomic_load(&p.failed))
-            break;
-        pk_error e;
-        pk_status s = sweep_chunk(img, want, &p.chunks[i], &e);
-        if (s != PK_OK) {
-            pthread_mutex_lock(&p.lock);
-            if (!atomic_exchange(&p.failed, 1)) {
-                p.status = s;
-                p.err = e;
-            }
-            pthread_mutex_unlock(&p.lock);
-            break;
-        }
-        atomic_fetch_add(&p.bytes_done, p.chunks[i].end - p.chunks[i].start);
-        if (opts && opts->progress)
-            opts->progress(opts->progress_ctx, atomic_load(&p.bytes_done), total);
-    }
+    pool_work(&p, opts); /* the calling thread works too */
     for (unsigned t = 0; t < started; t++)
         pthread_join(tids[t], NULL);
 
@@ -518,10 +506,17 @@ static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
         if (insn.meta.branch_type != ZYDIS_BRANCH_TYPE_NONE &&
             insn.meta.branch_type != ZYDIS_BRANCH_TYPE_FAR &&
             (insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE) && insn.raw.imm[0].is_relative) {
+            /* The new IP wraps at the operand size (SDM vol. 2, JMP/Jcc:
+             * "EIP AND 0000FFFFH" for 16 bits), which a 66 prefix changes
+             * outside 64-bit mode. 32-bit code is taken as flat (address =
+             * EIP); 16-bit code as running in a segment based at a multiple
+             * of 64 KiB below it (address = base + IP). */
             uint64_t target = r->vaddr + off + insn.length + (uint64_t)insn.raw.imm[0].value.s;
-            if (r->bits == 16)
+            if (r->bits == 16 && insn.operand_width == 16)
                 target = (target & 0xFFFF) | ((r->vaddr + off) & ~(uint64_t)0xFFFF);
-            else if (r->bits == 32)
+            else if (r->bits == 32 && insn.operand_width == 16)
+                target &= 0xFFFF;
+            else if (r->bits != 64)
                 target &= 0xFFFFFFFFu;
             rd_push(rd, target, ri);
         }
@@ -549,8 +544,8 @@ static pk_status recursive_descent(const pk_image *img, const bool *want, evvec 
         if (img->has_entry)
             rd_push(&rd, img->entry, 0);
         for (size_t i = 0; i < img->nsymbols; i++)
-            if (img->symbols[i].func)
-                rd_push(&rd, img->symbols[i].addr, 0);
+            if (img->symbols[i].func && img->symbols[i].region >= 0)
+                rd_push(&rd, img->symbols[i].addr, (size_t)img->symbols[i].region);
         while (rd.nstack && !rd.oom) {
             struct rd_item it = rd.stack[--rd.nstack];
             rd_walk(&rd, it.region, it.off);
@@ -613,41 +608,29 @@ static pk_status add_sites(const pk_image *img, size_t ri, const evvec *ev, unsi
     return PK_OK;
 }
 
-/* Merges the linear and recursive results of one region: sites at the same
- * address and length are one site found by both. Both lists are sorted. */
+/* Merges the linear and recursive results of one region, both in address
+ * order: sites at the same address and length are one site found by both. */
 static pk_status merge_region(const pk_image *img, size_t ri, evvec *lin, evvec *rec,
                               pk_scan *out, size_t *cap, pk_error *err)
 {
     if (rec->n)
         qsort(rec->v, rec->n, sizeof *rec->v, compare_events);
-    size_t first = out->nsites;
-    PK_CHECK(add_sites(img, ri, lin, PK_FOUND_LINEAR, out, cap, err));
-    size_t nlin = out->nsites;
-    size_t j = first;
-    for (size_t i = 0; i < rec->n; i++) {
-        const event *e = &rec->v[i];
-        while (j < nlin && out->sites[j].vaddr - img->regions[ri].vaddr < e->off)
+    size_t i = 0, j = 0;
+    while (i < lin->n || j < rec->n) {
+        event *a = i < lin->n ? &lin->v[i] : NULL, *b = j < rec->n ? &rec->v[j] : NULL;
+        if (a && b && a->off == b->off && a->len == b->len && a->kind == b->kind) {
+            evvec one = { .v = a, .n = 1 };
+            PK_CHECK(add_sites(img, ri, &one, PK_FOUND_LINEAR | PK_FOUND_RECURSIVE, out, cap,
+                               err));
+            i++, j++;
+        } else if (a && (!b || compare_events(a, b) <= 0)) {
+            evvec one = { .v = a, .n = 1 };
+            PK_CHECK(add_sites(img, ri, &one, PK_FOUND_LINEAR, out, cap, err));
+            i++;
+        } else {
+            evvec one = { .v = b, .n = 1 };
+            PK_CHECK(add_sites(img, ri, &one, PK_FOUND_RECURSIVE, out, cap, err));
             j++;
-        if (j < nlin && out->sites[j].vaddr - img->regions[ri].vaddr == e->off &&
-            out->sites[j].len == e->len) {
-            out->sites[j].found |= PK_FOUND_RECURSIVE;
-            continue;
-        }
-        evvec one = { .v = (event *)e, .n = 1 };
-        PK_CHECK(add_sites(img, ri, &one, PK_FOUND_RECURSIVE, out, cap, err));
-    }
-    if (out->nsites > nlin) { /* recursive-only sites: restore address order */
-        pk_site *s = out->sites + first;
-        size_t n = out->nsites - first;
-        for (size_t a = 1; a < n; a++) { /* insertion: few out of place */
-            pk_site t = s[a];
-            size_t b = a;
-            while (b > 0 && (s[b - 1].vaddr > t.vaddr ||
-                             (s[b - 1].vaddr == t.vaddr && s[b - 1].len > t.len))) {
-                s[b] = s[b - 1];
-                b--;
-            }
-            s[b] = t;
         }
     }
     return PK_OK;

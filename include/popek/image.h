@@ -20,6 +20,7 @@ typedef struct pk_region {
     uint64_t size;
     const uint8_t *bytes;  /* size bytes, owned by the image */
     uint8_t bits;          /* 16, 32 or 64 */
+    uint32_t shndx;        /* ELF section index, 0 for a segment or raw code */
 } pk_region;
 
 typedef struct pk_symbol {
@@ -27,6 +28,7 @@ typedef struct pk_symbol {
     uint64_t size;         /* 0 when unknown */
     char *name;
     bool func;             /* a function: a root for recursive descent */
+    int32_t region;        /* the code region it lies in, or -1 */
 } pk_symbol;
 
 /* One entry of a Linux kernel's .altinstructions: at boot the kernel copies
@@ -101,12 +103,16 @@ void pk_image_free(pk_image *img);
 /* The region containing addr, or NULL. */
 const pk_region *pk_image_region_at(const pk_image *img, uint64_t addr);
 
-/* The symbol that best names addr: the nearest at or below it, preferring
- * one whose size covers addr. NULL when none. */
-const pk_symbol *pk_image_symbol_at(const pk_image *img, uint64_t addr);
+/* The symbol that names addr in region (NULL: the region holding addr):
+ * the nearest at or below addr in the same region that covers it, within
+ * its size, or, for a symbol without a size (System.map), up to the end of
+ * the region. Functions win over other symbols at the same address. NULL
+ * when none does. (The region matters in relocatable objects, where every
+ * section starts at 0.) */
+const pk_symbol *pk_image_symbol_at(const pk_image *img, const pk_region *region,
+                                    uint64_t addr);
 
-/* The alternatives entries whose replacement bytes contain addr; returns the
- * first and stores the count of consecutive matches in *count. */
-const pk_alt *pk_image_alts_at(const pk_image *img, uint64_t addr, size_t *count);
+/* The alternatives entry whose replacement bytes contain addr, or NULL. */
+const pk_alt *pk_image_alt_at(const pk_image *img, uint64_t addr);
 
 #endif

@@ -3,7 +3,10 @@
  * telling where the kernel copies it at boot. LAYOUT picks the entry format
  * of struct alt_instr: 12 (Linux 5.x–6.1), 13 (4.x, with padlen) or 14
  * (later 6.x, with ft_flags). ENTRIES repeats the table so that its size is
- * also a multiple of another layout's size (7 x 12 = 6 x 14 = 84 bytes). */
+ * also a multiple of another layout's size (7 x 36 = 18 x 14 bytes). Like
+ * real kernels, the table has an entry with no replacement code at all
+ * (replacementlen 0: the original becomes NOPs), here at the same address
+ * as a real replacement. */
     .text
     .globl _start
 _start:
@@ -45,5 +48,16 @@ repl_sti:
     .byte 2, 1
 #if LAYOUT == 13
     .byte 1
+#endif
+    .long orig_sti - .
+    .long repl_irqsave - .                  /* no bytes: NOPs out orig_sti */
+#if LAYOUT == 14
+    .long 0x00010125
+#else
+    .word 0x0125
+#endif
+    .byte 2, 0
+#if LAYOUT == 13
+    .byte 2
 #endif
     .endr

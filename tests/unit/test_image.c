@@ -43,7 +43,7 @@ Test(image, elf_regions_symbols_and_entry)
     for (size_t i = 0; i < img.nsymbols; i++) {
         const pk_symbol *s = &img.symbols[i];
         if (s->func && s->size)
-            cr_assert_eq(pk_image_symbol_at(&img, s->addr)->addr, s->addr);
+            cr_assert_eq(pk_image_symbol_at(&img, NULL, s->addr)->addr, s->addr);
     }
     pk_image_free(&img);
 }
@@ -66,11 +66,11 @@ Test(image, symbol_map_adds_text_symbols)
     cr_assert_eq(pk_image_add_symbol_map(&img, path, &err), PK_OK, "%s", err.msg);
     unlink(path);
     cr_assert_eq(img.nsymbols, 3, "data symbols are left out");
-    cr_assert_str_eq(pk_image_symbol_at(&img, 0x1004)->name, "start");
-    cr_assert_str_eq(pk_image_symbol_at(&img, 0x1008)->name, "weak");
-    cr_assert_str_eq(pk_image_symbol_at(&img, 0x103f)->name, "helper");
-    cr_assert_null(pk_image_symbol_at(&img, 0xfff));
-    cr_assert_null(pk_image_symbol_at(&img, 0x1040), "past the region: no symbol");
+    cr_assert_str_eq(pk_image_symbol_at(&img, NULL, 0x1004)->name, "start");
+    cr_assert_str_eq(pk_image_symbol_at(&img, NULL, 0x1008)->name, "weak");
+    cr_assert_str_eq(pk_image_symbol_at(&img, NULL, 0x103f)->name, "helper");
+    cr_assert_null(pk_image_symbol_at(&img, NULL, 0xfff));
+    cr_assert_null(pk_image_symbol_at(&img, NULL, 0x1040), "past the region: no symbol");
     pk_image_free(&img);
 }
 

@@ -272,3 +272,65 @@ Test(sweep, recursive_descent_stops_at_padding)
     pk_scan_free(&s);
     pk_image_free(&img);
 }
+
+Test(sweep, recursive_only_sites_merge_in_address_order)
+{
+    /* Three "mov eax, 0x9090909c" whose second bytes are also entered as
+     * functions (PUSHF, recursive only), then three PUSHF both sweeps see. */
+    uint8_t code[18];
+    for (int i = 0; i < 3; i++)
+        memcpy(code + 5 * i, (const uint8_t[]){ 0xb8, 0x9c, 0x90, 0x90, 0x90 }, 5);
+    memset(code + 15, 0x9c, 3);
+    pk_image img = load(code, sizeof code, 64, 0);
+    for (int i = 0; i < 3; i++)
+        add_root(&img, 5 * i + 1);
+    add_root(&img, 15);
+    pk_scan s = scan(&img, 0, PK_SET_PG);
+    cr_assert_str_eq(sites_text(&s), "1:pushf:2 6:pushf:2 b:pushf:2 f:pushf:3 10:pushf:3 "
+                                     "11:pushf:3");
+    pk_scan_free(&s);
+    pk_image_free(&img);
+}
+
+Test(sweep, branch_targets_wrap_at_the_operand_size)
+{
+    /* 32-bit code at 0x10000: 66 e9 0c 00 is a jump with a 16-bit operand
+     * size, to (EIP + 4 + 0xc) AND 0xFFFF = 0x10, outside the code; the
+     * PUSHF at 0x10010 stays unreachable. */
+    uint8_t code[32];
+    memset(code, 0x90, sizeof code);
+    memcpy(code, (const uint8_t[]){ 0x66, 0xe9, 0x0c, 0x00 }, 4);
+    code[0x10] = 0x9c;
+    code[0x11] = 0xc3;
+    pk_image img = load(code, sizeof code, 32, 0x10000);
+    add_root(&img, 0x10000);
+    pk_scan s = scan(&img, PK_FOUND_RECURSIVE, PK_SET_PG);
+    cr_assert_eq(s.nsites, 0, "%s", sites_text(&s));
+    cr_assert_eq(s.stats[0].reached, 1);
+    pk_scan_free(&s);
+    pk_image_free(&img);
+
+    /* 16-bit code at 0xfff0 in a segment based at 0: 66 e9 rel32 takes a
+     * 32-bit IP past 0xffff, to 0x10016. */
+    uint8_t code16[0x30];
+    memset(code16, 0x90, sizeof code16);
+    memcpy(code16, (const uint8_t[]){ 0x66, 0xe9, 0x20, 0x00, 0x00, 0x00 }, 6);
+    code16[0x26] = 0x9c;
+    code16[0x27] = 0xc3;
+    img = load(code16, sizeof code16, 16, 0xfff0);
+    add_root(&img, 0xfff0);
+    s = scan(&img, PK_FOUND_RECURSIVE, PK_SET_PG);
+    cr_assert_str_eq(sites_text(&s), "10016:pushf:2");
+    pk_scan_free(&s);
+    pk_image_free(&img);
+}
+
+Test(sweep, chunk_sizes_at_the_limits)
+{
+    static const uint8_t code[] = { 0x9c, 0x9d, 0xc3 };
+    pk_image img = load(code, sizeof code, 64, 0);
+    expect_identical(&img, 2, UINT64_MAX, 0);
+    expect_identical(&img, 2, UINT64_MAX - 1, 0);
+    expect_identical(&img, 3, 1, 0);
+    pk_image_free(&img);
+}
