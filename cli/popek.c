@@ -1,4 +1,5 @@
 /* popek — command-line interface: argument parsing and the subcommands. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -94,12 +95,16 @@ static int input_error(const char *what, const pk_error *err)
     return EXIT_BAD;
 }
 
+/* A decimal, 0x hex or 0 octal number; strtoull alone would also take
+ * leading blanks and a minus sign. */
 static bool parse_u64(const char *s, uint64_t *v)
 {
+    if (!isxdigit((unsigned char)s[0]))
+        return false;
     char *end;
     errno = 0;
     unsigned long long x = strtoull(s, &end, 0);
-    if (errno || !*s || *end || *s == '-')
+    if (errno || *end)
         return false;
     *v = x;
     return true;
@@ -125,6 +130,16 @@ static bool parse_only(const char *list, bool only[PK_CLASS_COUNT], char *bad, s
         only[c->id] = true;
     }
     return true;
+}
+
+/* Flushes stdout; a failed write (a full disk, a closed pipe) is an error. */
+static int finish_output(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "popek: writing the output: %s\n", strerror(errno));
+        return EXIT_BAD;
+    }
+    return 0;
 }
 
 /* ---- progress ---------------------------------------------------------------------- */
@@ -263,11 +278,7 @@ static int cmd_scan(int argc, char **argv)
     pk_image_free(&img);
     if (s != PK_OK)
         return input_error(path, &err);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "popek: writing the report: %s\n", strerror(errno));
-        return EXIT_BAD;
-    }
-    return 0;
+    return finish_output();
 }
 
 /* ---- explain --------------------------------------------------------------------------- */
@@ -317,7 +328,7 @@ static int cmd_explain(int argc, char **argv)
             return usage_error("explain: markdown is for the whole catalog");
     }
     pk_report_catalog(stdout, format, sets, row);
-    return fflush(stdout) == 0 ? 0 : EXIT_BAD;
+    return finish_output();
 }
 
 /* ---- extract --------------------------------------------------------------------------- */
