@@ -2,8 +2,10 @@
  *
  * The first byte picks what the rest is fed to: an ELF image, a bzImage,
  * or raw code of each bitness; whatever loads is then scanned with both
- * sweeps. Build and run with `make fuzz` (clang's libFuzzer, ASan, UBSan). */
+ * sweeps and reported in both formats (symbol and alternatives lookups
+ * included). Build and run with `make fuzz` (clang's libFuzzer, ASan, UBSan). */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "popek/popek.h"
@@ -36,8 +38,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     pk_scan scan;
     pk_scan_options opts = { .sets = PK_SET_ALL, .threads = 2, .chunk_size = 64 };
-    if (pk_scan_image(&img, &opts, &scan, &err) == PK_OK)
+    if (pk_scan_image(&img, &opts, &scan, &err) == PK_OK) {
+        static FILE *sink;
+        if (!sink)
+            sink = fopen("/dev/null", "w");
+        pk_report_options text = { .format = PK_FORMAT_TEXT, .sweeps = 3 };
+        pk_report_options json = { .format = PK_FORMAT_JSON, .sweeps = 3,
+                                   .syntax = ZYDIS_FORMATTER_STYLE_ATT };
+        pk_report_scan(sink, &img, &scan, &text, &err);
+        pk_report_scan(sink, &img, &scan, &json, &err);
         pk_scan_free(&scan);
+    }
     pk_image_free(&img);
     return 0;
 }
