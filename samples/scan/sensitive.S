@@ -70,11 +70,16 @@ _start:
     SITE(s_stac, stac)
     SITE(s_monitor, monitor)
     SITE(s_xsaves, xsaves (AX))
+    SITE(s_encls, encls)
+    SITE(s_pvalidate, pvalidate)
+    SITE(s_tdcall, tdcall)
+    SITE(s_wruss, wrussd %eax, (AX))
     /* extended */
     SITE(s_cpuid, cpuid)
     SITE(s_rdtsc, rdtsc)
     SITE(s_rdtscp, rdtscp)
     SITE(s_rdpid, rdpid AX)
+    SITE(s_rdpru, rdpru)
     SITE(s_rdpmc, rdpmc)
     SITE(s_sysenter, sysenter)
     SITE(s_xgetbv, xgetbv)
@@ -82,6 +87,7 @@ _start:
     SITE(s_swapgs, swapgs)
     SITE(s_syscall, syscall)
     SITE(s_rdfsbase, rdfsbase %rax)
+    SITE(s_rmpadjust, rmpadjust)
 #endif
     /* far transfers end recursive descent's path */
     SITE(s_call_far, lcall *(AX))

@@ -257,6 +257,25 @@ static vec vectors[] = {
     V(XSAVES_XRSTORS, ALL, "xrstors [mem]", 0x0F, 0xC7, 0x18),
     V(XSAVES_XRSTORS, M64, "xsaves64 [rax]", 0x48, 0x0F, 0xC7, 0x28),
     V(XSAVES_XRSTORS, M64, "xrstors64 [rax]", 0x48, 0x0F, 0xC7, 0x18),
+    /* SDM vol. 3D, ENCLS: NP 0F 01 CF; with 66 it is SEAMCALL (64-bit only). */
+    V(ENCLS, ALL, "encls", 0x0F, 0x01, 0xCF),
+    V(ENCLS, NEVER, "66 0F 01 CF is seamcall", 0x66, 0x0F, 0x01, 0xCF),
+    /* AMD APM vol. 3: PVALIDATE in every mode, RMPADJUST in 64-bit mode only;
+     * F2 0F 01 FE is RMPUPDATE and F3 0F 01 FF is PSMASH (host side). */
+    V(SEV_SNP, ALL, "pvalidate", 0xF2, 0x0F, 0x01, 0xFF),
+    V(SEV_SNP, ALL, "a32/a16 pvalidate", 0x67, 0xF2, 0x0F, 0x01, 0xFF),
+    V(SEV_SNP, M64, "rmpadjust", 0xF3, 0x0F, 0x01, 0xFE),
+    V(SEV_SNP, NEVER, "F2 0F 01 FE is rmpupdate", 0xF2, 0x0F, 0x01, 0xFE),
+    V(SEV_SNP, NEVER, "F3 0F 01 FF is psmash", 0xF3, 0x0F, 0x01, 0xFF),
+    V(SEV_SNP, NEVER, "0F 01 FF is tlbsync", 0x0F, 0x01, 0xFF),
+    /* Intel TDX: TDCALL needs the 66 prefix and exists in every mode. */
+    V(TDCALL, ALL, "tdcall", 0x66, 0x0F, 0x01, 0xCC),
+    V(TDCALL, NEVER, "0F 01 CC without 66", 0x0F, 0x01, 0xCC),
+    /* SDM vol. 2, WRUSS: memory operand only; WRUSSQ is 64-bit only. */
+    V(WRUSS, ALL, "wrussd [mem], reg", 0x66, 0x0F, 0x38, 0xF5, 0x00),
+    V(WRUSS, M3264, "wrussd [disp32/rip], reg", 0x66, 0x0F, 0x38, 0xF5, 0x05, 0, 0, 0, 0),
+    V(WRUSS, M64, "wrussq [rax], rax", 0x66, 0x48, 0x0F, 0x38, 0xF5, 0x00),
+    V(WRUSS, NEVER, "wruss with a register operand", 0x66, 0x0F, 0x38, 0xF5, 0xC0),
 
     /* -- extended ---------------------------------------------------------- */
     V(CPUID, ALL, "cpuid", 0x0F, 0xA2),
@@ -264,6 +283,8 @@ static vec vectors[] = {
     V(RDTSCP, ALL, "rdtscp", 0x0F, 0x01, 0xF9),
     V(RDPID, ALL, "rdpid reg", 0xF3, 0x0F, 0xC7, 0xF8),
     V(RDPID, M64, "rdpid rax (rex.w)", 0xF3, 0x48, 0x0F, 0xC7, 0xF8),
+    /* AMD APM vol. 3, RDPRU. */
+    V(RDPRU, ALL, "rdpru", 0x0F, 0x01, 0xFD),
     V(RDPMC, ALL, "rdpmc", 0x0F, 0x33),
     V(SYSCALL, ALL, "syscall", 0x0F, 0x05),
     V(SYSENTER, ALL, "sysenter", 0x0F, 0x34),
@@ -314,6 +335,10 @@ static vec vectors[] = {
     V(NONE, ALL, "xsave [mem]", 0x0F, 0xAE, 0x20),
     V(NONE, ALL, "xrstor [mem]", 0x0F, 0xAE, 0x28),
     V(NONE, ALL, "xsavec [mem]", 0x0F, 0xC7, 0x20),
+    /* CET: WRSS writes the current privilege level's shadow stack and is
+     * allowed at CPL 3 once the OS enables it; only WRUSS is ring-0 only. */
+    V(NONE, ALL, "wrssd [mem], reg", 0x0F, 0x38, 0xF6, 0x00),
+    V(NONE, M64, "wrssq [rax], rax", 0x48, 0x0F, 0x38, 0xF6, 0x00),
     /* In 32-bit mode C4/C5 with mod=11 are VEX too (SDM vol. 2, 3.1.1.2). */
     V(NONE, ALL, "vzeroupper (C5 VEX)", 0xC5, 0xF8, 0x77),
     V(NONE, ALL, "vbroadcastss (C4 VEX)", 0xC4, 0xE2, 0x79, 0x18, 0x00),
@@ -628,6 +653,9 @@ Test(catalog, find_by_key_name_and_mnemonic)
     expect_find("mwait", PK_CLASS_MONITOR_MWAIT);
     expect_find("xrstors64", PK_CLASS_XSAVES_XRSTORS);
     expect_find("wrgsbase", PK_CLASS_FSGSBASE);
+    expect_find("wrussq", PK_CLASS_WRUSS);
+    expect_find("rmpadjust", PK_CLASS_SEV_SNP);
+    expect_find("PVALIDATE", PK_CLASS_SEV_SNP);
     expect_find("int1", PK_CLASS_INT1);
 
     /* MOV, PUSH, POP, CALL, JMP and RET name several things; only the keys
