@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <pthread.h>
 
 #define PK_UNPAREN(...) __VA_ARGS__
 
@@ -126,11 +125,11 @@ bool pk_set_parse(const char *text, unsigned *sets)
  * mnemonic (MOV: Sreg store, Sreg load, CR, DR) chain through next_row. */
 static uint8_t first_row[ZYDIS_MNEMONIC_MAX_VALUE + 1];
 static uint8_t next_row[PK_CLASS_COUNT];
-static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
 _Static_assert(PK_CLASS_COUNT < 255, "row index must fit in a byte");
 
-static void build_index(void)
+/* Built before main: the classifier sits in the sweep's inner loop. */
+__attribute__((constructor)) static void build_index(void)
 {
     /* Walk backwards so that each chain lists rows in catalog order. */
     for (int i = PK_CLASS_COUNT - 1; i >= 0; i--)
@@ -172,13 +171,11 @@ static bool row_matches(const pk_class *row, const ZydisDecodedInstruction *insn
 
 bool pk_classify_candidate(ZydisMnemonic mnemonic)
 {
-    pthread_once(&index_once, build_index);
     return (unsigned)mnemonic <= ZYDIS_MNEMONIC_MAX_VALUE && first_row[mnemonic];
 }
 
 pk_class_id pk_classify(const ZydisDecodedInstruction *insn)
 {
-    pthread_once(&index_once, build_index);
     if ((unsigned)insn->mnemonic > ZYDIS_MNEMONIC_MAX_VALUE)
         return PK_CLASS_NONE;
     for (unsigned r = first_row[insn->mnemonic]; r; r = next_row[r - 1])
