@@ -13,7 +13,9 @@
  *
  * Runs of CC bytes are taken in one step: each CC at an instruction start is
  * a one-byte INT3, so a run of n CC bytes is n instructions, and linker
- * padding makes these runs a large share of a kernel's instructions. */
+ * padding makes these runs a large share of a kernel's instructions. Other
+ * bytes that are an instruction by themselves (NOP, PUSH reg, ...) skip the
+ * decoder too; see one_byte[]. */
 #include "popek/scan.h"
 
 #include <pthread.h>
@@ -36,7 +38,7 @@ enum {
  * offset. */
 typedef struct event {
     uint64_t off;
-    uint32_t count;
+    uint64_t count;
     uint16_t kind;  /* pk_class_id or EV_* */
     uint8_t len;
 } event;
@@ -47,7 +49,7 @@ typedef struct evvec {
     bool oom;
 } evvec;
 
-static void ev_push(evvec *e, uint64_t off, uint16_t kind, uint8_t len, uint32_t count)
+static void ev_push(evvec *e, uint64_t off, uint16_t kind, uint8_t len, uint64_t count)
 {
     if (e->n == e->cap) {
         size_t ncap = e->cap ? e->cap * 2 : 256;
@@ -66,7 +68,7 @@ static void ev_push(evvec *e, uint64_t off, uint16_t kind, uint8_t len, uint32_t
 
 typedef struct sweeper {
     ZydisDecoder decoder;
-    const uint8_t *onebyte;     /* one_byte_table() for the region's mode */
+    const uint8_t *onebyte;     /* the row of one_byte[] for the region's mode */
     const pk_region *region;
     bool want[PK_CLASS_COUNT];
     bool candidate[ZYDIS_MNEMONIC_MAX_VALUE + 1];
@@ -180,9 +182,7 @@ static uint64_t sweep_step(sweeper *sw, uint64_t off, evvec *ev, uint64_t *ninsn
         uint64_t n = end - off;
         *ninsns += n;
         if (pk_int3_run_is_padding(r, r->vaddr + off, n)) {
-            for (uint64_t done = 0; done < n; done += UINT32_MAX)
-                ev_push(ev, off + done, EV_PADDING, 1,
-                        (uint32_t)(n - done < UINT32_MAX ? n - done : UINT32_MAX));
+            ev_push(ev, off, EV_PADDING, 1, n);
         } else if (sw->want[PK_CLASS_INT3]) {
             for (uint64_t i = off; i < end; i++)
                 ev_push(ev, i, PK_CLASS_INT3, 1, 1);
@@ -216,7 +216,6 @@ typedef struct chunk {
     uint64_t *sync_pos;      /* instruction starts in [start, start + SYNC_WINDOW) */
     uint64_t *sync_count;    /* instructions before each of them */
     size_t nsync;
-    bool done;
 } chunk;
 
 static pk_status sweep_chunk(const pk_image *img, const bool *want, chunk *c, pk_error *err)
@@ -731,7 +730,7 @@ pk_status pk_scan_region_reference(const pk_image *img, size_t region,
             j++;
         uint64_t n = j - i;
         if (pk_int3_run_is_padding(r, r->vaddr + e->off, n))
-            ev_push(&ev, e->off, EV_PADDING, 1, (uint32_t)n);
+            ev_push(&ev, e->off, EV_PADDING, 1, n);
         else if (want[PK_CLASS_INT3])
             for (size_t k = i; k < j; k++)
                 ev_push(&ev, raw.v[k].off, PK_CLASS_INT3, 1, 1);
