@@ -651,16 +651,24 @@ void pk_image_free(pk_image *img)
 
 /* ---- lookups --------------------------------------------------------------- */
 
+/* The index of the first element of arr[0, n), sorted by field, whose field
+ * is above key. */
+#define UPPER_BOUND(arr, n, field, key)                                        \
+    ({                                                                         \
+        size_t lo_ = 0, hi_ = (n);                                             \
+        while (lo_ < hi_) {                                                    \
+            size_t mid_ = lo_ + (hi_ - lo_) / 2;                               \
+            if ((arr)[mid_].field <= (key))                                    \
+                lo_ = mid_ + 1;                                                \
+            else                                                               \
+                hi_ = mid_;                                                    \
+        }                                                                      \
+        lo_;                                                                   \
+    })
+
 const pk_region *pk_image_region_at(const pk_image *img, uint64_t addr)
 {
-    size_t lo = 0, hi = img->nregions;
-    while (lo < hi) { /* first region with vaddr > addr */
-        size_t mid = lo + (hi - lo) / 2;
-        if (img->regions[mid].vaddr <= addr)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = UPPER_BOUND(img->regions, img->nregions, vaddr, addr);
     for (size_t i = lo; i-- > 0;) {
         const pk_region *r = &img->regions[i];
         if (addr - r->vaddr < r->size)
@@ -675,14 +683,7 @@ const pk_symbol *pk_image_symbol_at(const pk_image *img, const pk_region *region
     if (!region && !(region = pk_image_region_at(img, addr)))
         return NULL;
     int32_t ri = (int32_t)(region - img->regions);
-    size_t lo = 0, hi = img->nsymbols;
-    while (lo < hi) { /* first symbol above addr */
-        size_t mid = lo + (hi - lo) / 2;
-        if (img->symbols[mid].addr <= addr)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = UPPER_BOUND(img->symbols, img->nsymbols, addr, addr);
     /* Walk down to the nearest symbol of the region that covers addr; a
      * sized one that ends below addr may sit inside a larger one. Give up
      * after a few: the address is in a gap. */
@@ -706,14 +707,7 @@ const pk_symbol *pk_image_symbol_at(const pk_image *img, const pk_region *region
 
 const pk_alt *pk_image_alt_at(const pk_image *img, uint64_t addr)
 {
-    size_t lo = 0, hi = img->nalts;
-    while (lo < hi) { /* first entry with repl > addr */
-        size_t mid = lo + (hi - lo) / 2;
-        if (img->alts[mid].repl <= addr)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = UPPER_BOUND(img->alts, img->nalts, repl, addr);
     /* Replacements are at most 255 bytes (repl_len is a u8); entries with
      * none at all (repl_len 0) sit among the others. */
     for (size_t i = lo; i-- > 0 && addr - img->alts[i].repl < 256;)
