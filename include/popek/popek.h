@@ -10,5 +10,6 @@
 #include "popek/bzimage.h"
 #include "popek/scan.h"
 #include "popek/report.h"
+#include "popek/patch.h"
 
 #endif
