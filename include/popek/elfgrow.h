@@ -1,0 +1,45 @@
+/* popek — growing an ELF file by one loadable segment.
+ *
+ * The patcher needs room the file does not have: for trampolines, and for
+ * the patch table. Every byte of the input stays where it is; the growth is
+ * appended. The program header table moves to the new segment (so that a
+ * PT_LOAD and a PT_NOTE can be added without shifting anything, and PT_PHDR
+ * still describes a table that is mapped), and, when the file has section
+ * headers, their table moves too, with a `.popek` section for the note. */
+#ifndef POPEK_ELFGROW_H
+#define POPEK_ELFGROW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "popek/status.h"
+
+/* The note that carries the patch table: name "popek", this type. */
+#define PK_NOTE_NAME "popek"
+#define PK_NOTE_PATCH_TABLE 0x504b5401u
+
+typedef struct pk_elf_growth {
+    uint8_t *data;          /* the grown file (malloc'ed) */
+    size_t len;
+    uint64_t segment_vaddr; /* where the new segment is mapped */
+    uint64_t code_vaddr;    /* code_size bytes of INT3 here, for trampolines */
+    uint64_t code_offset;   /* their file offset */
+    uint64_t note_vaddr;    /* the note's descriptor (the patch table) */
+} pk_elf_growth;
+
+/* Appends to the ELF image in (x86, ELF32 or ELF64, with program headers) a
+ * read+execute PT_LOAD mapped above every existing segment, holding the
+ * moved program header table, a PT_NOTE with note_desc, and code_size bytes
+ * for code. Errors: PK_ERR_FORMAT for a malformed input, PK_ERR_UNSUPPORTED
+ * for inputs it cannot grow (no program headers, extended numbering, no
+ * address space left), PK_ERR_NOMEM. */
+pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc,
+                      size_t note_len, size_t code_size, pk_elf_growth *out, pk_error *err);
+
+/* Finds the popek note in an ELF image through its program headers (no
+ * section headers needed). Sets *desc and *len to its descriptor inside
+ * data; returns false when there is none. */
+bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, size_t *desc_len);
+
+#endif

@@ -1,0 +1,144 @@
+/* popek — unit tests: growing real ELF files by one segment. The grown
+ * files must run exactly as the originals (no patched site runs), and carry
+ * the patch table where a reader finds it through the program headers. */
+#include <criterion/criterion.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "popek/elfgrow.h"
+#include "popek/popek.h"
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(*len);
+    cr_assert_eq(fread(b, 1, *len, f), *len);
+    fclose(f);
+    return b;
+}
+
+/* Runs path with argv (argv[0] included) and returns its stdout; *status
+ * gets the exit status. The child execs at once (Criterion and fork). */
+static char *run(const char *path, char *const argv[], int *status)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (!pid) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execv(path, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    char chunk[4096];
+    ssize_t n;
+    while ((n = read(fds[0], chunk, sizeof chunk)) > 0)
+        fwrite(chunk, 1, (size_t)n, out);
+    fclose(out);
+    close(fds[0]);
+    int ws;
+    cr_assert_eq(waitpid(pid, &ws, 0), pid);
+    *status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    return buf;
+}
+
+/* Grows path with a one-patch table, checks the table comes back, and runs
+ * both files with argv: same output, same status. */
+static void grow_and_run(const char *path, char *const argv[])
+{
+    size_t len;
+    uint8_t *in = slurp(path, &len);
+    pk_patch p = { .site = 0x1000, .len = 1, .bytes = { 0x9c }, .cls = PK_CLASS_PUSHF,
+                   .tactic = PK_TACTIC_INT3 };
+    pk_patch_table t = { .bits = 64, .patches = &p, .count = 1 };
+    uint8_t *table;
+    size_t table_len;
+    pk_error err;
+    cr_assert_eq(pk_patch_table_encode(&t, &table, &table_len, &err), PK_OK);
+    pk_elf_growth g;
+    cr_assert_eq(pk_elf_grow(in, len, table, table_len, 4096, &g, &err), PK_OK, "%s: %s", path,
+                 err.msg);
+    /* Every original byte but the ELF header's table fields is unchanged. */
+    size_t ehsize = in[4] == ELFCLASS64 ? 64 : 52;
+    cr_assert_eq(memcmp(g.data + ehsize, in + ehsize, len - ehsize), 0, "%s", path);
+
+    const uint8_t *desc;
+    size_t desc_len;
+    cr_assert(pk_elf_find_note(g.data, g.len, &desc, &desc_len), "%s: no note", path);
+    pk_patch_table back;
+    cr_assert_eq(pk_patch_table_decode(desc, desc_len, &back, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(back.count, 1);
+    cr_assert_eq(back.patches[0].cls, PK_CLASS_PUSHF);
+    pk_patch_table_free(&back);
+    cr_assert_eq(g.code_offset + 4096 <= g.len, true);
+    cr_assert_eq(g.data[g.code_offset], 0xCC);
+
+    /* The grown file loads and runs as the original does. */
+    char grown[] = "/tmp/popek-grown-XXXXXX";
+    int fd = mkstemp(grown);
+    cr_assert_eq(write(fd, g.data, g.len), (ssize_t)g.len);
+    fchmod(fd, 0755);
+    close(fd);
+    int want_status, got_status;
+    char *want = run(path, argv, &want_status);
+    char *got = run(grown, argv, &got_status);
+    unlink(grown);
+    cr_assert_eq(got_status, want_status, "%s: status %d, original %d", path, got_status,
+                 want_status);
+    cr_assert_str_eq(got, want, "%s", path);
+    free(want);
+    free(got);
+    free(g.data);
+    free(table);
+    free(in);
+}
+
+Test(elfgrow, pie_executables_run_as_before)
+{
+    grow_and_run("/bin/true", (char *[]){ "true", NULL });
+    grow_and_run("/bin/false", (char *[]){ "false", NULL });
+    grow_and_run("/bin/ls", (char *[]){ "ls", "-la", "/usr/include/Zydis", NULL });
+}
+
+Test(elfgrow, shared_objects_run_as_before)
+{
+    /* glibc's libc.so.6 and the dynamic loader are executable too. */
+    grow_and_run("/lib/x86_64-linux-gnu/libc.so.6", (char *[]){ "libc.so.6", NULL });
+    grow_and_run("/lib64/ld-linux-x86-64.so.2",
+                 (char *[]){ "ld.so", "--version", NULL });
+}
+
+Test(elfgrow, elf32_runs_as_before)
+{
+    /* Debian's libc6-i386 (installed with gcc-multilib). */
+    grow_and_run("/usr/lib32/libc.so.6", (char *[]){ "libc.so.6", NULL });
+}
+
+Test(elfgrow, refuses_what_it_cannot_grow)
+{
+    static const uint8_t junk[64] = { 0x7f, 'E', 'L', 'F' };
+    pk_elf_growth g;
+    pk_error err;
+    cr_assert_neq(pk_elf_grow(junk, sizeof junk, NULL, 0, 0, &g, &err), PK_OK);
+    cr_assert_null(g.data);
+    size_t len;
+    uint8_t *in = slurp("/bin/true", &len);
+    in[18] = 183; /* aarch64 */
+    cr_assert_eq(pk_elf_grow(in, len, NULL, 0, 0, &g, &err), PK_ERR_UNSUPPORTED);
+    free(in);
+}
