@@ -23,6 +23,7 @@ static const char usage_main[] =
     "commands:\n"
     "  scan      list the sensitive instructions of an ELF file, kernel or blob\n"
     "  explain   print the catalog of sensitive instructions, or one row of it\n"
+    "  patch     rewrite an ELF file so that its sensitive instructions trap\n"
     "  extract   write the vmlinux inside a bzImage (/boot/vmlinuz-*)\n"
     "\n"
     "`popek COMMAND --help` describes each command. Exit status: 0 on success,\n"
@@ -62,6 +63,28 @@ static const char usage_explain[] =
     "options:\n"
     "  --set SETS          rows of these sets (default: all)\n"
     "  --format FMT        text (default), markdown, or json (one object per line)\n"
+    "  -h, --help          show this help\n";
+
+static const char usage_patch[] =
+    "usage: popek patch [OPTIONS] IN -o OUT\n"
+    "       popek patch --verify FILE\n"
+    "\n"
+    "Writes OUT: the ELF file IN with every site `popek scan` finds (same --set\n"
+    "and --only) replaced so that it can no longer run natively, and the patch\n"
+    "table a monitor needs to emulate the originals, as a note in a segment\n"
+    "added to the file. `popek scan OUT` reports the original instructions.\n"
+    "IN is never modified; OUT keeps IN's mode bits.\n"
+    "\n"
+    "options:\n"
+    "  -o, --output OUT    the file to write (required)\n"
+    "  --set SETS          pg (default), privileged, extended, all, or a comma list\n"
+    "  --only ROWS         only these catalog rows (INT3 and INT1 only this way)\n"
+    "  --tactic int3       replace each site's first byte with INT3 (the only\n"
+    "                      tactic so far)\n"
+    "  --allow-skip        leave out sites that cannot be patched, and list them\n"
+    "  --report            print the patches per tactic and per row\n"
+    "  --format FMT        text (default) or json (one object per line)\n"
+    "  --verify            check FILE's patches against its own table\n"
     "  -h, --help          show this help\n";
 
 static const char usage_extract[] =
@@ -333,7 +356,9 @@ static int cmd_explain(int argc, char **argv)
 
 /* ---- extract --------------------------------------------------------------------------- */
 
-static int write_file_atomically(const char *path, const uint8_t *data, size_t len)
+/* Writes data to a temporary file beside path and renames it into place, so
+ * that path is either untouched or complete. */
+static int write_file_atomically(const char *path, const uint8_t *data, size_t len, mode_t mode)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= (int)sizeof tmp) {
@@ -355,12 +380,168 @@ static int write_file_atomically(const char *path, const uint8_t *data, size_t l
         done += (size_t)n;
     }
     int e = errno;
-    if (done < len || fchmod(fd, 0644) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+    if (done < len || fchmod(fd, mode) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
         fprintf(stderr, "popek: %s: %s\n", path, strerror(done < len ? e : errno));
         unlink(tmp);
         return EXIT_BAD;
     }
     return 0;
+}
+
+/* ---- patch ------------------------------------------------------------------------------ */
+
+static int cmd_verify(const char *path)
+{
+    pk_image img;
+    pk_error err = { { 0 } };
+    /* Read it raw: the image loader would restore the original bytes. */
+    uint8_t *data;
+    size_t len;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "popek: %s: %s\n", path, strerror(errno));
+        return EXIT_BAD;
+    }
+    (void)img;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    data = malloc(size > 0 ? (size_t)size : 1);
+    len = data && size > 0 ? fread(data, 1, (size_t)size, f) : 0;
+    fclose(f);
+    size_t checked;
+    pk_status s = len ? pk_patch_verify(data, len, &checked, &err)
+                      : pk_fail(&err, PK_ERR_FORMAT, "empty or unreadable file");
+    free(data);
+    if (s != PK_OK)
+        return input_error(path, &err);
+    printf("%s: %zu patches verified\n", path, checked);
+    return finish_output();
+}
+
+static int cmd_patch(int argc, char **argv)
+{
+    enum { O_SET = 256, O_ONLY, O_TACTIC, O_ALLOW_SKIP, O_REPORT, O_FORMAT, O_VERIFY };
+    static const struct option opts[] = {
+        { "output", required_argument, 0, 'o' },
+        { "set", required_argument, 0, O_SET },
+        { "only", required_argument, 0, O_ONLY },
+        { "tactic", required_argument, 0, O_TACTIC },
+        { "allow-skip", no_argument, 0, O_ALLOW_SKIP },
+        { "report", no_argument, 0, O_REPORT },
+        { "format", required_argument, 0, O_FORMAT },
+        { "verify", no_argument, 0, O_VERIFY },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
+    };
+    pk_scan_options so = { .sets = PK_SET_PG };
+    bool only[PK_CLASS_COUNT], allow_skip = false, report = false, json = false, verify = false;
+    const char *out = NULL;
+    char bad[128];
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(usage_patch, stdout);
+            return 0;
+        case 'o': out = optarg; break;
+        case O_SET:
+            if (!pk_set_parse(optarg, &so.sets))
+                return usage_error("--set: unknown set '%s' (pg, privileged, extended, all)",
+                                   optarg);
+            break;
+        case O_ONLY:
+            if (!parse_only(optarg, only, bad, sizeof bad))
+                return usage_error("--only: no catalog row '%s' (see popek explain)", bad);
+            so.only = only;
+            break;
+        case O_TACTIC:
+            if (strcmp(optarg, "int3"))
+                return usage_error("--tactic: '%s' is not available (int3 is, so far)", optarg);
+            break;
+        case O_ALLOW_SKIP: allow_skip = true; break;
+        case O_REPORT: report = true; break;
+        case O_FORMAT:
+            if (!strcmp(optarg, "text")) json = false;
+            else if (!strcmp(optarg, "json")) json = true;
+            else return usage_error("--format: '%s' is not text or json", optarg);
+            break;
+        case O_VERIFY: verify = true; break;
+        default: return usage_error("patch: bad option");
+        }
+    }
+    if (argc - optind != 1)
+        return usage_error(argc - optind ? "patch: one file at a time" : "patch: no file given");
+    const char *in = argv[optind];
+    if (verify)
+        return out ? usage_error("patch: --verify writes nothing; drop -o") : cmd_verify(in);
+    if (!out)
+        return usage_error("patch: -o OUT is required");
+
+    pk_image img;
+    pk_error err = { { 0 } };
+    if (pk_image_load_file(&img, in, &err) != PK_OK)
+        return input_error(in, &err);
+    struct stat st;
+    mode_t mode = stat(in, &st) == 0 ? st.st_mode & 07777 : 0755;
+    pk_scan scan = { 0 };
+    pk_patch_table table = { 0 };
+    pk_skip *skips = NULL;
+    size_t nskips = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    pk_status s = img.is_patched
+                      ? pk_fail(&err, PK_ERR_UNSUPPORTED, "already patched by popek (%zu patches)",
+                                img.patched.count)
+                      : pk_scan_image(&img, &so, &scan, &err);
+    if (s == PK_OK)
+        s = pk_patch_plan_int3(&img, &scan, so.only, allow_skip, &table, &skips, &nskips, &err);
+    if (s == PK_OK)
+        s = pk_patch_write_elf(&img, &table, &data, &len, &err);
+    int rc = s == PK_OK ? write_file_atomically(out, data, len, mode) : input_error(in, &err);
+
+    if (!rc) {
+        size_t per_row[PK_CLASS_COUNT] = { 0 };
+        for (size_t i = 0; i < table.count; i++)
+            per_row[table.patches[i].cls]++;
+        if (json) {
+            for (size_t i = 0; i < table.count; i++)
+                printf("{\"type\":\"patch\",\"address\":\"0x%llx\",\"length\":%u,"
+                       "\"row\":\"%s\",\"tactic\":\"%s\"}\n",
+                       (unsigned long long)table.patches[i].site, table.patches[i].len,
+                       pk_class_get(table.patches[i].cls)->key,
+                       pk_tactic_name(table.patches[i].tactic));
+            for (size_t i = 0; i < nskips; i++)
+                printf("{\"type\":\"skip\",\"address\":\"0x%llx\",\"row\":\"%s\","
+                       "\"reason\":\"%s\"}\n",
+                       (unsigned long long)skips[i].site, pk_class_get(skips[i].cls)->key,
+                       skips[i].reason);
+            printf("{\"type\":\"summary\",\"patches\":%zu,\"int3\":%zu,\"jmp\":0,"
+                   "\"skipped\":%zu}\n", table.count, table.count, nskips);
+        } else {
+            for (size_t i = 0; i < nskips; i++)
+                printf("skipped 0x%llx %s: %s\n", (unsigned long long)skips[i].site,
+                       pk_class_get(skips[i].cls)->key, skips[i].reason);
+            if (report) {
+                printf("%s: %zu patches, %zu skipped\n  by tactic:\n    int3 %10zu\n"
+                       "    jmp  %10d\n  by row:\n", out, table.count, nskips, table.count, 0);
+                for (unsigned r = 0; r < PK_CLASS_COUNT; r++)
+                    if (per_row[r])
+                        printf("    %-14s %8zu\n", pk_class_get((pk_class_id)r)->key,
+                               per_row[r]);
+            }
+        }
+        fprintf(stderr, "popek: %s: %zu sites patched (int3), %zu skipped, written to %s\n", in,
+                table.count, nskips, out);
+        rc = finish_output();
+    }
+    free(data);
+    free(skips);
+    pk_patch_table_free(&table);
+    pk_scan_free(&scan);
+    pk_image_free(&img);
+    return rc;
 }
 
 static int cmd_extract(int argc, char **argv)
@@ -399,7 +580,7 @@ static int cmd_extract(int argc, char **argv)
         fprintf(stderr, "popek: %s: not a bzImage\n", path);
         return EXIT_BAD;
     }
-    int rc = write_file_atomically(out, img.data, img.data_len);
+    int rc = write_file_atomically(out, img.data, img.data_len, 0644);
     if (!rc)
         fprintf(stderr, "popek: %s: %s payload, %zu bytes written to %s\n", path,
                 img.compression, img.data_len, out);
@@ -430,5 +611,7 @@ int main(int argc, char **argv)
         return cmd_explain(argc - 1, argv + 1);
     if (!strcmp(cmd, "extract"))
         return cmd_extract(argc - 1, argv + 1);
+    if (!strcmp(cmd, "patch"))
+        return cmd_patch(argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);
 }

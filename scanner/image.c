@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "popek/bzimage.h"
+#include "popek/elfgrow.h"
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -324,6 +325,29 @@ static pk_status load_alternatives(pk_image *img, Elf *elf, size_t shstrndx,
     return PK_OK; /* layout not recognised: report no alternatives */
 }
 
+/* A file popek patched carries its patch table in a note: put the original
+ * instructions back into the code regions. */
+static pk_status restore_patched(pk_image *img, pk_error *err)
+{
+    const uint8_t *desc;
+    size_t desc_len;
+    if (!pk_elf_find_note(img->data, img->data_len, &desc, &desc_len))
+        return PK_OK;
+    pk_error why;
+    if (pk_patch_table_decode(desc, desc_len, &img->patched, &why) != PK_OK)
+        return pk_fail(err, PK_ERR_FORMAT, "popek patch table: %s", why.msg);
+    img->is_patched = true;
+    for (size_t i = 0; i < img->patched.count; i++) {
+        const pk_patch *p = &img->patched.patches[i];
+        const pk_region *r = pk_image_region_at(img, p->site);
+        if (!r || p->site + p->len > r->vaddr + r->size)
+            return pk_fail(err, PK_ERR_FORMAT, "popek patch table: site 0x%llx is not in code",
+                           (unsigned long long)p->site);
+        memcpy(img->data + r->offset + (p->site - r->vaddr), p->bytes, p->len);
+    }
+    return PK_OK;
+}
+
 static pk_status load_elf(pk_image *img, pk_error *err)
 {
     if (elf_version(EV_CURRENT) == EV_NONE)
@@ -421,6 +445,7 @@ static pk_status load_elf(pk_image *img, pk_error *err)
     qsort(img->regions, img->nregions, sizeof *img->regions, compare_regions);
 
     PK_CHECK(load_elf_symbols(img, elf, img->data_len, eh.e_type == ET_REL, err));
+    PK_CHECK(restore_patched(img, err));
     if (shnum && (eh.e_type == ET_EXEC || eh.e_type == ET_DYN))
         PK_CHECK(load_alternatives(img, elf, shstrndx, img->data_len, err));
     return PK_OK;
@@ -642,6 +667,7 @@ void pk_image_free(pk_image *img)
     free(img->regions);
     free(img->symbols);
     free(img->alts);
+    pk_patch_table_free(&img->patched);
     if (img->elf)
         elf_end(img->elf);
     free(img->data);

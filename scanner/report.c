@@ -158,8 +158,8 @@ pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
         else
             fputs("null", out);
         fprintf(out, ",\"regions\":%zu,\"code_bytes\":%" PRIu64 ",\"symbols\":%zu"
-                     ",\"alternatives\":%zu}\n",
-                img->nregions, code, img->nsymbols, img->nalts);
+                     ",\"alternatives\":%zu,\"patched\":%zu}\n",
+                img->nregions, code, img->nsymbols, img->nalts, img->patched.count);
     } else {
         fprintf(out, "%s: %s\n", img->path, img->description);
         fprintf(out, "  %zu code region%s, %" PRIu64 " bytes; %zu symbols", img->nregions,
@@ -167,6 +167,9 @@ pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
         if (img->nalts)
             fprintf(out, "; %zu alternatives (%u-byte entries)", img->nalts,
                     img->alt_entry_size);
+        if (img->is_patched)
+            fprintf(out, "\n  patched by popek: %zu sites; the original instructions are shown",
+                    img->patched.count);
         fputs("\n\n", out);
         if (scan->nsites)
             fprintf(out, "%-18s  %-10s  %2s  %-20s  %-30s  %-10s  %-14s  %-12s  %-9s  %s\n",

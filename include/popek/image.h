@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "popek/patch.h"
 #include "popek/status.h"
 
 /* A contiguous range of code. */
@@ -63,6 +64,12 @@ typedef struct pk_image {
     pk_alt *alts;           /* sorted by repl address */
     size_t nalts;
     unsigned alt_entry_size; /* detected .altinstructions entry size, or 0 */
+
+    /* A file `popek patch` wrote: its patch table. The code regions hold the
+     * original instructions again (restored from the table), so scanning a
+     * patched file reports what was patched, not the INT3 bytes. */
+    pk_patch_table patched;
+    bool is_patched;
 
     /* storage */
     uint8_t *data;          /* the file, or the decompressed payload */

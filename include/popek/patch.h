@@ -9,6 +9,7 @@
 #ifndef POPEK_PATCH_H
 #define POPEK_PATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,5 +60,38 @@ void pk_patch_table_free(pk_patch_table *table);
 
 /* The patch whose site is addr, or NULL (binary search). */
 const pk_patch *pk_patch_table_find(const pk_patch_table *table, uint64_t addr);
+
+/* ---- patching ELF files ---------------------------------------------------- */
+
+struct pk_image;
+struct pk_scan;
+
+/* A site the plan left out, and why. */
+typedef struct pk_skip {
+    uint64_t site;
+    pk_class_id cls;
+    const char *reason;
+} pk_skip;
+
+/* Plans an INT3 patch for every site of scan, in img's bitness. Rows that
+ * are reported but not patched by default (PK_CLASS_OPT_IN: INT3, INT1) are
+ * left alone unless named in only. A site that overlaps another (a jump into
+ * the middle of an instruction) cannot take a patch of its own: an error,
+ * or, with allow_skip, listed in *skips (malloc'ed, *nskips entries). */
+pk_status pk_patch_plan_int3(const struct pk_image *img, const struct pk_scan *scan,
+                             const bool *only, bool allow_skip, pk_patch_table *table,
+                             pk_skip **skips, size_t *nskips, pk_error *err);
+
+/* Writes img's file (an ELF image, not yet patched) with every patch of
+ * table applied and the table appended as a note (see elfgrow.h), into a
+ * malloc'ed buffer. */
+pk_status pk_patch_write_elf(const struct pk_image *img, const pk_patch_table *table,
+                             uint8_t **out, size_t *len, pk_error *err);
+
+/* Checks a file popek patched against its own table: each site holds what
+ * its tactic writes, followed by the original instruction's other bytes.
+ * Sets *checked to the number of patches. Errors: PK_ERR_FORMAT naming the
+ * first patch that does not match, PK_ERR_UNSUPPORTED for an unpatched file. */
+pk_status pk_patch_verify(const uint8_t *file, size_t len, size_t *checked, pk_error *err);
 
 #endif

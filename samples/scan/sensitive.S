@@ -91,9 +91,9 @@ _start:
 #endif
     /* far transfers end recursive descent's path */
     SITE(s_call_far, lcall *(AX))
-    SITE(s_ret_far, lret)
+    SITE(s_ret_far, lretl)
     SITE(s_jmp_far, ljmp *(AX))
-    SITE(s_iret, iret)
+    SITE(s_iret, iretl)
 #ifdef __x86_64__
     SITE(s_sysret, sysretq)
 #else
