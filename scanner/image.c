@@ -337,6 +337,18 @@ static pk_status restore_patched(pk_image *img, pk_error *err)
     if (pk_patch_table_decode(desc, desc_len, &img->patched, &why) != PK_OK)
         return pk_fail(err, PK_ERR_FORMAT, "popek patch table: %s", why.msg);
     img->is_patched = true;
+    /* Without section headers, code regions are the executable segments,
+     * and the one popek added (headers, the table) is not the program's. */
+    uint64_t note_off = (uint64_t)(desc - img->data);
+    for (size_t i = 0; i < img->nregions; i++) {
+        pk_region *r = &img->regions[i];
+        if (note_off - r->offset < r->size) {
+            free(r->name);
+            memmove(r, r + 1, (img->nregions - i - 1) * sizeof *r);
+            img->nregions--;
+            break;
+        }
+    }
     for (size_t i = 0; i < img->patched.count; i++) {
         const pk_patch *p = &img->patched.patches[i];
         const pk_region *r = pk_image_region_at(img, p->site);
