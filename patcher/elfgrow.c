@@ -3,10 +3,11 @@
  * Layout of what is appended (P = page size of the new segment):
  *
  *   original file, byte for byte
- *   padding to a multiple of P
- *   +--- new PT_LOAD (R+X), mapped at the first multiple of P above every
+ *   padding to a multiple of P, or further (see below)
+ *   +--- new PT_LOAD (R, and X when it holds code), mapped above every
  *   |    existing segment's end (so the heap, placed after the highest
- *   |    segment, stays clear of it)
+ *   |    segment, stays clear of it), at the address the first segment
+ *   |    maps its offset to (so headers are at load base + e_phoff)
  *   |  program header table: the old entries, then the new PT_LOAD and a
  *   |    PT_NOTE; PT_PHDR, if present, now describes this copy
  *   |  the note: "popek", PK_NOTE_PATCH_TABLE, the patch table
@@ -27,6 +28,7 @@
 #include <string.h>
 
 enum { PAGE = 0x1000, NOTE_ALIGN = 4, CODE_ALIGN = 16 };
+#define MAX_PADDING ((uint64_t)256 << 20)
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -130,8 +132,11 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
     else if (!phnum || phnum == PN_XNUM || eh.e_phentsize != phdr_size(cls))
         status = pk_fail(err, PK_ERR_UNSUPPORTED, "no program headers to grow");
     else if ((eh.e_shoff && !shnum) || shnum >= SHN_LORESERVE ||
-             eh.e_shstrndx >= SHN_LORESERVE || (shnum && eh.e_shentsize != shdr_size(cls)))
+             (shnum && eh.e_shentsize != shdr_size(cls)))
         status = pk_fail(err, PK_ERR_UNSUPPORTED, "extended section numbering");
+    else if (shnum && (eh.e_shstrndx == SHN_UNDEF || eh.e_shstrndx >= shnum))
+        status = pk_fail(err, PK_ERR_FORMAT, "no valid section name table (e_shstrndx %u)",
+                         (unsigned)eh.e_shstrndx);
     else if (eh.e_phoff > in_len || phnum * phdr_size(cls) > in_len - eh.e_phoff ||
              (shnum && (eh.e_shoff > in_len || shnum * shdr_size(cls) > in_len - eh.e_shoff)))
         status = pk_fail(err, PK_ERR_FORMAT, "truncated: header tables lie past the end");
@@ -144,17 +149,29 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
         status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
         goto done;
     }
-    /* The highest address any segment takes; the new one goes above it. */
-    uint64_t top = 0, paddr_delta = 0;
+    /* The highest address any segment takes (the new one goes above it),
+     * and how the first segment maps file offsets to addresses. */
+    uint64_t top = 0, paddr_delta = 0, base = 0;
+    bool have_load = false;
     for (size_t i = 0; i < phnum; i++) {
         if (!gelf_getphdr(elf, (int)i, &ph[i])) {
             status = pk_fail(err, PK_ERR_FORMAT, "corrupt program header %zu", i);
             goto done;
         }
-        if (ph[i].p_type == PT_LOAD && ph[i].p_vaddr + ph[i].p_memsz > top) {
+        if (ph[i].p_type != PT_LOAD)
+            continue;
+        if (!have_load) {
+            base = ph[i].p_vaddr - ph[i].p_offset;
+            have_load = true;
+        }
+        if (ph[i].p_vaddr + ph[i].p_memsz > top) {
             top = ph[i].p_vaddr + ph[i].p_memsz;
             paddr_delta = ph[i].p_paddr - ph[i].p_vaddr;
         }
+    }
+    if (!have_load) {
+        status = pk_fail(err, PK_ERR_UNSUPPORTED, "no loadable segment");
+        goto done;
     }
     for (size_t i = 0; i < shnum; i++)
         if (!gelf_getshdr(elf_getscn(elf, i), &sh[i])) {
@@ -162,9 +179,22 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
             goto done;
         }
 
-    /* The new segment: phdrs, note, code. */
+    /* The new segment: phdrs, note, code. Its address minus its offset is
+     * the first segment's, so that the headers sit at (load base + e_phoff)
+     * in memory: the dynamic loader and static programs find their own
+     * headers there (__ehdr_start + e_phoff), not only through AT_PHDR.
+     * Where the segments reach far above the file's end (a large bss), the
+     * file is padded to match. */
     uint64_t seg_off = align_up(in_len, PAGE);
-    uint64_t seg_vaddr = align_up(top, PAGE);
+    if (top - base > seg_off)
+        seg_off = align_up(top - base, PAGE);
+    if (seg_off - in_len > MAX_PADDING) {
+        status = pk_fail(err, PK_ERR_UNSUPPORTED,
+                         "the segments reach %llu MiB past the end of the file",
+                         (unsigned long long)((seg_off - in_len) >> 20));
+        goto done;
+    }
+    uint64_t seg_vaddr = base + seg_off;
     size_t phtab = (phnum + 2) * phdr_size(cls);
     uint64_t note_off = align_up(seg_off + phtab, NOTE_ALIGN);
     uint64_t code_off = align_up(note_off + note_size(note_len), CODE_ALIGN);
@@ -206,7 +236,8 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
             ph[i].p_filesz = ph[i].p_memsz = phtab;
         }
     ph[phnum] = (GElf_Phdr){
-        .p_type = PT_LOAD, .p_flags = PF_R | PF_X, .p_offset = seg_off, .p_vaddr = seg_vaddr,
+        .p_type = PT_LOAD, .p_flags = code_size ? PF_R | PF_X : PF_R, .p_offset = seg_off,
+        .p_vaddr = seg_vaddr,
         .p_paddr = seg_vaddr + paddr_delta, .p_filesz = seg_end - seg_off,
         .p_memsz = seg_end - seg_off, .p_align = PAGE,
     };
@@ -276,11 +307,11 @@ bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, siz
             if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_NOTE ||
                 ph.p_offset > len || ph.p_filesz > len - ph.p_offset)
                 continue;
-            Elf_Data d = { .d_buf = (void *)(data + ph.p_offset), .d_size = ph.p_filesz,
-                           .d_type = ELF_T_NHDR, .d_version = EV_CURRENT };
+            Elf_Data *d = elf_getdata_rawchunk(elf, (int64_t)ph.p_offset, ph.p_filesz,
+                                               ph.p_align == 8 ? ELF_T_NHDR8 : ELF_T_NHDR);
             GElf_Nhdr nh;
             size_t off = 0, name_at, desc_at;
-            while (!found && (off = gelf_getnote(&d, off, &nh, &name_at, &desc_at)) > 0)
+            while (d && !found && (off = gelf_getnote(d, off, &nh, &name_at, &desc_at)) > 0)
                 if (nh.n_type == PK_NOTE_PATCH_TABLE && nh.n_namesz == sizeof PK_NOTE_NAME &&
                     !memcmp(data + ph.p_offset + name_at, PK_NOTE_NAME, sizeof PK_NOTE_NAME)) {
                     *desc = data + ph.p_offset + desc_at;

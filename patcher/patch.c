@@ -2,7 +2,6 @@
  * checking a written file against its own table. */
 #include "popek/patch.h"
 
-#include <gelf.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,49 +9,70 @@
 #include "popek/image.h"
 #include "popek/scan.h"
 
-pk_status pk_patch_plan_int3(const pk_image *img, const pk_scan *scan, const bool *only,
-                             bool allow_skip, pk_patch_table *table, pk_skip **skips,
-                             size_t *nskips, pk_error *err)
+pk_status pk_patch_plan_int3(const pk_image *img, const pk_scan *scan, const bool *only, bool allow_skip, pk_patch_table *table,
+                             pk_skip **skips, size_t *nskips, pk_error *err)
 {
     memset(table, 0, sizeof *table);
     *skips = NULL;
     *nskips = 0;
     pk_patch *patches = calloc(scan->nsites ? scan->nsites : 1, sizeof *patches);
     pk_skip *skipped = calloc(scan->nsites ? scan->nsites : 1, sizeof *skipped);
-    if (!patches || !skipped) {
+    uint8_t *found = calloc(scan->nsites ? scan->nsites : 1, 1); /* found_by per patch */
+    if (!patches || !skipped || !found) {
         free(patches);
         free(skipped);
+        free(found);
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     size_t n = 0, ns = 0;
-    for (size_t i = 0; i < scan->nsites; i++) {
+    pk_status status = PK_OK;
+    for (size_t i = 0; i < scan->nsites && status == PK_OK; i++) {
         const pk_site *s = &scan->sites[i];
         const pk_class *c = pk_class_get((pk_class_id)s->cls);
-        if ((c->flags & PK_CLASS_OPT_IN) && !(only && only[c->id]))
+        bool named = only && only[c->id];
+        if ((c->flags & PK_CLASS_OPT_IN) && !named)
             continue;
-        /* Sites are sorted by region, then address; regions do not overlap
-         * in files that can be patched (relocatable objects have no program
-         * headers, and pk_elf_grow refuses them). */
-        if (n && s->vaddr < patches[n - 1].site + patches[n - 1].len) {
-            if (!allow_skip) {
-                pk_fail(err, PK_ERR_UNSUPPORTED,
-                        "site 0x%llx (%s) overlaps the instruction at 0x%llx; "
-                        "--allow-skip leaves it out",
-                        (unsigned long long)s->vaddr, c->key,
-                        (unsigned long long)patches[n - 1].site);
-                free(patches);
-                free(skipped);
-                return PK_ERR_UNSUPPORTED;
-            }
-            skipped[ns++] = (pk_skip){ s->vaddr, c->id, "overlaps the instruction before it" };
+        if (s->flags & PK_SITE_INSIDE_REACHED) {
+            /* Not an instruction: patching it would change a reached one. */
+            skipped[ns++] = (pk_skip){ s->vaddr, c->id,
+                                       "inside an instruction recursive descent reached" };
             continue;
         }
-        pk_patch *p = &patches[n++];
-        p->site = s->vaddr;
-        p->len = s->len;
+        /* Sites are sorted by region, then address; regions do not overlap
+         * in files that can be patched (relocatable objects have no program
+         * headers, and pk_elf_grow refuses them). Of two overlapping sites,
+         * the one recursive descent reached is the instruction. */
+        if (n && s->vaddr < patches[n - 1].site + patches[n - 1].len) {
+            pk_patch *prev = &patches[n - 1];
+            bool keep_new = (s->found & PK_FOUND_RECURSIVE) && !(found[n - 1] & PK_FOUND_RECURSIVE);
+            bool keep_old = (found[n - 1] & PK_FOUND_RECURSIVE) && !(s->found & PK_FOUND_RECURSIVE);
+            if (!keep_new && !keep_old && !allow_skip) {
+                status = pk_fail(err, PK_ERR_UNSUPPORTED,
+                                 "site 0x%llx (%s) overlaps the instruction at 0x%llx; "
+                                 "--allow-skip leaves it out",
+                                 (unsigned long long)s->vaddr, c->key,
+                                 (unsigned long long)prev->site);
+                break;
+            }
+            if (!keep_new) {
+                skipped[ns++] = (pk_skip){ s->vaddr, c->id, "overlaps the instruction before it" };
+                continue;
+            }
+            skipped[ns++] = (pk_skip){ prev->site, prev->cls,
+                                       "overlaps an instruction recursive descent reached" };
+            n--;
+        }
+        pk_patch *p = &patches[n];
+        found[n++] = s->found;
+        *p = (pk_patch){ .site = s->vaddr, .len = s->len, .cls = c->id,
+                         .tactic = PK_TACTIC_INT3 };
         memcpy(p->bytes, s->bytes, s->len);
-        p->cls = c->id;
-        p->tactic = PK_TACTIC_INT3;
+    }
+    free(found);
+    if (status != PK_OK) {
+        free(patches);
+        free(skipped);
+        return status;
     }
     table->bits = img->nregions ? img->regions[0].bits : 64;
     table->patches = patches;
@@ -98,54 +118,4 @@ pk_status pk_patch_write_elf(const pk_image *img, const pk_patch_table *table, u
     *out = g.data;
     *len = g.len;
     return PK_OK;
-}
-
-/* The file offset of addr through the PT_LOAD segments, or false. */
-static bool file_offset(Elf *elf, uint64_t addr, uint64_t size, uint64_t *off)
-{
-    size_t phnum;
-    if (elf_getphdrnum(elf, &phnum) != 0)
-        return false;
-    for (size_t i = 0; i < phnum; i++) {
-        GElf_Phdr ph;
-        if (gelf_getphdr(elf, (int)i, &ph) && ph.p_type == PT_LOAD && addr >= ph.p_vaddr &&
-            addr - ph.p_vaddr < ph.p_filesz && size <= ph.p_filesz - (addr - ph.p_vaddr)) {
-            *off = ph.p_offset + (addr - ph.p_vaddr);
-            return true;
-        }
-    }
-    return false;
-}
-
-pk_status pk_patch_verify(const uint8_t *file, size_t len, size_t *checked, pk_error *err)
-{
-    *checked = 0;
-    const uint8_t *desc;
-    size_t desc_len;
-    if (!pk_elf_find_note(file, len, &desc, &desc_len))
-        return pk_fail(err, PK_ERR_UNSUPPORTED, "not patched by popek (no popek note)");
-    pk_patch_table table;
-    PK_CHECK(pk_patch_table_decode(desc, desc_len, &table, err));
-    Elf *elf = elf_memory((char *)file, len);
-    pk_status s = elf ? PK_OK : pk_fail(err, PK_ERR_FORMAT, "libelf: %s", elf_errmsg(-1));
-    for (size_t i = 0; i < table.count && s == PK_OK; i++) {
-        const pk_patch *p = &table.patches[i];
-        uint64_t off;
-        if (!file_offset(elf, p->site, p->len, &off))
-            s = pk_fail(err, PK_ERR_FORMAT, "patch %zu: site 0x%llx is not in the file", i,
-                        (unsigned long long)p->site);
-        else if (p->tactic != PK_TACTIC_INT3)
-            s = pk_fail(err, PK_ERR_UNSUPPORTED, "patch %zu: %s patches cannot be checked yet",
-                        i, pk_tactic_name(p->tactic));
-        else if (file[off] != 0xCC || memcmp(file + off + 1, p->bytes + 1, p->len - 1))
-            s = pk_fail(err, PK_ERR_FORMAT,
-                        "patch %zu at 0x%llx: the file does not hold INT3 and the original %s",
-                        i, (unsigned long long)p->site, pk_class_get(p->cls)->key);
-        else
-            (*checked)++;
-    }
-    if (elf)
-        elf_end(elf);
-    pk_patch_table_free(&table);
-    return s;
 }

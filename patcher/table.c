@@ -181,6 +181,12 @@ void pk_patch_table_free(pk_patch_table *table)
     memset(table, 0, sizeof *table);
 }
 
+bool pk_patch_site_matches(const pk_patch *p, const uint8_t *at)
+{
+    return p->tactic == PK_TACTIC_INT3 && at[0] == 0xCC &&
+           !memcmp(at + 1, p->bytes + 1, p->len - 1u);
+}
+
 const pk_patch *pk_patch_table_find(const pk_patch_table *table, uint64_t addr)
 {
     size_t lo = 0, hi = table->count;

@@ -163,8 +163,14 @@ static bool row_matches(const pk_class *row, const ZydisDecodedInstruction *insn
         return map0 && op == 0x8E;
     case PK_MATCH_CR:
         return map0f && (op == 0x20 || op == 0x22);
+    case PK_MATCH_INT80:
+        return insn->raw.imm[0].value.u == 0x80;
+    case PK_MATCH_NOT_INT80:
+        return insn->raw.imm[0].value.u != 0x80;
     case PK_MATCH_DR:
         return map0f && (op == 0x21 || op == 0x23);
+    case PK_MATCH_COUNT:
+        break;
     }
     return false;
 }

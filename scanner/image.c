@@ -325,9 +325,12 @@ static pk_status load_alternatives(pk_image *img, Elf *elf, size_t shstrndx,
     return PK_OK; /* layout not recognised: report no alternatives */
 }
 
-/* A file popek patched carries its patch table in a note: put the original
- * instructions back into the code regions. */
-static pk_status restore_patched(pk_image *img, pk_error *err)
+/* A file popek patched carries its patch table in a note: check that every
+ * site holds what its patch wrote, then put the original instruction back,
+ * so that the code regions read as before patching. A table that does not
+ * match the file is refused: it could hide instructions from the scan. */
+static pk_status restore_patched(pk_image *img, uint64_t phoff, bool from_segments,
+                                 pk_error *err)
 {
     const uint8_t *desc;
     size_t desc_len;
@@ -337,12 +340,12 @@ static pk_status restore_patched(pk_image *img, pk_error *err)
     if (pk_patch_table_decode(desc, desc_len, &img->patched, &why) != PK_OK)
         return pk_fail(err, PK_ERR_FORMAT, "popek patch table: %s", why.msg);
     img->is_patched = true;
-    /* Without section headers, code regions are the executable segments,
-     * and the one popek added (headers, the table) is not the program's. */
+    /* Without section headers, code regions are the executable segments;
+     * the one popek added (its headers and the table) is not code. */
     uint64_t note_off = (uint64_t)(desc - img->data);
-    for (size_t i = 0; i < img->nregions; i++) {
+    for (size_t i = 0; from_segments && i < img->nregions; i++) {
         pk_region *r = &img->regions[i];
-        if (note_off - r->offset < r->size) {
+        if (note_off - r->offset < r->size && phoff - r->offset < r->size) {
             free(r->name);
             memmove(r, r + 1, (img->nregions - i - 1) * sizeof *r);
             img->nregions--;
@@ -355,7 +358,16 @@ static pk_status restore_patched(pk_image *img, pk_error *err)
         if (!r || p->site + p->len > r->vaddr + r->size)
             return pk_fail(err, PK_ERR_FORMAT, "popek patch table: site 0x%llx is not in code",
                            (unsigned long long)p->site);
-        memcpy(img->data + r->offset + (p->site - r->vaddr), p->bytes, p->len);
+        if (r->bits != img->patched.bits)
+            return pk_fail(err, PK_ERR_FORMAT, "popek patch table: %u-bit, the code is %u-bit",
+                           img->patched.bits, r->bits);
+        uint8_t *at = img->data + r->offset + (p->site - r->vaddr);
+        if (!pk_patch_site_matches(p, at))
+            return pk_fail(err, PK_ERR_FORMAT,
+                           "popek patch table: patch %zu at 0x%llx does not match the file "
+                           "(%s of the original %s)", i, (unsigned long long)p->site,
+                           pk_tactic_name(p->tactic), pk_class_get(p->cls)->key);
+        memcpy(at, p->bytes, p->len);
     }
     return PK_OK;
 }
@@ -456,8 +468,10 @@ static pk_status load_elf(pk_image *img, pk_error *err)
                        img->description);
     qsort(img->regions, img->nregions, sizeof *img->regions, compare_regions);
 
+    PK_CHECK(restore_patched(img, eh.e_phoff, !shnum, err));
+    if (!img->nregions)
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "no executable code (%s)", img->description);
     PK_CHECK(load_elf_symbols(img, elf, img->data_len, eh.e_type == ET_REL, err));
-    PK_CHECK(restore_patched(img, err));
     if (shnum && (eh.e_type == ET_EXEC || eh.e_type == ET_DYN))
         PK_CHECK(load_alternatives(img, elf, shstrndx, img->data_len, err));
     return PK_OK;

@@ -111,7 +111,8 @@ static void write_site_json(FILE *out, const site_view *v)
             v->cls->key);
     pk_json_string(out, v->region->name);
     json_symbol(out, "symbol", v->sym, v->sym_off);
-    fprintf(out, ",\"found_by\":\"%s\"", found_name(s->found));
+    fprintf(out, ",\"found_by\":\"%s\",\"inside_reached\":%s", found_name(s->found),
+            s->flags & PK_SITE_INSIDE_REACHED ? "true" : "false");
     if (v->alt) {
         fprintf(out, ",\"alt_target\":\"0x%" PRIx64 "\"", v->alt_target);
         json_symbol(out, "alt_target_symbol", v->alt_sym, v->alt_sym_off);
@@ -121,12 +122,13 @@ static void write_site_json(FILE *out, const site_view *v)
 
 static void write_site_text(FILE *out, const site_view *v)
 {
-    char sym[160];
+    char sym[160], found[16];
     symbol_text(sym, sizeof sym, v->sym, v->sym_off);
+    snprintf(found, sizeof found, "%s%s", found_name(v->site->found),
+             v->site->flags & PK_SITE_INSIDE_REACHED ? "*" : "");
     fprintf(out, "0x%016" PRIx64 "  0x%08" PRIx64 "  %2u  %-20s  %-30s  %-10s  %-14s  %-12s  %-9s  %s",
             v->site->vaddr, v->offset, v->site->len, v->bytes, v->insn,
-            pk_set_name(v->cls->set), v->cls->key, v->region->name,
-            found_name(v->site->found), sym);
+            pk_set_name(v->cls->set), v->cls->key, v->region->name, found, sym);
     if (v->alt) {
         char target[160];
         symbol_text(target, sizeof target, v->alt_sym, v->alt_sym_off);
@@ -193,9 +195,17 @@ pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
     }
 
     /* Summaries. */
-    if (!json)
-        fprintf(out, "%s%zu site%s\n\nby row:\n", scan->nsites ? "\n" : "", scan->nsites,
+    if (!json) {
+        size_t inside = 0;
+        for (size_t i = 0; i < scan->nsites; i++)
+            inside += (scan->sites[i].flags & PK_SITE_INSIDE_REACHED) != 0;
+        fprintf(out, "%s%zu site%s", scan->nsites ? "\n" : "", scan->nsites,
                 scan->nsites == 1 ? "" : "s");
+        if (inside)
+            fprintf(out, "; %zu marked linear* lie inside instructions recursive descent "
+                         "reached (likely not code)", inside);
+        fputs("\n\nby row:\n", out);
+    }
     for (unsigned c = 0; c < PK_CLASS_COUNT; c++) {
         if (!per_row[c])
             continue;

@@ -413,6 +413,7 @@ typedef struct rd_state {
     const pk_image *img;
     sweeper *sw;            /* one per region */
     uint8_t **visited;      /* per region, one bit per byte: an instruction start */
+    uint8_t **inside;       /* per region, one bit per byte: inside a reached instruction */
     struct rd_item { uint32_t region; uint64_t off; } *stack;
     size_t nstack, capstack;
     evvec *evs;             /* per region: sites reached */
@@ -495,6 +496,8 @@ static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
                                                       r->size - off, &insn)))
             return;
         visited[off >> 3] |= (uint8_t)(1u << (off & 7));
+        for (uint64_t b = off + 1; b < off + insn.length; b++)
+            rd->inside[ri][b >> 3] |= (uint8_t)(1u << (b & 7));
         rd->stats[ri].reached++;
         if (sw->candidate[insn.mnemonic]) {
             pk_class_id c = pk_classify(&insn);
@@ -525,10 +528,13 @@ static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
     }
 }
 
+/* Walks every region from the roots, adding the sites reached to evs and
+ * marking, in inside[region] (allocated here, freed by the caller), the
+ * bytes that lie inside a reached instruction. */
 static pk_status recursive_descent(const pk_image *img, const bool *want, evvec *evs,
-                                   pk_region_stats *stats, pk_error *err)
+                                   pk_region_stats *stats, uint8_t **inside, pk_error *err)
 {
-    rd_state rd = { .img = img, .evs = evs, .stats = stats };
+    rd_state rd = { .img = img, .evs = evs, .stats = stats, .inside = inside };
     pk_status status = PK_OK;
     rd.sw = calloc(img->nregions, sizeof *rd.sw);
     rd.visited = calloc(img->nregions, sizeof *rd.visited);
@@ -536,7 +542,8 @@ static pk_status recursive_descent(const pk_image *img, const bool *want, evvec 
         status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
     for (size_t r = 0; r < img->nregions && status == PK_OK; r++) {
         status = sweeper_init(&rd.sw[r], &img->regions[r], want, err);
-        if (status == PK_OK && !(rd.visited[r] = calloc(img->regions[r].size / 8 + 1, 1)))
+        if (status == PK_OK && (!(rd.visited[r] = calloc(img->regions[r].size / 8 + 1, 1)) ||
+                                !(inside[r] = calloc(img->regions[r].size / 8 + 1, 1))))
             status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     if (status == PK_OK) {
@@ -608,9 +615,11 @@ static pk_status add_sites(const pk_image *img, size_t ri, const evvec *ev, unsi
 }
 
 /* Merges the linear and recursive results of one region, both in address
- * order: sites at the same address and length are one site found by both. */
+ * order: sites at the same address and length are one site found by both.
+ * inside (NULL without recursive descent) flags linear-only sites that lie
+ * within a reached instruction. */
 static pk_status merge_region(const pk_image *img, size_t ri, evvec *lin, evvec *rec,
-                              pk_scan *out, size_t *cap, pk_error *err)
+                              const uint8_t *inside, pk_scan *out, size_t *cap, pk_error *err)
 {
     if (rec->n)
         qsort(rec->v, rec->n, sizeof *rec->v, compare_events);
@@ -624,7 +633,10 @@ static pk_status merge_region(const pk_image *img, size_t ri, evvec *lin, evvec 
             i++, j++;
         } else if (a && (!b || compare_events(a, b) <= 0)) {
             evvec one = { .v = a, .n = 1 };
+            size_t before = out->nsites;
             PK_CHECK(add_sites(img, ri, &one, PK_FOUND_LINEAR, out, cap, err));
+            if (out->nsites > before && inside && (inside[a->off >> 3] & (1u << (a->off & 7))))
+                out->sites[before].flags |= PK_SITE_INSIDE_REACHED;
             i++;
         } else {
             evvec one = { .v = b, .n = 1 };
@@ -647,24 +659,28 @@ pk_status pk_scan_image(const pk_image *img, const pk_scan_options *opts, pk_sca
 
     size_t n = img->nregions;
     evvec *lin = calloc(n ? n : 1, sizeof *lin), *rec = calloc(n ? n : 1, sizeof *rec);
+    uint8_t **inside = calloc(n ? n : 1, sizeof *inside);
     out->stats = calloc(n ? n : 1, sizeof *out->stats);
     out->nregions = n;
     pk_status status = PK_OK;
-    if (!lin || !rec || !out->stats)
+    if (!lin || !rec || !inside || !out->stats)
         status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
     if (status == PK_OK && (sweeps & PK_FOUND_LINEAR))
         status = linear_sweep(img, want, opts, lin, out->stats, err);
     if (status == PK_OK && (sweeps & PK_FOUND_RECURSIVE))
-        status = recursive_descent(img, want, rec, out->stats, err);
+        status = recursive_descent(img, want, rec, out->stats, inside, err);
     size_t cap = 0;
     for (size_t r = 0; r < n && status == PK_OK; r++)
-        status = merge_region(img, r, &lin[r], &rec[r], out, &cap, err);
+        status = merge_region(img, r, &lin[r], &rec[r], inside ? inside[r] : NULL, out, &cap,
+                              err);
     for (size_t r = 0; r < n; r++) {
         if (lin) free(lin[r].v);
         if (rec) free(rec[r].v);
+        if (inside) free(inside[r]);
     }
     free(lin);
     free(rec);
+    free(inside);
     if (status != PK_OK)
         pk_scan_free(out);
     return status;

@@ -63,6 +63,9 @@ typedef enum pk_match {
     PK_MATCH_SREG_LOAD,    /* MOV Sreg, r/m (8E) */
     PK_MATCH_CR,        /* MOV to/from a control register (0F 20, 0F 22) */
     PK_MATCH_DR,        /* MOV to/from a debug register (0F 21, 0F 23) */
+    PK_MATCH_INT80,     /* INT 0x80, the 32-bit system-call gate */
+    PK_MATCH_NOT_INT80, /* INT n for any other n */
+    PK_MATCH_COUNT
 } pk_match;
 
 /* Row flags. */

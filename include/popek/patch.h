@@ -58,6 +58,11 @@ pk_status pk_patch_table_decode(const uint8_t *buf, size_t len, pk_patch_table *
 
 void pk_patch_table_free(pk_patch_table *table);
 
+/* True when the bytes at a site (p->len of them) are what patch p leaves
+ * there: for INT3, the INT3 byte followed by the original instruction's
+ * other bytes. (Jump patches are not written yet: false.) */
+bool pk_patch_site_matches(const pk_patch *p, const uint8_t *at);
+
 /* The patch whose site is addr, or NULL (binary search). */
 const pk_patch *pk_patch_table_find(const pk_patch_table *table, uint64_t addr);
 
@@ -73,25 +78,22 @@ typedef struct pk_skip {
     const char *reason;
 } pk_skip;
 
-/* Plans an INT3 patch for every site of scan, in img's bitness. Rows that
- * are reported but not patched by default (PK_CLASS_OPT_IN: INT3, INT1) are
- * left alone unless named in only. A site that overlaps another (a jump into
- * the middle of an instruction) cannot take a patch of its own: an error,
- * or, with allow_skip, listed in *skips (malloc'ed, *nskips entries). */
+/* Plans an INT3 patch for every site of scan, in img's bitness. Left
+ * alone: rows reported but not patched by default (PK_CLASS_OPT_IN: INT3,
+ * INT1), unless named in only; and,
+ * listed in *skips (malloc'ed, *nskips entries), sites inside an instruction
+ * recursive descent reached. Of two overlapping sites the one recursive
+ * descent reached is patched; where neither or both were reached it is an
+ * error, or, with allow_skip, the second is listed in *skips. */
 pk_status pk_patch_plan_int3(const struct pk_image *img, const struct pk_scan *scan,
-                             const bool *only, bool allow_skip, pk_patch_table *table,
-                             pk_skip **skips, size_t *nskips, pk_error *err);
+                             const bool *only, bool allow_skip,
+                             pk_patch_table *table, pk_skip **skips, size_t *nskips,
+                             pk_error *err);
 
 /* Writes img's file (an ELF image, not yet patched) with every patch of
  * table applied and the table appended as a note (see elfgrow.h), into a
  * malloc'ed buffer. */
 pk_status pk_patch_write_elf(const struct pk_image *img, const pk_patch_table *table,
                              uint8_t **out, size_t *len, pk_error *err);
-
-/* Checks a file popek patched against its own table: each site holds what
- * its tactic writes, followed by the original instruction's other bytes.
- * Sets *checked to the number of patches. Errors: PK_ERR_FORMAT naming the
- * first patch that does not match, PK_ERR_UNSUPPORTED for an unpatched file. */
-pk_status pk_patch_verify(const uint8_t *file, size_t len, size_t *checked, pk_error *err);
 
 #endif

@@ -22,6 +22,13 @@ enum {
     PK_FOUND_RECURSIVE = 1 << 1,
 };
 
+enum {
+    /* Found by the linear sweep only, inside an instruction recursive
+     * descent reached: the linear sweep read those bytes out of step, so
+     * the site is most likely not an instruction at all. */
+    PK_SITE_INSIDE_REACHED = 1 << 0,
+};
+
 /* One instruction of a catalog row found in an image. */
 typedef struct pk_site {
     uint64_t vaddr;
@@ -29,6 +36,7 @@ typedef struct pk_site {
     uint16_t cls;           /* pk_class_id */
     uint8_t len;
     uint8_t found;          /* PK_FOUND_* bits */
+    uint8_t flags;          /* PK_SITE_* bits */
     uint8_t bytes[16];
 } pk_site;
 

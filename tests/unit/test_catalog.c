@@ -171,7 +171,7 @@ static vec vectors[] = {
     V(IRET, ALL, "iret/iretd", 0xCF),
     V(IRET, ALL, "o16 iret (iretd in 16-bit)", 0x66, 0xCF),
     V(IRET, M64, "iretq", 0x48, 0xCF),
-    V(INT_N, ALL, "int 0x80", 0xCD, 0x80),
+    V(INT80, ALL, "int 0x80", 0xCD, 0x80),
     V(INT_N, ALL, "int 3 (two-byte form)", 0xCD, 0x03),
     V(INT_N, ALL, "int 0x21", 0xCD, 0x21),
     /* SDM vol. 2, INTO: invalid in 64-bit mode. */
@@ -565,7 +565,7 @@ Test(catalog, rows_are_well_formed)
         cr_expect(c->modes && !(c->modes & ~(unsigned)PK_MODES_ALL),
                   "%s: bad modes 0x%x", c->key, c->modes);
         cr_expect(!(c->flags & ~(unsigned)PK_CLASS_OPT_IN), "%s: unknown flags", c->key);
-        cr_expect(c->match <= PK_MATCH_DR, "%s: bad match", c->key);
+        cr_expect((unsigned)c->match < PK_MATCH_COUNT, "%s: bad match", c->key);
         cr_expect((unsigned)c->cpl3 < PK_CPL3_COUNT, "%s: bad cpl3", c->key);
         cr_expect((unsigned)c->pg < PK_PG_COUNT, "%s: bad pg", c->key);
 

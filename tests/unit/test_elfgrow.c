@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gelf.h>
+
 #include "popek/elfgrow.h"
 #include "popek/popek.h"
 
@@ -57,6 +59,37 @@ static char *run(const char *path, char *const argv[], int *status)
     return buf;
 }
 
+/* The dynamic loader and static programs find their own program headers at
+ * load base + e_phoff (__ehdr_start + e_phoff): the moved table must be
+ * mapped exactly there. */
+static void expect_headers_at_ehdr_plus_phoff(const pk_elf_growth *g)
+{
+    Elf *elf = elf_memory((char *)g->data, g->len);
+    cr_assert_not_null(elf);
+    GElf_Ehdr eh;
+    cr_assert_not_null(gelf_getehdr(elf, &eh));
+    size_t phnum;
+    cr_assert_eq(elf_getphdrnum(elf, &phnum), 0);
+    uint64_t base = 0, table_vaddr = 0;
+    bool have_base = false, mapped = false;
+    for (size_t i = 0; i < phnum; i++) {
+        GElf_Phdr ph;
+        cr_assert_not_null(gelf_getphdr(elf, (int)i, &ph));
+        if (ph.p_type == PT_LOAD && !have_base) {
+            base = ph.p_vaddr - ph.p_offset;
+            have_base = true;
+        }
+        if (ph.p_type == PT_LOAD && eh.e_phoff >= ph.p_offset &&
+            eh.e_phoff + phnum * eh.e_phentsize <= ph.p_offset + ph.p_filesz) {
+            table_vaddr = ph.p_vaddr + (eh.e_phoff - ph.p_offset);
+            mapped = true;
+        }
+    }
+    cr_assert(mapped, "the moved program headers are not in a PT_LOAD");
+    cr_assert_eq(table_vaddr, base + eh.e_phoff);
+    elf_end(elf);
+}
+
 /* Grows path with a one-patch table, checks the table comes back, and runs
  * both files with argv: same output, same status. */
 static void grow_and_run(const char *path, char *const argv[])
@@ -86,6 +119,7 @@ static void grow_and_run(const char *path, char *const argv[])
     cr_assert_eq(back.patches[0].cls, PK_CLASS_PUSHF);
     pk_patch_table_free(&back);
     cr_assert_eq(g.code_offset + 4096 <= g.len, true);
+    expect_headers_at_ehdr_plus_phoff(&g);
     cr_assert_eq(g.data[g.code_offset], 0xCC);
 
     /* The grown file loads and runs as the original does. */
@@ -121,6 +155,24 @@ Test(elfgrow, shared_objects_run_as_before)
     grow_and_run("/lib/x86_64-linux-gnu/libc.so.6", (char *[]){ "libc.so.6", NULL });
     grow_and_run("/lib64/ld-linux-x86-64.so.2",
                  (char *[]){ "ld.so", "--version", NULL });
+}
+
+Test(elfgrow, loader_with_trailing_bytes_runs_as_before)
+{
+    /* A loader whose file is longer than its segments (as an unstripped one
+     * is) finds its headers through __ehdr_start + e_phoff. */
+    size_t len;
+    uint8_t *in = slurp("/lib64/ld-linux-x86-64.so.2", &len);
+    char padded[] = "/tmp/popek-ldpad-XXXXXX";
+    int fd = mkstemp(padded);
+    cr_assert_eq(write(fd, in, len), (ssize_t)len);
+    static const uint8_t zeros[100000];
+    cr_assert_eq(write(fd, zeros, sizeof zeros), (ssize_t)sizeof zeros);
+    fchmod(fd, 0755);
+    close(fd);
+    free(in);
+    grow_and_run(padded, (char *[]){ "ld.so", "--version", NULL });
+    unlink(padded);
 }
 
 Test(elfgrow, elf32_runs_as_before)

@@ -80,7 +80,7 @@ Test(sweep, overlapping_paths_report_each_site_once)
      * followed both ways. */
     static const uint8_t code[] = {
         0x74, 0x02,             /* 0: je 4 */
-        0xcd, 0x80,             /* 2: int 0x80 */
+        0xcd, 0x21,             /* 2: int 0x21 */
         0xe8, 0x01, 0, 0, 0,    /* 4: call 0xa */
         0xc3,                   /* 9: ret */
         0x9c,                   /* a: pushf */
