@@ -165,6 +165,23 @@ static int finish_output(void)
     return 0;
 }
 
+/* Takes --set (only = false) or --only into so; only[] holds the rows.
+ * Returns 0, or reports bad usage and returns EXIT_BAD. */
+static int filter_option(bool is_only, const char *arg, pk_scan_options *so,
+                         bool only[PK_CLASS_COUNT])
+{
+    char bad[128];
+    if (!is_only) {
+        if (!pk_set_parse(arg, &so->sets))
+            return usage_error("--set: unknown set '%s' (pg, privileged, extended, all)", arg);
+        return 0;
+    }
+    if (!parse_only(arg, only, bad, sizeof bad))
+        return usage_error("--only: no catalog row '%s' (see popek explain)", bad);
+    so->only = only;
+    return 0;
+}
+
 /* ---- progress ---------------------------------------------------------------------- */
 
 static void show_progress(void *ctx, uint64_t done, uint64_t total)
@@ -200,7 +217,6 @@ static int cmd_scan(int argc, char **argv)
     bool only[PK_CLASS_COUNT], raw = false, vdso = false, have_bits = false, have_base = false;
     const char *symbols = NULL;
     uint64_t bits = 0, base = 0, threads = 0;
-    char bad[128];
 
     optind = 1;
     int c;
@@ -210,15 +226,9 @@ static int cmd_scan(int argc, char **argv)
             fputs(usage_scan, stdout);
             return 0;
         case O_SET:
-            if (!pk_set_parse(optarg, &so.sets))
-                return usage_error("--set: unknown set '%s' (pg, privileged, "
-                                               "extended, all)", optarg);
-            break;
         case O_ONLY:
-            if (!parse_only(optarg, only, bad, sizeof bad))
-                return usage_error("--only: no catalog row '%s' (see popek explain)",
-                                   bad);
-            so.only = only;
+            if (filter_option(c == O_ONLY, optarg, &so, only))
+                return EXIT_BAD;
             break;
         case O_SWEEP:
             if (!strcmp(optarg, "linear")) so.sweeps = PK_FOUND_LINEAR;
@@ -427,7 +437,6 @@ static int cmd_patch(int argc, char **argv)
     pk_scan_options so = { .sets = PK_SET_PG };
     bool only[PK_CLASS_COUNT], allow_skip = false, report = false, json = false, verify = false;
     const char *out = NULL;
-    char bad[128];
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
@@ -437,14 +446,9 @@ static int cmd_patch(int argc, char **argv)
             return 0;
         case 'o': out = optarg; break;
         case O_SET:
-            if (!pk_set_parse(optarg, &so.sets))
-                return usage_error("--set: unknown set '%s' (pg, privileged, extended, all)",
-                                   optarg);
-            break;
         case O_ONLY:
-            if (!parse_only(optarg, only, bad, sizeof bad))
-                return usage_error("--only: no catalog row '%s' (see popek explain)", bad);
-            so.only = only;
+            if (filter_option(c == O_ONLY, optarg, &so, only))
+                return EXIT_BAD;
             break;
         case O_TACTIC:
             if (strcmp(optarg, "int3"))

@@ -16,18 +16,7 @@
 #include "popek/elfgrow.h"
 #include "popek/popek.h"
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s", path);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*len);
-    cr_assert_eq(fread(b, 1, *len, f), *len);
-    fclose(f);
-    return b;
-}
+#include "helpers.h"
 
 /* Runs path with argv (argv[0] included) and returns its stdout; *status
  * gets the exit status. The child execs at once (Criterion and fork). */
