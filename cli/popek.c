@@ -494,37 +494,9 @@ static int cmd_patch(int argc, char **argv)
     int rc = s == PK_OK ? write_file_atomically(out, data, len, mode) : input_error(in, &err);
 
     if (!rc) {
-        size_t per_row[PK_CLASS_COUNT] = { 0 };
-        for (size_t i = 0; i < table.count; i++)
-            per_row[table.patches[i].cls]++;
-        if (json) {
-            for (size_t i = 0; i < table.count; i++)
-                printf("{\"type\":\"patch\",\"address\":\"0x%llx\",\"length\":%u,"
-                       "\"row\":\"%s\",\"tactic\":\"%s\"}\n",
-                       (unsigned long long)table.patches[i].site, table.patches[i].len,
-                       pk_class_get(table.patches[i].cls)->key,
-                       pk_tactic_name(table.patches[i].tactic));
-            for (size_t i = 0; i < nskips; i++)
-                printf("{\"type\":\"skip\",\"address\":\"0x%llx\",\"row\":\"%s\","
-                       "\"reason\":\"%s\"}\n",
-                       (unsigned long long)skips[i].site, pk_class_get(skips[i].cls)->key,
-                       skips[i].reason);
-            printf("{\"type\":\"summary\",\"patches\":%zu,\"int3\":%zu,\"jmp\":0,"
-                   "\"skipped\":%zu}\n", table.count, table.count, nskips);
-        } else {
-            for (size_t i = 0; i < nskips; i++)
-                printf("skipped 0x%llx %s: %s\n", (unsigned long long)skips[i].site,
-                       pk_class_get(skips[i].cls)->key, skips[i].reason);
-            if (report) {
-                printf("%s: %zu patches, %zu skipped\n  by tactic:\n    int3 %10zu\n"
-                       "    jmp  %10d\n  by row:\n", out, table.count, nskips, table.count, 0);
-                for (unsigned r = 0; r < PK_CLASS_COUNT; r++)
-                    if (per_row[r])
-                        printf("    %-14s %8zu\n", pk_class_get((pk_class_id)r)->key,
-                               per_row[r]);
-            }
-        }
-        fprintf(stderr, "popek: %s: %zu sites patched (int3), %zu skipped, written to %s\n", in,
+        pk_report_patch(stdout, &table, skips, nskips, json ? PK_FORMAT_JSON : PK_FORMAT_TEXT,
+                        report, out);
+        fprintf(stderr, "popek: %s: %zu sites patched, %zu skipped, written to %s\n", in,
                 table.count, nskips, out);
         rc = finish_output();
     }

@@ -251,3 +251,47 @@ pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
     free(per_region);
     return PK_OK;
 }
+
+void pk_report_patch(FILE *out, const pk_patch_table *table, const pk_skip *skips,
+                     size_t nskips, pk_format format, bool full, const char *written)
+{
+    static const pk_tactic tactics[] = { PK_TACTIC_INT3, PK_TACTIC_JMP,
+                                         PK_TACTIC_JMP_DISPLACED };
+    size_t per_row[PK_CLASS_COUNT] = { 0 }, per_tactic[4] = { 0 };
+    for (size_t i = 0; i < table->count; i++) {
+        per_row[table->patches[i].cls]++;
+        per_tactic[table->patches[i].tactic]++;
+    }
+    if (format == PK_FORMAT_JSON) {
+        for (size_t i = 0; i < table->count; i++) {
+            const pk_patch *p = &table->patches[i];
+            fprintf(out, "{\"type\":\"patch\",\"address\":\"0x%" PRIx64 "\",\"length\":%u,"
+                         "\"row\":\"%s\",\"tactic\":\"%s\"}\n",
+                    p->site, p->len, pk_class_get(p->cls)->key, pk_tactic_name(p->tactic));
+        }
+        for (size_t i = 0; i < nskips; i++) {
+            fprintf(out, "{\"type\":\"skip\",\"address\":\"0x%" PRIx64 "\",\"row\":\"%s\","
+                         "\"reason\":",
+                    skips[i].site, pk_class_get(skips[i].cls)->key);
+            pk_json_string(out, skips[i].reason);
+            fputs("}\n", out);
+        }
+        fprintf(out, "{\"type\":\"summary\",\"patches\":%zu", table->count);
+        for (size_t t = 0; t < sizeof tactics / sizeof tactics[0]; t++)
+            fprintf(out, ",\"%s\":%zu", pk_tactic_name(tactics[t]), per_tactic[tactics[t]]);
+        fprintf(out, ",\"skipped\":%zu}\n", nskips);
+        return;
+    }
+    for (size_t i = 0; i < nskips; i++)
+        fprintf(out, "skipped 0x%" PRIx64 " %s: %s\n", skips[i].site,
+                pk_class_get(skips[i].cls)->key, skips[i].reason);
+    if (!full)
+        return;
+    fprintf(out, "%s: %zu patches, %zu skipped\n  by tactic:\n", written, table->count, nskips);
+    for (size_t t = 0; t < sizeof tactics / sizeof tactics[0]; t++)
+        fprintf(out, "    %-14s %8zu\n", pk_tactic_name(tactics[t]), per_tactic[tactics[t]]);
+    fputs("  by row:\n", out);
+    for (unsigned r = 0; r < PK_CLASS_COUNT; r++)
+        if (per_row[r])
+            fprintf(out, "    %-14s %8zu\n", pk_class_get((pk_class_id)r)->key, per_row[r]);
+}

@@ -6,6 +6,7 @@
 
 #include "popek/catalog.h"
 #include "popek/image.h"
+#include "popek/patch.h"
 #include "popek/scan.h"
 
 typedef enum pk_format {
@@ -23,6 +24,12 @@ typedef struct pk_report_options {
 /* Writes every site of scan, then the summaries per row and per region. */
 pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
                          const pk_report_options *opts, pk_error *err);
+
+/* Writes what `popek patch` did to out (the file written): the sites left
+ * out with their reasons; with full, the patches per tactic and per row
+ * (text); or, as JSON, one object per patch and per skip and a summary. */
+void pk_report_patch(FILE *out, const pk_patch_table *table, const pk_skip *skips,
+                     size_t nskips, pk_format format, bool full, const char *written);
 
 /* Writes the catalog: every row of the given sets as a table (text), as
  * docs/catalog.md (markdown) or one object per row (json); or, when row is
