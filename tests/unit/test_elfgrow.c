@@ -183,3 +183,33 @@ Test(elfgrow, refuses_what_it_cannot_grow)
     cr_assert_eq(pk_elf_grow(in, len, NULL, 0, 0, &g, &err), PK_ERR_UNSUPPORTED);
     free(in);
 }
+
+Test(elfgrow, added_code_segment_is_not_scanned_as_the_programs_code)
+{
+    /* Without section headers code regions are the executable segments; the
+     * one popek added (headers, table, trampolines) must not be among them. */
+    size_t len;
+    uint8_t *in = slurp("/bin/true", &len);
+    memset(in + 0x28, 0, 8);  /* e_shoff */
+    memset(in + 0x3c, 0, 4);  /* e_shnum, e_shstrndx */
+    pk_patch_table t = { .bits = 64 };
+    uint8_t *table;
+    size_t table_len;
+    pk_error err;
+    cr_assert_eq(pk_patch_table_encode(&t, &table, &table_len, &err), PK_OK);
+    pk_elf_growth g;
+    cr_assert_eq(pk_elf_grow(in, len, table, table_len, 4096, &g, &err), PK_OK, "%s", err.msg);
+    pk_image before, after;
+    cr_assert_eq(pk_image_load_elf_memory(&before, in, len, "true", &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(pk_image_load_elf_memory(&after, g.data, g.len, "grown", &err), PK_OK, "%s",
+                 err.msg);
+    cr_assert(after.is_patched);
+    cr_assert_eq(after.nregions, before.nregions);
+    for (size_t i = 0; i < after.nregions; i++)
+        cr_assert_eq(after.regions[i].vaddr, before.regions[i].vaddr);
+    pk_image_free(&before);
+    pk_image_free(&after);
+    free(g.data);
+    free(table);
+    free(in);
+}
