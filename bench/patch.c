@@ -1,10 +1,12 @@
 /* popek — bench/patch: patching a kernel image against scanning it.
  *
- * Usage: patch VMLINUX
+ * Usage: patch VMLINUX [SYSTEM.MAP]
  *
  * Times, in one run, what `popek scan` does (load, both sweeps, pg set) and
- * what `popek patch` does (the same, then plan the patches and write the
- * patched file into memory), best of several runs, and prints the ratio.
+ * what `popek patch` does (the same, gathering control flow as it goes,
+ * then the flow facts from the file, the plan with the auto tactic, and the
+ * patched file written into memory), best of several runs, and prints the
+ * ratio.
  * Target (issue: offline patcher): patching at most 3 times the scan. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,37 +31,46 @@ static void fail(const char *what, const pk_error *err)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s VMLINUX\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s VMLINUX [SYSTEM.MAP]\n", argv[0]);
         return 2;
     }
     double t_scan = 1e9, t_patch = 1e9;
-    size_t npatches = 0, out_len = 0;
+    size_t npatches = 0, njumped = 0, out_len = 0;
     for (int run = 0; run < RUNS; run++) {
         for (int patch = 0; patch <= 1; patch++) {
             pk_image img;
             pk_error err;
             pk_scan scan;
-            pk_scan_options so = { .sets = PK_SET_PG };
+            pk_scan_options so = { .sets = PK_SET_PG, .flow = patch };
             double t0 = now();
             if (pk_image_load_file(&img, argv[1], &err) != PK_OK)
                 fail("load", &err);
+            if (argc > 2 && pk_image_add_symbol_map(&img, argv[2], &err) != PK_OK)
+                fail("symbols", &err);
             if (pk_scan_image(&img, &so, &scan, &err) != PK_OK)
                 fail("scan", &err);
             if (patch) {
-                pk_patch_table table;
-                pk_skip *skips;
-                size_t nskips;
+                pk_flow flow;
+                pk_plan plan;
+                pk_plan_options po = { .tactic = PK_CHOOSE_AUTO, .allow_skip = true };
+                uint64_t code_vaddr;
                 uint8_t *out;
-                if (pk_patch_plan_int3(&img, &scan, NULL, true, &table, &skips, &nskips,
-                                       &err) != PK_OK)
+                if (pk_elf_code_vaddr(img.data, img.data_len, &code_vaddr, &err) != PK_OK)
+                    fail("layout", &err);
+                if (pk_flow_build(&img, &flow, &err) != PK_OK)
+                    fail("flow", &err);
+                if (pk_patch_plan(&img, &scan, &flow, code_vaddr, &po, &plan, &err) != PK_OK)
                     fail("plan", &err);
-                if (pk_patch_write_elf(&img, &table, &out, &out_len, &err) != PK_OK)
+                if (pk_patch_write_elf(&img, &plan, &out, &out_len, &err) != PK_OK)
                     fail("write", &err);
-                npatches = table.count;
+                npatches = plan.table.count;
+                njumped = 0;
+                for (size_t i = 0; i < plan.table.count; i++)
+                    njumped += plan.table.patches[i].tactic != PK_TACTIC_INT3;
                 free(out);
-                free(skips);
-                pk_patch_table_free(&table);
+                pk_plan_free(&plan);
+                pk_flow_free(&flow);
             }
             double t = now() - t0;
             double *best = patch ? &t_patch : &t_scan;
@@ -71,8 +82,9 @@ int main(int argc, char **argv)
     }
     printf("bench/patch: %s\n", argv[1]);
     printf("  %-40s %8.1f ms\n", "scan (load + both sweeps, pg)", t_scan * 1e3);
-    printf("  %-40s %8.1f ms  %zu patches, %zu bytes written\n",
-           "patch (the same + plan + write, int3)", t_patch * 1e3, npatches, out_len);
+    printf("  %-40s %8.1f ms  %zu patches (%zu by jump), %zu bytes written\n",
+           "patch (+ flow, plan, write; auto tactic)", t_patch * 1e3, npatches, njumped,
+           out_len);
     printf("  patch / scan: %.2fx (target: at most 3x)\n", t_patch / t_scan);
     return 0;
 }

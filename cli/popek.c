@@ -70,21 +70,25 @@ static const char usage_patch[] =
     "       popek patch --verify FILE\n"
     "\n"
     "Writes OUT: the ELF file IN with every site `popek scan` finds (same --set\n"
-    "and --only) replaced so that it can no longer run natively, and the patch\n"
-    "table a monitor needs to emulate the originals, as a note in a segment\n"
-    "added to the file. `popek scan OUT` reports the original instructions.\n"
-    "IN is never modified; OUT keeps IN's mode bits.\n"
+    "and --only) replaced so that it can no longer run natively, trampolines in a\n"
+    "segment added to the file, and the patch table a monitor needs to emulate\n"
+    "the originals, as a note there. `popek scan OUT` reports the original\n"
+    "instructions. IN is never modified; OUT keeps IN's mode bits.\n"
     "\n"
     "options:\n"
     "  -o, --output OUT    the file to write (required)\n"
     "  --set SETS          pg (default), privileged, extended, all, or a comma list\n"
     "  --only ROWS         only these catalog rows (INT3 and INT1 only this way)\n"
-    "  --tactic int3       replace each site's first byte with INT3 (the only\n"
-    "                      tactic so far)\n"
+    "  --symbols MAP       add symbols from an nm-style map (System.map)\n"
+    "  --tactic TACTIC     auto (default): a jmp to a trampoline where one fits\n"
+    "                      safely, else INT3; jmp: jumps only; int3: INT3 only\n"
+    "  --passthrough       trampolines run the original instructions instead of\n"
+    "                      entering a monitor; sites that could only take INT3\n"
+    "                      are left as they were (proves the rewriting)\n"
     "  --allow-skip        leave out sites that cannot be patched, and list them\n"
-    "  --report            print the patches per tactic and per row\n"
+    "  --report            print the patches per tactic and why sites took no jump\n"
     "  --format FMT        text (default) or json (one object per line)\n"
-    "  --verify            check FILE's patches against its own table\n"
+    "  --verify            check FILE's patches and trampolines against its table\n"
     "  -h, --help          show this help\n";
 
 static const char usage_extract[] =
@@ -408,25 +412,31 @@ static int cmd_verify(const char *path)
     pk_error err = { { 0 } };
     if (pk_image_load_file(&img, path, &err) != PK_OK)
         return input_error(path, &err);
-    bool patched = img.is_patched;
-    size_t count = img.patched.count;
-    pk_image_free(&img);
-    if (!patched) {
+    if (!img.is_patched) {
+        pk_image_free(&img);
         fprintf(stderr, "popek: %s: not patched by popek (no popek note)\n", path);
         return EXIT_BAD;
     }
-    printf("%s: %zu patches verified\n", path, count);
+    pk_status s = pk_patch_verify(&img, &err);
+    size_t count = img.patched.count, njumps = img.patched.njumps;
+    pk_image_free(&img);
+    if (s != PK_OK)
+        return input_error(path, &err);
+    printf("%s: %zu patches and %zu trampolines verified\n", path, count, njumps);
     return finish_output();
 }
 
 static int cmd_patch(int argc, char **argv)
 {
-    enum { O_SET = 256, O_ONLY, O_TACTIC, O_ALLOW_SKIP, O_REPORT, O_FORMAT, O_VERIFY };
+    enum { O_SET = 256, O_ONLY, O_SYMBOLS, O_TACTIC, O_PASSTHROUGH, O_ALLOW_SKIP, O_REPORT,
+           O_FORMAT, O_VERIFY };
     static const struct option opts[] = {
         { "output", required_argument, 0, 'o' },
         { "set", required_argument, 0, O_SET },
         { "only", required_argument, 0, O_ONLY },
+        { "symbols", required_argument, 0, O_SYMBOLS },
         { "tactic", required_argument, 0, O_TACTIC },
+        { "passthrough", no_argument, 0, O_PASSTHROUGH },
         { "allow-skip", no_argument, 0, O_ALLOW_SKIP },
         { "report", no_argument, 0, O_REPORT },
         { "format", required_argument, 0, O_FORMAT },
@@ -434,9 +444,10 @@ static int cmd_patch(int argc, char **argv)
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
-    pk_scan_options so = { .sets = PK_SET_PG };
-    bool only[PK_CLASS_COUNT], allow_skip = false, report = false, json = false, verify = false;
-    const char *out = NULL;
+    pk_scan_options so = { .sets = PK_SET_PG, .flow = true };
+    pk_plan_options po = { .tactic = PK_CHOOSE_AUTO };
+    bool only[PK_CLASS_COUNT], report = false, json = false, verify = false;
+    const char *out = NULL, *symbols = NULL;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
@@ -450,11 +461,15 @@ static int cmd_patch(int argc, char **argv)
             if (filter_option(c == O_ONLY, optarg, &so, only))
                 return EXIT_BAD;
             break;
+        case O_SYMBOLS: symbols = optarg; break;
         case O_TACTIC:
-            if (strcmp(optarg, "int3"))
-                return usage_error("--tactic: '%s' is not available (int3 is, so far)", optarg);
+            if (!strcmp(optarg, "auto")) po.tactic = PK_CHOOSE_AUTO;
+            else if (!strcmp(optarg, "jmp")) po.tactic = PK_CHOOSE_JMP;
+            else if (!strcmp(optarg, "int3")) po.tactic = PK_CHOOSE_INT3;
+            else return usage_error("--tactic: '%s' is not auto, jmp or int3", optarg);
             break;
-        case O_ALLOW_SKIP: allow_skip = true; break;
+        case O_PASSTHROUGH: po.passthrough = true; break;
+        case O_ALLOW_SKIP: po.allow_skip = true; break;
         case O_REPORT: report = true; break;
         case O_FORMAT:
             if (!strcmp(optarg, "text")) json = false;
@@ -472,6 +487,9 @@ static int cmd_patch(int argc, char **argv)
         return out ? usage_error("patch: --verify writes nothing; drop -o") : cmd_verify(in);
     if (!out)
         return usage_error("patch: -o OUT is required");
+    if (po.passthrough && po.tactic == PK_CHOOSE_INT3)
+        return usage_error("patch: --passthrough needs jumps, not --tactic int3");
+    po.only = so.only;
 
     pk_image img;
     pk_error err = { { 0 } };
@@ -480,29 +498,44 @@ static int cmd_patch(int argc, char **argv)
     struct stat st;
     mode_t mode = stat(in, &st) == 0 ? st.st_mode & 07777 : 0755;
     pk_scan scan = { 0 };
-    pk_patch_table table = { 0 };
-    pk_skip *skips = NULL;
-    size_t nskips = 0;
+    pk_flow flow = { 0 };
+    pk_plan plan = { 0 };
     uint8_t *data = NULL;
     size_t len = 0;
-    pk_status s = pk_scan_image(&img, &so, &scan, &err);
+    uint64_t code_vaddr = 0;
+    pk_status s = symbols ? pk_image_add_symbol_map(&img, symbols, &err) : PK_OK;
+    if (s == PK_OK && img.is_patched)
+        s = pk_fail(&err, PK_ERR_UNSUPPORTED, "already patched by popek (%zu patches)",
+                    img.patched.count);
+    if (s == PK_OK && img.kind != PK_IMAGE_ELF)
+        s = pk_fail(&err, PK_ERR_UNSUPPORTED,
+                    "only ELF files can be patched (a bzImage: popek extract it first)");
     if (s == PK_OK)
-        s = pk_patch_plan_int3(&img, &scan, so.only, allow_skip, &table, &skips,
-                               &nskips, &err);
+        s = pk_elf_code_vaddr(img.data, img.data_len, &code_vaddr, &err);
     if (s == PK_OK)
-        s = pk_patch_write_elf(&img, &table, &data, &len, &err);
+        s = pk_scan_image(&img, &so, &scan, &err);
+    if (s == PK_OK && po.tactic != PK_CHOOSE_INT3)
+        s = pk_flow_build(&img, &flow, &err);
+    if (s == PK_OK)
+        s = pk_patch_plan(&img, &scan, &flow, code_vaddr, &po, &plan, &err);
+    if (s == PK_OK)
+        s = pk_patch_write_elf(&img, &plan, &data, &len, &err);
     int rc = s == PK_OK ? write_file_atomically(out, data, len, mode) : input_error(in, &err);
 
     if (!rc) {
-        pk_report_patch(stdout, &table, skips, nskips, json ? PK_FORMAT_JSON : PK_FORMAT_TEXT,
-                        report, out);
-        fprintf(stderr, "popek: %s: %zu sites patched, %zu skipped, written to %s\n", in,
-                table.count, nskips, out);
+        pk_report_patch(stdout, &img, &plan, json ? PK_FORMAT_JSON : PK_FORMAT_TEXT, report,
+                        out);
+        size_t jumped = 0;
+        for (size_t i = 0; i < plan.table.count; i++)
+            jumped += plan.table.patches[i].tactic != PK_TACTIC_INT3;
+        fprintf(stderr, "popek: %s: %zu sites patched (%zu by jump), %zu %s, written to %s\n",
+                in, plan.table.count, jumped, plan.nskips,
+                po.passthrough ? "left as they were" : "skipped", out);
         rc = finish_output();
     }
     free(data);
-    free(skips);
-    pk_patch_table_free(&table);
+    pk_plan_free(&plan);
+    pk_flow_free(&flow);
     pk_scan_free(&scan);
     pk_image_free(&img);
     return rc;

@@ -10,8 +10,10 @@
  *   |    maps its offset to (so headers are at load base + e_phoff)
  *   |  program header table: the old entries, then the new PT_LOAD and a
  *   |    PT_NOTE; PT_PHDR, if present, now describes this copy
+ *   |  code (trampolines), at an address known before it is written
+ *   |    (pk_elf_code_vaddr): trampolines and the table that names them
+ *   |    are made knowing where they will be
  *   |  the note: "popek", PK_NOTE_PATCH_TABLE, the patch table
- *   |  code_size bytes of INT3, for trampolines
  *   +---
  *   .shstrtab copy with ".popek" added, then the section header table with
  *   a `.popek` SHT_NOTE section for the note (only if the file has sections)
@@ -106,101 +108,134 @@ static size_t note_size(size_t desc_len)
     return 12 + align_up(sizeof PK_NOTE_NAME, NOTE_ALIGN) + align_up(desc_len, NOTE_ALIGN);
 }
 
-pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc,
-                      size_t note_len, size_t code_size, pk_elf_growth *out, pk_error *err)
+/* What growing a file decides before anything is written. */
+typedef struct layout {
+    Elf *elf;
+    GElf_Ehdr eh;
+    int cls;
+    GElf_Phdr *ph;          /* phnum + 2 entries, the last two for popek's */
+    GElf_Shdr *sh;          /* shnum + 1 entries, the last for .popek */
+    size_t phnum, shnum;
+    uint64_t top;           /* the highest address a segment reaches */
+    uint64_t paddr_delta;   /* physical minus virtual, of the segment at top */
+    uint64_t seg_off, seg_vaddr; /* the new segment */
+    size_t phtab;           /* the size of the moved program header table */
+    uint64_t code_off;      /* the code, right after it */
+} layout;
+
+static void layout_free(layout *l)
 {
-    memset(out, 0, sizeof *out);
+    free(l->ph);
+    free(l->sh);
+    if (l->elf)
+        elf_end(l->elf);
+}
+
+static pk_status layout_init(layout *l, const uint8_t *in, size_t in_len, pk_error *err)
+{
+    memset(l, 0, sizeof *l);
     if (elf_version(EV_CURRENT) == EV_NONE)
         return pk_fail(err, PK_ERR_INTERNAL, "libelf: %s", elf_errmsg(-1));
-    Elf *elf = elf_memory((char *)in, in_len);
-    GElf_Ehdr eh;
-    if (!elf || elf_kind(elf) != ELF_K_ELF || !gelf_getehdr(elf, &eh)) {
-        if (elf)
-            elf_end(elf);
+    Elf *elf = l->elf = elf_memory((char *)in, in_len);
+    GElf_Ehdr *eh = &l->eh;
+    if (!elf || elf_kind(elf) != ELF_K_ELF || !gelf_getehdr(elf, eh))
         return pk_fail(err, PK_ERR_FORMAT, "not an ELF file");
-    }
-    pk_status status = PK_OK;
-    int cls = gelf_getclass(elf);
-    GElf_Phdr *ph = NULL;
-    GElf_Shdr *sh = NULL;
-    uint8_t *file = NULL;
-    size_t phnum = eh.e_phnum, shnum = eh.e_shnum;
+    int cls = l->cls = gelf_getclass(elf);
+    size_t phnum = l->phnum = eh->e_phnum, shnum = l->shnum = eh->e_shnum;
 
-    if (eh.e_ident[EI_DATA] != ELFDATA2LSB || (eh.e_machine != EM_X86_64 &&
-                                               eh.e_machine != EM_386))
-        status = pk_fail(err, PK_ERR_UNSUPPORTED, "not a little-endian x86 ELF file");
-    else if (!phnum || phnum == PN_XNUM || eh.e_phentsize != phdr_size(cls))
-        status = pk_fail(err, PK_ERR_UNSUPPORTED, "no program headers to grow");
-    else if ((eh.e_shoff && !shnum) || shnum >= SHN_LORESERVE ||
-             (shnum && eh.e_shentsize != shdr_size(cls)))
-        status = pk_fail(err, PK_ERR_UNSUPPORTED, "extended section numbering");
-    else if (shnum && (eh.e_shstrndx == SHN_UNDEF || eh.e_shstrndx >= shnum))
-        status = pk_fail(err, PK_ERR_FORMAT, "no valid section name table (e_shstrndx %u)",
-                         (unsigned)eh.e_shstrndx);
-    else if (eh.e_phoff > in_len || phnum * phdr_size(cls) > in_len - eh.e_phoff ||
-             (shnum && (eh.e_shoff > in_len || shnum * shdr_size(cls) > in_len - eh.e_shoff)))
-        status = pk_fail(err, PK_ERR_FORMAT, "truncated: header tables lie past the end");
-    if (status != PK_OK)
-        goto done;
+    if (eh->e_ident[EI_DATA] != ELFDATA2LSB || (eh->e_machine != EM_X86_64 &&
+                                                eh->e_machine != EM_386))
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "not a little-endian x86 ELF file");
+    if (!phnum || phnum == PN_XNUM || eh->e_phentsize != phdr_size(cls))
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "no program headers to grow");
+    if ((eh->e_shoff && !shnum) || shnum >= SHN_LORESERVE ||
+        (shnum && eh->e_shentsize != shdr_size(cls)))
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "extended section numbering");
+    if (shnum && (eh->e_shstrndx == SHN_UNDEF || eh->e_shstrndx >= shnum))
+        return pk_fail(err, PK_ERR_FORMAT, "no valid section name table (e_shstrndx %u)",
+                       (unsigned)eh->e_shstrndx);
+    if (eh->e_phoff > in_len || phnum * phdr_size(cls) > in_len - eh->e_phoff ||
+        (shnum && (eh->e_shoff > in_len || shnum * shdr_size(cls) > in_len - eh->e_shoff)))
+        return pk_fail(err, PK_ERR_FORMAT, "truncated: header tables lie past the end");
 
-    ph = calloc(phnum + 2, sizeof *ph);
-    sh = calloc(shnum + 1, sizeof *sh);
-    if (!ph || !sh) {
-        status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    GElf_Phdr *ph = l->ph = calloc(phnum + 2, sizeof *ph);
+    GElf_Shdr *sh = l->sh = calloc(shnum + 1, sizeof *sh);
+    if (!ph || !sh)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     /* The highest address any segment takes (the new one goes above it),
      * and how the first segment maps file offsets to addresses. */
-    uint64_t top = 0, paddr_delta = 0, base = 0;
+    uint64_t base = 0;
     bool have_load = false;
     for (size_t i = 0; i < phnum; i++) {
-        if (!gelf_getphdr(elf, (int)i, &ph[i])) {
-            status = pk_fail(err, PK_ERR_FORMAT, "corrupt program header %zu", i);
-            goto done;
-        }
+        if (!gelf_getphdr(elf, (int)i, &ph[i]))
+            return pk_fail(err, PK_ERR_FORMAT, "corrupt program header %zu", i);
         if (ph[i].p_type != PT_LOAD)
             continue;
         if (!have_load) {
             base = ph[i].p_vaddr - ph[i].p_offset;
             have_load = true;
         }
-        if (ph[i].p_vaddr + ph[i].p_memsz > top) {
-            top = ph[i].p_vaddr + ph[i].p_memsz;
-            paddr_delta = ph[i].p_paddr - ph[i].p_vaddr;
+        if (ph[i].p_vaddr + ph[i].p_memsz > l->top) {
+            l->top = ph[i].p_vaddr + ph[i].p_memsz;
+            l->paddr_delta = ph[i].p_paddr - ph[i].p_vaddr;
         }
     }
-    if (!have_load) {
-        status = pk_fail(err, PK_ERR_UNSUPPORTED, "no loadable segment");
-        goto done;
-    }
+    if (!have_load)
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "no loadable segment");
     for (size_t i = 0; i < shnum; i++)
-        if (!gelf_getshdr(elf_getscn(elf, i), &sh[i])) {
-            status = pk_fail(err, PK_ERR_FORMAT, "corrupt section header %zu", i);
-            goto done;
-        }
+        if (!gelf_getshdr(elf_getscn(elf, i), &sh[i]))
+            return pk_fail(err, PK_ERR_FORMAT, "corrupt section header %zu", i);
 
-    /* The new segment: phdrs, note, code. Its address minus its offset is
+    /* The new segment: phdrs, code, note. Its address minus its offset is
      * the first segment's, so that the headers sit at (load base + e_phoff)
      * in memory: the dynamic loader and static programs find their own
      * headers there (__ehdr_start + e_phoff), not only through AT_PHDR.
      * Where the segments reach far above the file's end (a large bss), the
      * file is padded to match. */
-    uint64_t seg_off = align_up(in_len, PAGE);
-    if (top - base > seg_off)
-        seg_off = align_up(top - base, PAGE);
-    if (seg_off - in_len > MAX_PADDING) {
-        status = pk_fail(err, PK_ERR_UNSUPPORTED,
-                         "the segments reach %llu MiB past the end of the file",
-                         (unsigned long long)((seg_off - in_len) >> 20));
+    l->seg_off = align_up(in_len, PAGE);
+    if (l->top - base > l->seg_off)
+        l->seg_off = align_up(l->top - base, PAGE);
+    if (l->seg_off - in_len > MAX_PADDING)
+        return pk_fail(err, PK_ERR_UNSUPPORTED,
+                       "the segments reach %llu MiB past the end of the file",
+                       (unsigned long long)((l->seg_off - in_len) >> 20));
+    l->seg_vaddr = base + l->seg_off;
+    if (l->seg_vaddr < l->top)
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "no address space left above the segments");
+    l->phtab = (phnum + 2) * phdr_size(cls);
+    l->code_off = align_up(l->seg_off + l->phtab, CODE_ALIGN);
+    return PK_OK;
+}
+
+pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, uint64_t *vaddr, pk_error *err)
+{
+    layout l;
+    pk_status s = layout_init(&l, in, in_len, err);
+    *vaddr = s == PK_OK ? l.seg_vaddr + (l.code_off - l.seg_off) : 0;
+    layout_free(&l);
+    return s;
+}
+
+pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc,
+                      size_t note_len, const uint8_t *code, size_t code_size,
+                      pk_elf_growth *out, pk_error *err)
+{
+    memset(out, 0, sizeof *out);
+    layout l;
+    uint8_t *file = NULL;
+    pk_status status = layout_init(&l, in, in_len, err);
+    if (status != PK_OK)
         goto done;
-    }
-    uint64_t seg_vaddr = base + seg_off;
-    size_t phtab = (phnum + 2) * phdr_size(cls);
-    uint64_t note_off = align_up(seg_off + phtab, NOTE_ALIGN);
-    uint64_t code_off = align_up(note_off + note_size(note_len), CODE_ALIGN);
-    uint64_t seg_end = code_off + code_size;
+    int cls = l.cls;
+    GElf_Ehdr eh = l.eh;
+    GElf_Phdr *ph = l.ph;
+    GElf_Shdr *sh = l.sh;
+    size_t phnum = l.phnum, shnum = l.shnum, phtab = l.phtab;
+    uint64_t seg_off = l.seg_off, seg_vaddr = l.seg_vaddr, code_off = l.code_off;
+    uint64_t note_off = align_up(code_off + code_size, NOTE_ALIGN);
+    uint64_t seg_end = note_off + note_size(note_len);
     uint64_t limit = cls == ELFCLASS64 ? UINT64_MAX : UINT32_MAX;
-    if (seg_vaddr < top || seg_vaddr + (seg_end - seg_off) - 1 > limit ||
+    if (seg_vaddr + (seg_end - seg_off) - 1 > limit ||
         seg_vaddr + (seg_end - seg_off) < seg_vaddr) {
         status = pk_fail(err, PK_ERR_UNSUPPORTED, "no address space left above the segments");
         goto done;
@@ -232,18 +267,18 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
         if (ph[i].p_type == PT_PHDR) {
             ph[i].p_offset = seg_off;
             ph[i].p_vaddr = seg_vaddr;
-            ph[i].p_paddr = seg_vaddr + paddr_delta;
+            ph[i].p_paddr = seg_vaddr + l.paddr_delta;
             ph[i].p_filesz = ph[i].p_memsz = phtab;
         }
     ph[phnum] = (GElf_Phdr){
         .p_type = PT_LOAD, .p_flags = code_size ? PF_R | PF_X : PF_R, .p_offset = seg_off,
         .p_vaddr = seg_vaddr,
-        .p_paddr = seg_vaddr + paddr_delta, .p_filesz = seg_end - seg_off,
+        .p_paddr = seg_vaddr + l.paddr_delta, .p_filesz = seg_end - seg_off,
         .p_memsz = seg_end - seg_off, .p_align = PAGE,
     };
     ph[phnum + 1] = (GElf_Phdr){
         .p_type = PT_NOTE, .p_flags = PF_R, .p_offset = note_off, .p_vaddr = VADDR(note_off),
-        .p_paddr = VADDR(note_off) + paddr_delta, .p_filesz = note_size(note_len),
+        .p_paddr = VADDR(note_off) + l.paddr_delta, .p_filesz = note_size(note_len),
         .p_memsz = note_size(note_len), .p_align = NOTE_ALIGN,
     };
     for (size_t i = 0; i < phnum + 2; i++)
@@ -256,8 +291,10 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
     uint64_t desc_off = note_off + 12 + align_up(sizeof PK_NOTE_NAME, NOTE_ALIGN);
     memcpy(file + desc_off, note_desc, note_len);
 
-    /* Code space: INT3 until trampolines are written. */
-    memset(file + code_off, 0xCC, code_size);
+    /* The code, and INT3 in the alignment gap before it. */
+    memset(file + seg_off + phtab, 0xCC, code_off - (seg_off + phtab));
+    if (code_size)
+        memcpy(file + code_off, code, code_size);
 
     /* Sections. */
     if (shnum) {
@@ -286,10 +323,29 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
 #undef VADDR
 done:
     free(file);
-    free(ph);
-    free(sh);
-    elf_end(elf);
+    layout_free(&l);
     return status;
+}
+
+const uint8_t *pk_elf_code_bytes(const uint8_t *data, size_t len, uint64_t vaddr, size_t size)
+{
+    if (elf_version(EV_CURRENT) == EV_NONE)
+        return NULL;
+    Elf *elf = elf_memory((char *)data, len);
+    const uint8_t *found = NULL;
+    size_t phnum = 0;
+    if (elf && elf_kind(elf) == ELF_K_ELF && elf_getphdrnum(elf, &phnum) == 0) {
+        for (size_t i = 0; i < phnum && !found; i++) {
+            GElf_Phdr ph;
+            if (gelf_getphdr(elf, (int)i, &ph) && ph.p_type == PT_LOAD && (ph.p_flags & PF_X) &&
+                ph.p_offset <= len && ph.p_filesz <= len - ph.p_offset &&
+                vaddr - ph.p_vaddr < ph.p_filesz && size <= ph.p_filesz - (vaddr - ph.p_vaddr))
+                found = data + ph.p_offset + (vaddr - ph.p_vaddr);
+        }
+    }
+    if (elf)
+        elf_end(elf);
+    return found;
 }
 
 bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, size_t *desc_len)

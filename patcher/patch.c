@@ -1,92 +1,435 @@
-/* popek — patching an ELF file: the plan (INT3 for now), writing it, and
- * checking a written file against its own table. */
+/* popek — planning the patches of an image and writing them into its file.
+ *
+ * The plan goes through the sites in address order. Under the jump tactic a
+ * site takes a 5-byte jmp to a trampoline when that is safe: the bytes the
+ * jump replaces are the site and, when it is shorter than 5 bytes, the
+ * instructions after it, which move into the trampoline. Safe means
+ * control never arrives inside those bytes but at the site: no branch
+ * target, symbol, relocation, landing pad or kernel table names an address
+ * there (scan.h targets, flow.h), the site's function has no jump to
+ * unknown targets, nothing moved is an ENDBR, a trap or something that
+ * cannot run elsewhere, and the code falls through to the end of the
+ * bytes. Later sites inside the replaced bytes join the same jump. Where a
+ * jump is not safe the site takes INT3. */
 #include "popek/patch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "../scanner/internal/decoder.h"
 #include "popek/elfgrow.h"
+#include "popek/flow.h"
 #include "popek/image.h"
 #include "popek/scan.h"
+#include "popek/trampoline.h"
 
-pk_status pk_patch_plan_int3(const pk_image *img, const pk_scan *scan, const bool *only, bool allow_skip, pk_patch_table *table,
-                             pk_skip **skips, size_t *nskips, pk_error *err)
+enum { JMP_LEN = 5 };
+
+static const char *const nojump_reasons[PK_NOJUMP_COUNT] = {
+    [PK_NOJUMP_CHOSEN] = "int3 chosen",
+    [PK_NOJUMP_MODE] = "16-bit code",
+    [PK_NOJUMP_ALTERNATIVE] = "replacement code the kernel copies elsewhere",
+    [PK_NOJUMP_PINNED] = "bytes the kernel rewrites or finds by address",
+    [PK_NOJUMP_SHORT] = "the code ends within 5 bytes",
+    [PK_NOJUMP_TARGET] = "a branch target inside the bytes a jump replaces",
+    [PK_NOJUMP_OPAQUE] = "in a function with a jump to unknown targets",
+    [PK_NOJUMP_ENDBR] = "a jump would move an ENDBR",
+    [PK_NOJUMP_TRAP] = "a jump would move a trap",
+    [PK_NOJUMP_RELOCATE] = "an instruction that cannot run in a trampoline",
+    [PK_NOJUMP_REACH] = "the trampolines are out of a jump's reach",
+};
+
+const char *pk_nojump_reason(pk_nojump why)
 {
-    memset(table, 0, sizeof *table);
-    *skips = NULL;
-    *nskips = 0;
-    pk_patch *patches = calloc(scan->nsites ? scan->nsites : 1, sizeof *patches);
-    pk_skip *skipped = calloc(scan->nsites ? scan->nsites : 1, sizeof *skipped);
-    uint8_t *found = calloc(scan->nsites ? scan->nsites : 1, 1); /* found_by per patch */
-    if (!patches || !skipped || !found) {
-        free(patches);
-        free(skipped);
-        free(found);
-        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
-    }
-    size_t n = 0, ns = 0;
-    pk_status status = PK_OK;
-    for (size_t i = 0; i < scan->nsites && status == PK_OK; i++) {
+    return (unsigned)why < PK_NOJUMP_COUNT ? nojump_reasons[why] : "?";
+}
+
+/* ---- which sites to patch ----------------------------------------------------------- */
+
+/* Picks the sites to patch from scan, in address order, into sel; lists the
+ * others in plan->skips. */
+static pk_status select_sites(const pk_scan *scan, const pk_plan_options *opts,
+                              const pk_site **sel, size_t *nsel, pk_plan *plan, pk_error *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < scan->nsites; i++) {
         const pk_site *s = &scan->sites[i];
         const pk_class *c = pk_class_get((pk_class_id)s->cls);
-        bool named = only && only[c->id];
-        if ((c->flags & PK_CLASS_OPT_IN) && !named)
+        if ((c->flags & PK_CLASS_OPT_IN) && !(opts->only && opts->only[c->id]))
             continue;
         if (s->flags & PK_SITE_INSIDE_REACHED) {
             /* Not an instruction: patching it would change a reached one. */
-            skipped[ns++] = (pk_skip){ s->vaddr, c->id,
-                                       "inside an instruction recursive descent reached" };
+            plan->skips[plan->nskips++] = (pk_skip){
+                s->vaddr, c->id, "inside an instruction recursive descent reached" };
             continue;
         }
-        /* Sites are sorted by region, then address; regions do not overlap
-         * in files that can be patched (relocatable objects have no program
-         * headers, and pk_elf_grow refuses them). Of two overlapping sites,
-         * the one recursive descent reached is the instruction. */
-        if (n && s->vaddr < patches[n - 1].site + patches[n - 1].len) {
-            pk_patch *prev = &patches[n - 1];
-            bool keep_new = (s->found & PK_FOUND_RECURSIVE) && !(found[n - 1] & PK_FOUND_RECURSIVE);
-            bool keep_old = (found[n - 1] & PK_FOUND_RECURSIVE) && !(s->found & PK_FOUND_RECURSIVE);
-            if (!keep_new && !keep_old && !allow_skip) {
-                status = pk_fail(err, PK_ERR_UNSUPPORTED,
-                                 "site 0x%llx (%s) overlaps the instruction at 0x%llx; "
-                                 "--allow-skip leaves it out",
-                                 (unsigned long long)s->vaddr, c->key,
-                                 (unsigned long long)prev->site);
-                break;
-            }
+        /* Regions do not overlap in files that can be patched (relocatable
+         * objects have no program headers, and pk_elf_grow refuses them).
+         * Of two overlapping sites, the one recursive descent reached is
+         * the instruction. */
+        if (n && s->vaddr < sel[n - 1]->vaddr + sel[n - 1]->len) {
+            const pk_site *prev = sel[n - 1];
+            bool keep_new = (s->found & PK_FOUND_RECURSIVE) && !(prev->found & PK_FOUND_RECURSIVE);
+            bool keep_old = (prev->found & PK_FOUND_RECURSIVE) && !(s->found & PK_FOUND_RECURSIVE);
+            if (!keep_new && !keep_old && !opts->allow_skip)
+                return pk_fail(err, PK_ERR_UNSUPPORTED,
+                               "site 0x%llx (%s) overlaps the instruction at 0x%llx; "
+                               "--allow-skip leaves it out",
+                               (unsigned long long)s->vaddr, c->key,
+                               (unsigned long long)prev->vaddr);
             if (!keep_new) {
-                skipped[ns++] = (pk_skip){ s->vaddr, c->id, "overlaps the instruction before it" };
+                plan->skips[plan->nskips++] = (pk_skip){ s->vaddr, c->id,
+                                                         "overlaps the instruction before it" };
                 continue;
             }
-            skipped[ns++] = (pk_skip){ prev->site, prev->cls,
-                                       "overlaps an instruction recursive descent reached" };
+            plan->skips[plan->nskips++] = (pk_skip){
+                prev->vaddr, (pk_class_id)prev->cls,
+                "overlaps an instruction recursive descent reached" };
             n--;
         }
-        pk_patch *p = &patches[n];
-        found[n++] = s->found;
-        *p = (pk_patch){ .site = s->vaddr, .len = s->len, .cls = c->id,
-                         .tactic = PK_TACTIC_INT3 };
-        memcpy(p->bytes, s->bytes, s->len);
+        sel[n++] = s;
     }
-    free(found);
-    if (status != PK_OK) {
-        free(patches);
-        free(skipped);
-        return status;
+    *nsel = n;
+    return PK_OK;
+}
+
+/* ---- can a jump go here? ------------------------------------------------------------- */
+
+typedef struct planner {
+    const pk_image *img;
+    const pk_scan *scan;
+    const pk_flow *flow;
+    const pk_plan_options *opts;
+    const pk_site **sel;
+    size_t nsel;
+    ZydisDecoder decoder[2];    /* 32- and 64-bit, full decoding */
+} planner;
+
+/* The bytes one jump replaces: [site, end), holding sel[first .. first+nsites). */
+typedef struct span {
+    uint64_t site, end;
+    size_t first, nsites;
+} span;
+
+static bool any_opaque_jump(const pk_scan *scan, uint64_t lo, uint64_t hi)
+{
+    size_t a = 0, b = scan->nopaque_jumps;
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (scan->opaque_jumps[mid] < lo)
+            a = mid + 1;
+        else
+            b = mid;
     }
-    table->bits = img->nregions ? img->regions[0].bits : 64;
-    table->patches = patches;
-    table->count = n;
-    if (ns) {
-        *skips = skipped;
-        *nskips = ns;
-    } else {
-        free(skipped);
+    return a < scan->nopaque_jumps && scan->opaque_jumps[a] < hi;
+}
+
+static bool is_endbr(const ZydisDecodedInstruction *insn)
+{
+    return insn->mnemonic == ZYDIS_MNEMONIC_ENDBR32 || insn->mnemonic == ZYDIS_MNEMONIC_ENDBR64;
+}
+
+enum { MAX_BEFORE = 4 };
+
+/* The starts of up to MAX_BEFORE instructions right before site s, no
+ * lower than floor, nearest first, into before: decoded from the start of
+ * s's function (or symbol) when that stream meets s. Returns how many. */
+static size_t starts_before(const planner *pl, const pk_site *s, uint64_t floor,
+                            uint64_t before[MAX_BEFORE])
+{
+    const pk_region *r = &pl->img->regions[s->region];
+    pk_range fn;
+    const pk_symbol *sym;
+    uint64_t lo;
+    if (pl->flow && pk_flow_function_at(pl->flow, s->vaddr, &fn))
+        lo = fn.lo;
+    else if ((sym = pk_image_symbol_at(pl->img, r, s->vaddr)))
+        lo = sym->addr;
+    else
+        return 0;
+    if (lo < r->vaddr || lo >= s->vaddr)
+        return 0;
+    const ZydisDecoder *dec = &pl->decoder[r->bits == 64];
+    uint64_t ring[MAX_BEFORE];
+    size_t n = 0;
+    uint64_t at = lo;
+    while (at < s->vaddr) {
+        ZydisDecodedInstruction insn;
+        ZydisDecoderContext ctx;
+        uint64_t off = at - r->vaddr;
+        if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(dec, &ctx, r->bytes + off, r->size - off,
+                                                      &insn)))
+            return 0;
+        ring[n++ % MAX_BEFORE] = at;
+        at += insn.length;
+    }
+    if (at != s->vaddr)
+        return 0; /* another stream: no known instructions before s */
+    size_t k = 0;
+    for (size_t m = 0; m < MAX_BEFORE && m < n; m++) {
+        uint64_t a = ring[(n - 1 - m) % MAX_BEFORE];
+        if (a < floor)
+            break;
+        before[k++] = a;
+    }
+    return k;
+}
+
+/* Decides whether a jump at start (sel[i] or an instruction before it) can
+ * replace sel[i] and what follows: fills *sp and returns PK_NOJUMP_COUNT
+ * when it can, else the reason. */
+static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, span *sp)
+{
+    const pk_site *s = pl->sel[i];
+    const pk_region *r = &pl->img->regions[s->region];
+    const ZydisDecoder *dec = &pl->decoder[r->bits == 64];
+    uint64_t need = start + JMP_LEN > s->vaddr + s->len ? start + JMP_LEN : s->vaddr + s->len;
+    *sp = (span){ .site = start, .first = i };
+    uint64_t at = start;
+    while (at < need) {
+        uint64_t off = at - r->vaddr;
+        ZydisDecodedInstruction insn;
+        ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+        if (off >= r->size ||
+            ZYAN_FAILED(ZydisDecoderDecodeFull(dec, r->bytes + off, r->size - off, &insn, ops)))
+            return PK_NOJUMP_SHORT;
+        size_t k = i + sp->nsites;
+        bool site = at >= s->vaddr && k < pl->nsel && pl->sel[k]->vaddr == at;
+        if (at >= s->vaddr && k < pl->nsel && !site && pl->sel[k]->vaddr < at + insn.length)
+            return PK_NOJUMP_TARGET; /* a site out of step with this stream */
+        if (at < s->vaddr && at + insn.length > s->vaddr)
+            return PK_NOJUMP_TARGET; /* not the stream s is in */
+        const char *why;
+        bool moves = !site || pl->opts->passthrough;
+        if (moves && pl->flow && pk_flow_is_anchored(pl->flow, at, at + insn.length))
+            return PK_NOJUMP_PINNED;
+        if (site) {
+            sp->nsites++;
+            if (pl->opts->passthrough && !pk_relocatable(&insn, at, r->bits, &why))
+                return PK_NOJUMP_RELOCATE;
+        } else if (is_endbr(&insn)) {
+            return PK_NOJUMP_ENDBR;
+        } else if (insn.meta.category == ZYDIS_CATEGORY_INTERRUPT) {
+            return PK_NOJUMP_TRAP;
+        } else if (!pk_relocatable(&insn, at, r->bits, &why)) {
+            return PK_NOJUMP_RELOCATE;
+        }
+        at += insn.length;
+        if (at < need && pk_insn_ends_path(&insn)) {
+            /* Nothing falls through to the bytes left; they are dead when no
+             * branch lands there (checked below) and no site is among them. */
+            size_t next = i + sp->nsites;
+            if (at <= s->vaddr || (next < pl->nsel && pl->sel[next]->vaddr < need))
+                return PK_NOJUMP_SHORT;
+            if (pl->flow && pk_flow_is_anchored(pl->flow, at, need))
+                return PK_NOJUMP_PINNED;
+            at = need;
+        }
+    }
+    sp->end = at;
+    if (pl->flow && pk_flow_is_pinned(pl->flow, sp->site, sp->end))
+        return PK_NOJUMP_PINNED;
+    if (pk_scan_has_target(pl->scan, sp->site + 1, sp->end) ||
+        (pl->flow && pk_flow_has_target(pl->flow, sp->site + 1, sp->end)))
+        return PK_NOJUMP_TARGET;
+    /* A jump table's targets are unknown: nothing moves in its function,
+     * or, where functions are not known, in its region. */
+    pk_range fn = { r->vaddr, r->vaddr + r->size };
+    if (pl->flow)
+        pk_flow_function_at(pl->flow, s->vaddr, &fn);
+    if (any_opaque_jump(pl->scan, fn.lo, fn.hi))
+        return PK_NOJUMP_OPAQUE;
+    return PK_NOJUMP_COUNT;
+}
+
+/* Decides whether a jump can replace sel[i]: one starting at it, or else at
+ * one of the instructions right before it, no lower than floor (where the
+ * previous patch ends). Returns the reason the jump at the site itself
+ * could not be, when none can. */
+static pk_nojump jump_span(const planner *pl, size_t i, uint64_t floor, span *sp)
+{
+    const pk_site *s = pl->sel[i];
+    const pk_region *r = &pl->img->regions[s->region];
+    if (r->bits != 32 && r->bits != 64)
+        return PK_NOJUMP_MODE;
+    if (pk_image_alt_at(pl->img, s->vaddr))
+        return PK_NOJUMP_ALTERNATIVE;
+    pk_nojump why = jump_from(pl, i, s->vaddr, sp);
+    if (why == PK_NOJUMP_COUNT || why == PK_NOJUMP_OPAQUE || why == PK_NOJUMP_PINNED)
+        return why;
+    uint64_t before[MAX_BEFORE];
+    size_t n = starts_before(pl, s, floor, before);
+    for (size_t k = 0; k < n && s->vaddr + s->len - before[k] <= PK_JUMP_MAX_LEN; k++)
+        if (jump_from(pl, i, before[k], sp) == PK_NOJUMP_COUNT)
+            return PK_NOJUMP_COUNT;
+    return why;
+}
+
+/* ---- the plan ----------------------------------------------------------------------- */
+
+static void add_patch(pk_plan *plan, const pk_site *s, pk_tactic tactic)
+{
+    pk_patch *p = &plan->table.patches[plan->table.count++];
+    *p = (pk_patch){ .site = s->vaddr, .len = s->len, .cls = (pk_class_id)s->cls,
+                     .tactic = tactic };
+    memcpy(p->bytes, s->bytes, s->len);
+}
+
+/* Adds the jump over sp with its trampoline at *code_end, if the
+ * trampoline can be made and reached; returns why not otherwise. */
+static pk_nojump add_jump(const planner *pl, const span *sp, pk_plan *plan, uint64_t *code_end,
+                          pk_error *err, pk_status *status)
+{
+    const pk_region *r = &pl->img->regions[pl->sel[sp->first]->region];
+    uint64_t t = *code_end;
+    uint64_t far = t > sp->site ? t - sp->site : sp->site - t;
+    if (r->bits == 64 && far >= ((uint64_t)1 << 31) - 4096)
+        return PK_NOJUMP_REACH;
+    pk_jump *j = &plan->table.jumps[plan->table.njumps];
+    *j = (pk_jump){ .site = sp->site, .trampoline = t, .len = (uint8_t)(sp->end - sp->site) };
+    memcpy(j->bytes, r->bytes + (sp->site - r->vaddr), j->len);
+    size_t first = plan->table.count;
+    for (size_t k = 0; k < sp->nsites; k++) {
+        const pk_site *s = pl->sel[sp->first + k];
+        add_patch(plan, s, sp->nsites == 1 && s->len == j->len ? PK_TACTIC_JMP
+                                                                : PK_TACTIC_JMP_DISPLACED);
+    }
+    size_t len;
+    pk_error why;
+    pk_status s = pk_trampoline_emit(j, &plan->table.patches[first], sp->nsites, r->bits,
+                                     pl->opts->passthrough, NULL, &len, &why);
+    if (s == PK_OK && len > UINT16_MAX)
+        s = PK_ERR_UNSUPPORTED;
+    if (s != PK_OK) {
+        plan->table.count = first;
+        if (s != PK_ERR_UNSUPPORTED) /* the plan is wrong, not the code */
+            *status = pk_fail(err, s, "trampoline for 0x%llx: %s",
+                              (unsigned long long)sp->site, why.msg);
+        return PK_NOJUMP_RELOCATE;
+    }
+    j->trampoline_len = (uint16_t)len;
+    plan->table.njumps++;
+    *code_end = t + len;
+    return PK_NOJUMP_COUNT;
+}
+
+/* Emits every trampoline into plan->code. */
+static pk_status emit_trampolines(pk_plan *plan, pk_error *err)
+{
+    if (!plan->table.njumps)
+        return PK_OK;
+    const pk_jump *last = &plan->table.jumps[plan->table.njumps - 1];
+    plan->code_len = last->trampoline + last->trampoline_len - plan->code_vaddr;
+    if (!(plan->code = malloc(plan->code_len)))
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    bool passthrough = plan->table.flags & PK_TABLE_PASSTHROUGH;
+    size_t p = 0;
+    for (size_t i = 0; i < plan->table.njumps; i++) {
+        const pk_jump *j = &plan->table.jumps[i];
+        while (plan->table.patches[p].site < j->site)
+            p++;
+        size_t n = 0;
+        while (p + n < plan->table.count && plan->table.patches[p + n].site < j->site + j->len)
+            n++;
+        size_t len;
+        PK_CHECK(pk_trampoline_emit(j, &plan->table.patches[p], n, plan->table.bits,
+                                    passthrough, plan->code + (j->trampoline - plan->code_vaddr),
+                                    &len, err));
     }
     return PK_OK;
 }
 
-pk_status pk_patch_write_elf(const pk_image *img, const pk_patch_table *table, uint8_t **out,
+pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow *flow,
+                        uint64_t code_vaddr, const pk_plan_options *opts, pk_plan *plan,
+                        pk_error *err)
+{
+    memset(plan, 0, sizeof *plan);
+    if (opts->passthrough && opts->tactic == PK_CHOOSE_INT3)
+        return pk_fail(err, PK_ERR_USAGE, "passthrough needs jumps: not with the int3 tactic");
+    if (opts->tactic != PK_CHOOSE_INT3 && !scan->targets)
+        return pk_fail(err, PK_ERR_USAGE, "jumps need a scan made with the flow option");
+    planner pl = { .img = img, .scan = scan, .flow = flow, .opts = opts };
+    size_t cap = scan->nsites ? scan->nsites : 1;
+    pl.sel = calloc(cap, sizeof *pl.sel);
+    plan->skips = calloc(cap, sizeof *plan->skips);
+    plan->table.patches = calloc(cap, sizeof *plan->table.patches);
+    plan->table.jumps = calloc(cap, sizeof *plan->table.jumps);
+    pk_status status = PK_OK;
+    if (!pl.sel || !plan->skips || !plan->table.patches || !plan->table.jumps)
+        status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    if (status == PK_OK && (!pk_decoder_init(&pl.decoder[0], 32, false) ||
+                            !pk_decoder_init(&pl.decoder[1], 64, false)))
+        status = pk_fail(err, PK_ERR_INTERNAL, "cannot set up the Zydis decoder");
+    if (status == PK_OK)
+        status = select_sites(scan, opts, pl.sel, &pl.nsel, plan, err);
+    plan->table.bits = img->nregions ? img->regions[0].bits : 64;
+    plan->table.flags = opts->passthrough ? PK_TABLE_PASSTHROUGH : 0;
+    plan->code_vaddr = code_vaddr;
+    uint64_t code_end = code_vaddr, floor = 0;
+    for (size_t i = 0; i < pl.nsel && status == PK_OK;) {
+        const pk_site *s = pl.sel[i];
+        if (i && pl.sel[i - 1]->region != s->region)
+            floor = 0;
+        span sp;
+        pk_nojump why = opts->tactic == PK_CHOOSE_INT3 ? PK_NOJUMP_CHOSEN
+                                                       : jump_span(&pl, i, floor, &sp);
+        if (why == PK_NOJUMP_COUNT)
+            why = add_jump(&pl, &sp, plan, &code_end, err, &status);
+        if (why == PK_NOJUMP_COUNT) {
+            i += sp.nsites;
+            floor = sp.end;
+            continue;
+        }
+        i++;
+        floor = s->vaddr + s->len;
+        if (opts->tactic == PK_CHOOSE_JMP && !opts->allow_skip) {
+            status = pk_fail(err, PK_ERR_UNSUPPORTED,
+                             "no jump fits the site at 0x%llx (%s): %s; --allow-skip leaves it "
+                             "out", (unsigned long long)s->vaddr, pk_class_get(s->cls)->key,
+                             pk_nojump_reason(why));
+        } else if (opts->tactic == PK_CHOOSE_JMP || opts->passthrough) {
+            plan->nojump[why]++;
+            plan->skips[plan->nskips++] = (pk_skip){ s->vaddr, (pk_class_id)s->cls,
+                                                     pk_nojump_reason(why) };
+        } else {
+            plan->nojump[why]++;
+            add_patch(plan, s, PK_TACTIC_INT3);
+        }
+    }
+    free(pl.sel);
+    if (status == PK_OK)
+        status = emit_trampolines(plan, err);
+    if (status != PK_OK)
+        pk_plan_free(plan);
+    return status;
+}
+
+void pk_plan_free(pk_plan *plan)
+{
+    pk_patch_table_free(&plan->table);
+    free(plan->code);
+    free(plan->skips);
+    memset(plan, 0, sizeof *plan);
+}
+
+/* ---- writing ----------------------------------------------------------------------- */
+
+typedef struct file_code {
+    const pk_image *img;
+    uint8_t *file;
+} file_code;
+
+/* pk_code_at over the grown file: the image's regions, at their offsets. */
+static uint8_t *file_code_at(void *ctx, uint64_t addr, size_t len)
+{
+    const file_code *fc = ctx;
+    const pk_region *r = pk_image_region_at(fc->img, addr);
+    if (!r || len > r->size - (addr - r->vaddr))
+        return NULL;
+    return fc->file + r->offset + (addr - r->vaddr);
+}
+
+pk_status pk_patch_write_elf(const pk_image *img, const pk_plan *plan, uint8_t **out,
                              size_t *len, pk_error *err)
 {
     *out = NULL;
@@ -97,25 +440,77 @@ pk_status pk_patch_write_elf(const pk_image *img, const pk_patch_table *table, u
     if (img->is_patched)
         return pk_fail(err, PK_ERR_UNSUPPORTED, "already patched by popek (%zu patches)",
                        img->patched.count);
+    const pk_patch_table *t = &plan->table;
     uint8_t *encoded;
     size_t encoded_len;
-    PK_CHECK(pk_patch_table_encode(table, &encoded, &encoded_len, err));
+    PK_CHECK(pk_patch_table_encode(t, &encoded, &encoded_len, err));
     pk_elf_growth g;
-    pk_status s = pk_elf_grow(img->data, img->data_len, encoded, encoded_len, 0, &g, err);
+    pk_status s = pk_elf_grow(img->data, img->data_len, encoded, encoded_len, plan->code,
+                              plan->code_len, &g, err);
     free(encoded);
     if (s != PK_OK)
         return s;
-    for (size_t i = 0; i < table->count; i++) {
-        const pk_patch *p = &table->patches[i];
-        const pk_region *r = pk_image_region_at(img, p->site);
-        if (!r || p->site + p->len > r->vaddr + r->size) {
-            free(g.data);
-            return pk_fail(err, PK_ERR_USAGE, "patch at 0x%llx is not in code",
-                           (unsigned long long)p->site);
-        }
-        g.data[r->offset + (p->site - r->vaddr)] = 0xCC; /* PK_TACTIC_INT3 */
+    if (plan->code_len && g.code_vaddr != plan->code_vaddr)
+        s = pk_fail(err, PK_ERR_USAGE, "trampolines made for 0x%llx, the file has code at 0x%llx",
+                    (unsigned long long)plan->code_vaddr, (unsigned long long)g.code_vaddr);
+    file_code fc = { img, g.data };
+    for (size_t i = 0; i < t->count && s == PK_OK; i++) {
+        uint8_t *at = file_code_at(&fc, t->patches[i].site, t->patches[i].len);
+        if (!at)
+            s = pk_fail(err, PK_ERR_USAGE, "patch at 0x%llx is not in code",
+                        (unsigned long long)t->patches[i].site);
+        else if (t->patches[i].tactic == PK_TACTIC_INT3)
+            at[0] = 0xCC;
+    }
+    for (size_t i = 0; i < t->njumps && s == PK_OK; i++) {
+        const pk_jump *j = &t->jumps[i];
+        uint8_t *at = file_code_at(&fc, j->site, j->len);
+        s = at ? pk_jump_emit(j, t->bits, at, err)
+               : pk_fail(err, PK_ERR_USAGE, "jump at 0x%llx is not in code",
+                         (unsigned long long)j->site);
+    }
+    /* What was written is what the table says. */
+    if (s == PK_OK)
+        s = pk_patch_table_check_code(t, file_code_at, &fc, err);
+    if (s != PK_OK) {
+        free(g.data);
+        return s;
     }
     *out = g.data;
     *len = g.len;
+    return PK_OK;
+}
+
+/* ---- verifying ----------------------------------------------------------------------- */
+
+pk_status pk_patch_verify(const pk_image *img, pk_error *err)
+{
+    if (!img->is_patched)
+        return pk_fail(err, PK_ERR_USAGE, "not patched by popek");
+    const pk_patch_table *t = &img->patched;
+    bool passthrough = t->flags & PK_TABLE_PASSTHROUGH;
+    size_t p = 0;
+    for (size_t i = 0; i < t->njumps; i++) {
+        const pk_jump *j = &t->jumps[i];
+        if (i && j->trampoline < t->jumps[i - 1].trampoline + t->jumps[i - 1].trampoline_len &&
+            j->trampoline + j->trampoline_len > t->jumps[i - 1].trampoline)
+            return pk_fail(err, PK_ERR_FORMAT, "the trampolines of 0x%llx and 0x%llx overlap",
+                           (unsigned long long)t->jumps[i - 1].site,
+                           (unsigned long long)j->site);
+        const uint8_t *code = pk_elf_code_bytes(img->data, img->data_len, j->trampoline,
+                                                j->trampoline_len);
+        if (!code)
+            return pk_fail(err, PK_ERR_FORMAT,
+                           "the trampoline of 0x%llx (0x%llx, %u bytes) is not in an "
+                           "executable segment", (unsigned long long)j->site,
+                           (unsigned long long)j->trampoline, j->trampoline_len);
+        while (t->patches[p].site < j->site)
+            p++;
+        size_t n = 0;
+        while (p + n < t->count && t->patches[p + n].site < j->site + j->len)
+            n++;
+        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, passthrough, code,
+                                     j->trampoline_len, err));
+    }
     return PK_OK;
 }

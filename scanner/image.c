@@ -325,10 +325,32 @@ static pk_status load_alternatives(pk_image *img, Elf *elf, size_t shstrndx,
     return PK_OK; /* layout not recognised: report no alternatives */
 }
 
-/* A file popek patched carries its patch table in a note: check that every
- * site holds what its patch wrote, then put the original instruction back,
- * so that the code regions read as before patching. A table that does not
- * match the file is refused: it could hide instructions from the scan. */
+/* Where restore_patched finds the code a patch table describes. */
+struct patched_code {
+    pk_image *img;
+    const pk_region *wrong_bits; /* a region whose mode is not the table's */
+};
+
+/* A pk_code_at over the image's code regions: the bytes must lie in one
+ * region, of the table's bitness. */
+static uint8_t *patched_code_at(void *ctx, uint64_t addr, size_t len)
+{
+    struct patched_code *c = ctx;
+    const pk_region *r = pk_image_region_at(c->img, addr);
+    if (!r || len > r->size - (addr - r->vaddr))
+        return NULL;
+    if (r->bits != c->img->patched.bits) {
+        c->wrong_bits = r;
+        return NULL;
+    }
+    return c->img->data + r->offset + (addr - r->vaddr);
+}
+
+/* A file popek patched carries its patch table in a note: check that the
+ * code holds what each patch and jump wrote, then put the original bytes
+ * back, so that the code regions read as before patching. A table that
+ * does not match the file is refused: it could hide instructions from the
+ * scan. */
 static pk_status restore_patched(pk_image *img, uint64_t phoff, bool from_segments,
                                  pk_error *err)
 {
@@ -352,23 +374,14 @@ static pk_status restore_patched(pk_image *img, uint64_t phoff, bool from_segmen
             break;
         }
     }
-    for (size_t i = 0; i < img->patched.count; i++) {
-        const pk_patch *p = &img->patched.patches[i];
-        const pk_region *r = pk_image_region_at(img, p->site);
-        if (!r || p->site + p->len > r->vaddr + r->size)
-            return pk_fail(err, PK_ERR_FORMAT, "popek patch table: site 0x%llx is not in code",
-                           (unsigned long long)p->site);
-        if (r->bits != img->patched.bits)
+    struct patched_code code = { .img = img };
+    if (pk_patch_table_check_code(&img->patched, patched_code_at, &code, &why) != PK_OK) {
+        if (code.wrong_bits)
             return pk_fail(err, PK_ERR_FORMAT, "popek patch table: %u-bit, the code is %u-bit",
-                           img->patched.bits, r->bits);
-        uint8_t *at = img->data + r->offset + (p->site - r->vaddr);
-        if (!pk_patch_site_matches(p, at))
-            return pk_fail(err, PK_ERR_FORMAT,
-                           "popek patch table: patch %zu at 0x%llx does not match the file "
-                           "(%s of the original %s)", i, (unsigned long long)p->site,
-                           pk_tactic_name(p->tactic), pk_class_get(p->cls)->key);
-        memcpy(at, p->bytes, p->len);
+                           img->patched.bits, code.wrong_bits->bits);
+        return pk_fail(err, PK_ERR_FORMAT, "popek patch table: %s", why.msg);
     }
+    pk_patch_table_restore_code(&img->patched, patched_code_at, &code);
     return PK_OK;
 }
 
@@ -664,11 +677,13 @@ pk_status pk_image_add_symbol_map(pk_image *img, const char *path, pk_error *err
             break;
         }
         line[name_at + strcspn(line + name_at, " \t\r\n")] = 0;
-        if (strchr("tTwW", type)) {
-            s = add_symbol(img, addr, 0, line + name_at, true, region_index_at(img, addr),
+        /* Data symbols matter too: a kernel's tables of code addresses
+         * (__start___jump_table ...) are known by them. */
+        bool text = strchr("tTwW", type);
+        if (type != 'a' && type != 'A')
+            s = add_symbol(img, addr, 0, line + name_at, text, region_index_at(img, addr),
                            &cap, err);
-            added++;
-        }
+        added += text;
     }
     free(line);
     fclose(f);

@@ -252,44 +252,82 @@ pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
     return PK_OK;
 }
 
-void pk_report_patch(FILE *out, const pk_patch_table *table, const pk_skip *skips,
-                     size_t nskips, pk_format format, bool full, const char *written)
+/* The name of the region holding addr, for reports. */
+static const char *region_name(const pk_image *img, uint64_t addr)
+{
+    const pk_region *r = pk_image_region_at(img, addr);
+    return r ? r->name : "?";
+}
+
+void pk_report_patch(FILE *out, const pk_image *img, const pk_plan *plan, pk_format format,
+                     bool full, const char *written)
 {
     static const pk_tactic tactics[] = { PK_TACTIC_INT3, PK_TACTIC_JMP,
                                          PK_TACTIC_JMP_DISPLACED };
+    const pk_patch_table *table = &plan->table;
     size_t per_row[PK_CLASS_COUNT] = { 0 }, per_tactic[4] = { 0 };
     for (size_t i = 0; i < table->count; i++) {
         per_row[table->patches[i].cls]++;
         per_tactic[table->patches[i].tactic]++;
     }
+    bool passthrough = table->flags & PK_TABLE_PASSTHROUGH;
     if (format == PK_FORMAT_JSON) {
         for (size_t i = 0; i < table->count; i++) {
             const pk_patch *p = &table->patches[i];
             fprintf(out, "{\"type\":\"patch\",\"address\":\"0x%" PRIx64 "\",\"length\":%u,"
-                         "\"row\":\"%s\",\"tactic\":\"%s\"}\n",
+                         "\"row\":\"%s\",\"tactic\":\"%s\",\"section\":",
                     p->site, p->len, pk_class_get(p->cls)->key, pk_tactic_name(p->tactic));
+            pk_json_string(out, region_name(img, p->site));
+            if (p->trampoline)
+                fprintf(out, ",\"trampoline\":\"0x%" PRIx64 "\"", p->trampoline);
+            fputs("}\n", out);
         }
-        for (size_t i = 0; i < nskips; i++) {
+        for (size_t i = 0; i < plan->nskips; i++) {
+            const pk_skip *k = &plan->skips[i];
             fprintf(out, "{\"type\":\"skip\",\"address\":\"0x%" PRIx64 "\",\"row\":\"%s\","
-                         "\"reason\":",
-                    skips[i].site, pk_class_get(skips[i].cls)->key);
-            pk_json_string(out, skips[i].reason);
+                         "\"section\":", k->site, pk_class_get(k->cls)->key);
+            pk_json_string(out, region_name(img, k->site));
+            fputs(",\"reason\":", out);
+            pk_json_string(out, k->reason);
             fputs("}\n", out);
         }
         fprintf(out, "{\"type\":\"summary\",\"patches\":%zu", table->count);
         for (size_t t = 0; t < sizeof tactics / sizeof tactics[0]; t++)
             fprintf(out, ",\"%s\":%zu", pk_tactic_name(tactics[t]), per_tactic[tactics[t]]);
-        fprintf(out, ",\"skipped\":%zu}\n", nskips);
+        fprintf(out, ",\"jumps\":%zu,\"trampoline_bytes\":%zu,\"skipped\":%zu,"
+                     "\"passthrough\":%s,\"no_jump\":{",
+                table->njumps, plan->code_len, plan->nskips, passthrough ? "true" : "false");
+        const char *sep = "";
+        for (unsigned w = 0; w < PK_NOJUMP_COUNT; w++)
+            if (plan->nojump[w]) {
+                fputs(sep, out);
+                pk_json_string(out, pk_nojump_reason((pk_nojump)w));
+                fprintf(out, ":%zu", plan->nojump[w]);
+                sep = ",";
+            }
+        fputs("}}\n", out);
         return;
     }
-    for (size_t i = 0; i < nskips; i++)
-        fprintf(out, "skipped 0x%" PRIx64 " %s: %s\n", skips[i].site,
-                pk_class_get(skips[i].cls)->key, skips[i].reason);
+    for (size_t i = 0; i < plan->nskips; i++)
+        fprintf(out, "%s 0x%" PRIx64 " %s: %s\n", passthrough ? "left" : "skipped",
+                plan->skips[i].site, pk_class_get(plan->skips[i].cls)->key,
+                plan->skips[i].reason);
     if (!full)
         return;
-    fprintf(out, "%s: %zu patches, %zu skipped\n  by tactic:\n", written, table->count, nskips);
+    fprintf(out, "%s: %zu patches, %zu %s%s\n  by tactic:\n", written, table->count,
+            plan->nskips, passthrough ? "left as they were" : "skipped",
+            passthrough ? " (passthrough)" : "");
     for (size_t t = 0; t < sizeof tactics / sizeof tactics[0]; t++)
         fprintf(out, "    %-14s %8zu\n", pk_tactic_name(tactics[t]), per_tactic[tactics[t]]);
+    fprintf(out, "    %zu jumps, %zu bytes of trampolines\n", table->njumps, plan->code_len);
+    bool any = false;
+    for (unsigned w = 0; w < PK_NOJUMP_COUNT; w++)
+        if (plan->nojump[w]) {
+            if (!any)
+                fputs("  no jump, because:\n", out);
+            any = true;
+            fprintf(out, "    %-50s %8zu\n", pk_nojump_reason((pk_nojump)w), plan->nojump[w]);
+        }
     fputs("  by row:\n", out);
     for (unsigned r = 0; r < PK_CLASS_COUNT; r++)
         if (per_row[r])

@@ -32,6 +32,8 @@ enum {
     SYNC_WINDOW = 4096,
     EV_PADDING = PK_CLASS_COUNT + 1,   /* a padding run; count = bytes */
     EV_UNDECODABLE = PK_CLASS_COUNT + 2,
+    EV_TARGET = PK_CLASS_COUNT + 3,     /* an address code names; count = the address */
+    EV_INDIRECT = PK_CLASS_COUNT + 4,   /* an indirect jump to unknown targets */
 };
 
 /* A sweep event: a site, a padding run or an undecodable byte, at a region
@@ -69,7 +71,9 @@ static void ev_push(evvec *e, uint64_t off, uint16_t kind, uint8_t len, uint64_t
 typedef struct sweeper {
     ZydisDecoder decoder;
     const uint8_t *onebyte;     /* the row of one_byte[] for the region's mode */
+    const pk_image *img;
     const pk_region *region;
+    uint64_t code_lo, code_hi;  /* the span of the image's code regions */
     bool want[PK_CLASS_COUNT];
     bool candidate[ZYDIS_MNEMONIC_MAX_VALUE + 1];
 } sweeper;
@@ -128,10 +132,16 @@ static void build_one_byte_tables(void)
     }
 }
 
-static pk_status sweeper_init(sweeper *sw, const pk_region *r, const bool want[PK_CLASS_COUNT],
-                              pk_error *err)
+static pk_status sweeper_init(sweeper *sw, const pk_image *img, const pk_region *r,
+                              const bool want[PK_CLASS_COUNT], pk_error *err)
 {
     memset(sw, 0, sizeof *sw);
+    sw->img = img;
+    if (img->nregions) {
+        const pk_region *last = &img->regions[img->nregions - 1];
+        sw->code_lo = img->regions[0].vaddr;
+        sw->code_hi = last->vaddr + last->size;
+    }
     if (!pk_decoder_init(&sw->decoder, r->bits, true))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot set up the Zydis decoder");
     pthread_once(&one_byte_once, build_one_byte_tables);
@@ -154,10 +164,109 @@ bool pk_int3_run_is_padding(const pk_region *r, uint64_t vaddr, uint64_t len)
     return len >= PADDING_LONG_RUN || end % 16 == 0 || end == r->vaddr + r->size;
 }
 
+/* ---- what decoded code says about control flow (pk_scan_options.flow) ------------- */
+
+/* The target of a relative branch at off. The new IP wraps at the operand
+ * size (SDM vol. 2, JMP/Jcc: "EIP AND 0000FFFFH" for 16 bits), which a 66
+ * prefix changes outside 64-bit mode. 32-bit code is taken as flat (address
+ * = EIP); 16-bit code as running in a segment based at a multiple of 64 KiB
+ * below it (address = base + IP). */
+static uint64_t branch_target(const pk_region *r, uint64_t off,
+                              const ZydisDecodedInstruction *insn)
+{
+    uint64_t target = r->vaddr + off + insn->length + (uint64_t)insn->raw.imm[0].value.s;
+    if (r->bits == 16 && insn->operand_width == 16)
+        return (target & 0xFFFF) | ((r->vaddr + off) & ~(uint64_t)0xFFFF);
+    if (r->bits == 32 && insn->operand_width == 16)
+        return target & 0xFFFF;
+    return r->bits == 64 ? target : target & 0xFFFFFFFFu;
+}
+
+static bool is_direct_branch(const ZydisDecodedInstruction *insn)
+{
+    return insn->meta.branch_type != ZYDIS_BRANCH_TYPE_NONE &&
+           insn->meta.branch_type != ZYDIS_BRANCH_TYPE_FAR &&
+           (insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE) && insn->raw.imm[0].is_relative;
+}
+
+/* Calls fn(ctx, addr) for every code address the instruction at off names:
+ * a relative branch's target, a RIP-relative operand's address, an
+ * immediate or displacement whose value lies in code (a function pointer
+ * loaded with `mov $f, %edi`, a table indexed by a register). Values in the
+ * span of the code regions are reported; the caller drops those in gaps. */
+static void named_addresses(const sweeper *sw, uint64_t off, const ZydisDecodedInstruction *insn,
+                            void (*fn)(void *ctx, uint64_t addr), void *ctx)
+{
+    const pk_region *r = sw->region;
+    for (unsigned i = 0; i < 2; i++) {
+        if (!insn->raw.imm[i].size)
+            continue;
+        if (insn->raw.imm[i].is_relative) {
+            fn(ctx, branch_target(r, off, insn));
+            continue;
+        }
+        uint64_t v = insn->raw.imm[i].is_signed ? (uint64_t)insn->raw.imm[i].value.s
+                                                : insn->raw.imm[i].value.u;
+        if (v - sw->code_lo < sw->code_hi - sw->code_lo)
+            fn(ctx, v);
+    }
+    if (!insn->raw.disp.size)
+        return;
+    uint64_t v = (uint64_t)insn->raw.disp.value;
+    bool rip_relative = r->bits == 64 && (insn->attributes & ZYDIS_ATTRIB_HAS_MODRM) &&
+                        insn->raw.modrm.mod == 0 && insn->raw.modrm.rm == 5;
+    if (rip_relative) {
+        v += r->vaddr + off + insn->length;
+        if (insn->address_width == 32)
+            v &= 0xFFFFFFFFu;
+    } else if (r->bits != 64) {
+        v &= 0xFFFFFFFFu;
+    }
+    if (v - sw->code_lo < sw->code_hi - sw->code_lo)
+        fn(ctx, v);
+}
+
+/* An indirect near JMP whose targets decoding cannot know: through a
+ * register or a table indexed by one (a switch's jump table). A jump
+ * through one fixed pointer (`jmp *f@GOTPCREL(%rip)`, `jmp *ptr`) is a tail
+ * call to a function, whose entry is known from symbols and data. */
+static bool is_opaque_jump(const ZydisDecodedInstruction *insn)
+{
+    if (insn->meta.category != ZYDIS_CATEGORY_UNCOND_BR ||
+        insn->meta.branch_type == ZYDIS_BRANCH_TYPE_FAR || (insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE))
+        return false;
+    if (insn->raw.modrm.mod == 3)
+        return true; /* jmp *%reg */
+    if (insn->raw.modrm.rm == 4) /* a SIB byte: an index, or a base register */
+        return !(insn->raw.sib.base == 5 && insn->raw.modrm.mod == 0 && insn->raw.sib.index == 4);
+    return !(insn->raw.modrm.mod == 0 && insn->raw.modrm.rm == 5);
+}
+
+struct target_event {
+    evvec *flow;
+    uint64_t off;
+};
+
+static void push_target(void *ctx, uint64_t addr)
+{
+    struct target_event *t = ctx;
+    ev_push(t->flow, t->off, EV_TARGET, 0, addr);
+}
+
+/* Adds the flow events of the instruction at off to flow. */
+static void flow_events(const sweeper *sw, uint64_t off, const ZydisDecodedInstruction *insn,
+                        evvec *flow)
+{
+    named_addresses(sw, off, insn, push_target, &(struct target_event){ flow, off });
+    if (is_opaque_jump(insn))
+        ev_push(flow, off, EV_INDIRECT, insn->length, 1);
+}
+
 /* One step of the linear sweep at off: an instruction, a whole CC run, a
  * run of one-byte instructions of no row, or one undecodable byte. Returns
  * the offset of the next step and adds the instructions it took to *ninsns. */
-static uint64_t sweep_step(sweeper *sw, uint64_t off, evvec *ev, uint64_t *ninsns)
+static uint64_t sweep_step(sweeper *sw, uint64_t off, evvec *ev, evvec *flow,
+                           uint64_t *ninsns)
 {
     const pk_region *r = sw->region;
     const uint8_t *b = r->bytes;
@@ -202,6 +311,8 @@ static uint64_t sweep_step(sweeper *sw, uint64_t off, evvec *ev, uint64_t *ninsn
         if (c != PK_CLASS_NONE && sw->want[c])
             ev_push(ev, off, (uint16_t)c, insn.length, 1);
     }
+    if (flow)
+        flow_events(sw, off, &insn, flow);
     return off + insn.length;
 }
 
@@ -213,15 +324,17 @@ typedef struct chunk {
     uint64_t end_pos;        /* where the chunk's stream stopped (>= end) */
     uint64_t ninsns;
     evvec ev;
+    evvec flow;              /* with pk_scan_options.flow */
     uint64_t *sync_pos;      /* instruction starts in [start, start + SYNC_WINDOW) */
     uint64_t *sync_count;    /* instructions before each of them */
     size_t nsync;
 } chunk;
 
-static pk_status sweep_chunk(const pk_image *img, const bool *want, chunk *c, pk_error *err)
+static pk_status sweep_chunk(const pk_image *img, const bool *want, bool flow, chunk *c,
+                             pk_error *err)
 {
     sweeper sw;
-    PK_CHECK(sweeper_init(&sw, &img->regions[c->region], want, err));
+    PK_CHECK(sweeper_init(&sw, img, &img->regions[c->region], want, err));
     uint64_t window = c->end - c->start < SYNC_WINDOW ? c->end - c->start : SYNC_WINDOW;
     c->sync_pos = malloc(window * sizeof *c->sync_pos);
     c->sync_count = malloc(window * sizeof *c->sync_count);
@@ -233,10 +346,10 @@ static pk_status sweep_chunk(const pk_image *img, const bool *want, chunk *c, pk
             c->sync_pos[c->nsync] = off;
             c->sync_count[c->nsync++] = c->ninsns;
         }
-        off = sweep_step(&sw, off, &c->ev, &c->ninsns);
+        off = sweep_step(&sw, off, &c->ev, flow ? &c->flow : NULL, &c->ninsns);
     }
     c->end_pos = off;
-    if (c->ev.oom)
+    if (c->ev.oom || c->flow.oom)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     return PK_OK;
 }
@@ -244,6 +357,7 @@ static pk_status sweep_chunk(const pk_image *img, const bool *want, chunk *c, pk
 typedef struct pool {
     const pk_image *img;
     const bool *want;
+    bool flow;
     chunk *chunks;
     size_t nchunks;
     atomic_size_t next;
@@ -265,7 +379,7 @@ static void pool_work(pool *p, const pk_scan_options *opts)
             return;
         chunk *c = &p->chunks[i];
         pk_error err;
-        pk_status s = sweep_chunk(p->img, p->want, c, &err);
+        pk_status s = sweep_chunk(p->img, p->want, p->flow, c, &err);
         if (s != PK_OK) {
             pthread_mutex_lock(&p->lock);
             if (!atomic_exchange(&p->failed, 1)) {
@@ -300,9 +414,16 @@ static size_t find_sync(const chunk *c, uint64_t pos)
     return lo < c->nsync && c->sync_pos[lo] == pos ? lo : SIZE_MAX;
 }
 
+static void append_from(evvec *out, const evvec *in, uint64_t off)
+{
+    for (size_t i = 0; i < in->n; i++)
+        if (in->v[i].off >= off)
+            ev_push(out, in->v[i].off, in->v[i].kind, in->v[i].len, in->v[i].count);
+}
+
 /* Appends chunk c's results to the true stream of its region, which is at
- * *pos with its events in *out. */
-static void stitch_chunk(sweeper *sw, chunk *c, uint64_t *pos, evvec *out,
+ * *pos with its events in *out and its flow events in *flow (NULL: none). */
+static void stitch_chunk(sweeper *sw, chunk *c, uint64_t *pos, evvec *out, evvec *flow,
                          pk_region_stats *st)
 {
     uint64_t off = *pos;
@@ -310,20 +431,19 @@ static void stitch_chunk(sweeper *sw, chunk *c, uint64_t *pos, evvec *out,
         if (off >= c->start + SYNC_WINDOW || off >= c->end) {
             /* No meeting point: continue the true stream through the chunk. */
             while (off < c->end)
-                off = sweep_step(sw, off, out, &st->instructions);
+                off = sweep_step(sw, off, out, flow, &st->instructions);
             break;
         }
         size_t j = find_sync(c, off);
         if (j != SIZE_MAX) {
-            for (size_t i = 0; i < c->ev.n; i++)
-                if (c->ev.v[i].off >= off)
-                    ev_push(out, c->ev.v[i].off, c->ev.v[i].kind, c->ev.v[i].len,
-                            c->ev.v[i].count);
+            append_from(out, &c->ev, off);
+            if (flow)
+                append_from(flow, &c->flow, off);
             st->instructions += c->ninsns - c->sync_count[j];
             off = c->end_pos;
             break;
         }
-        off = sweep_step(sw, off, out, &st->instructions);
+        off = sweep_step(sw, off, out, flow, &st->instructions);
     }
     *pos = off;
 }
@@ -331,6 +451,7 @@ static void stitch_chunk(sweeper *sw, chunk *c, uint64_t *pos, evvec *out,
 static void chunk_free(chunk *c)
 {
     free(c->ev.v);
+    free(c->flow.v);
     free(c->sync_pos);
     free(c->sync_count);
 }
@@ -344,9 +465,10 @@ static unsigned thread_count(const pk_scan_options *opts)
 }
 
 /* Sweeps every region; per region, appends the events of the true stream to
- * evs[region] and fills stats. */
+ * evs[region] and, when flows is not NULL, its flow events to flows[region],
+ * and fills stats. */
 static pk_status linear_sweep(const pk_image *img, const bool *want,
-                              const pk_scan_options *opts, evvec *evs,
+                              const pk_scan_options *opts, evvec *evs, evvec *flows,
                               pk_region_stats *stats, pk_error *err)
 {
     unsigned threads = thread_count(opts);
@@ -360,7 +482,8 @@ static pk_status linear_sweep(const pk_image *img, const bool *want,
     size_t nchunks = 0;
     for (size_t r = 0; r < img->nregions; r++)
         nchunks += img->regions[r].size / chunk_size + (img->regions[r].size % chunk_size != 0);
-    pool p = { .img = img, .want = want, .nchunks = nchunks, .bytes_total = total,
+    pool p = { .img = img, .want = want, .flow = flows != NULL, .nchunks = nchunks,
+               .bytes_total = total,
                .status = PK_OK, .lock = PTHREAD_MUTEX_INITIALIZER };
     p.chunks = calloc(nchunks ? nchunks : 1, sizeof *p.chunks);
     if (!p.chunks)
@@ -392,19 +515,99 @@ static pk_status linear_sweep(const pk_image *img, const bool *want,
     for (size_t i = 0; i < nchunks && status == PK_OK; i++) {
         chunk *c = &p.chunks[i];
         if (c->start == 0) { /* a new region: its true stream starts here */
-            status = sweeper_init(&sw, &img->regions[c->region], want, err);
+            status = sweeper_init(&sw, img, &img->regions[c->region], want, err);
             if (status != PK_OK)
                 break;
             pos = 0;
         }
-        stitch_chunk(&sw, c, &pos, &evs[c->region], &stats[c->region]);
-        if (evs[c->region].oom)
+        stitch_chunk(&sw, c, &pos, &evs[c->region], flows ? &flows[c->region] : NULL,
+                     &stats[c->region]);
+        if (evs[c->region].oom || (flows && flows[c->region].oom))
             status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < nchunks; i++)
         chunk_free(&p.chunks[i]);
     free(p.chunks);
     return status;
+}
+
+/* ---- the scan's flow results ------------------------------------------------------ */
+
+struct target_mark {
+    pk_scan *out;
+    size_t region;          /* where the naming instruction is: tried first */
+};
+
+/* Marks addr in the target map; addresses in no region are dropped. */
+static void mark_target(void *ctx, uint64_t addr)
+{
+    struct target_mark *m = ctx;
+    const pk_image *img = m->out->img;
+    const pk_region *r = &img->regions[m->region];
+    if (addr - r->vaddr >= r->size && !(r = pk_image_region_at(img, addr)))
+        return;
+    uint64_t o = addr - r->vaddr;
+    m->out->targets[r - img->regions][o >> 3] |= (uint8_t)(1u << (o & 7));
+}
+
+static bool opaque_push(pk_scan *out, uint64_t addr)
+{
+    size_t n = out->nopaque_jumps;
+    if ((n & (n - 1)) == 0) { /* 0 or a power of two: the array is full */
+        uint64_t *v = realloc(out->opaque_jumps, (n ? 2 * n : 1) * sizeof *v);
+        if (!v)
+            return false;
+        out->opaque_jumps = v;
+    }
+    out->opaque_jumps[out->nopaque_jumps++] = addr;
+    return true;
+}
+
+/* Adds the linear sweep's flow events of region ri to the scan. */
+static pk_status apply_flow(pk_scan *out, size_t ri, const evvec *flow, pk_error *err)
+{
+    const pk_region *r = &out->img->regions[ri];
+    struct target_mark m = { out, ri };
+    for (size_t i = 0; i < flow->n; i++) {
+        const event *e = &flow->v[i];
+        if (e->kind == EV_TARGET)
+            mark_target(&m, e->count);
+        else if (!opaque_push(out, r->vaddr + e->off))
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    }
+    return PK_OK;
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts the opaque jumps both sweeps found and drops duplicates. */
+static void sort_opaque(pk_scan *out)
+{
+    if (!out->nopaque_jumps)
+        return;
+    qsort(out->opaque_jumps, out->nopaque_jumps, sizeof *out->opaque_jumps, compare_u64);
+    size_t n = 1;
+    for (size_t i = 1; i < out->nopaque_jumps; i++)
+        if (out->opaque_jumps[i] != out->opaque_jumps[n - 1])
+            out->opaque_jumps[n++] = out->opaque_jumps[i];
+    out->nopaque_jumps = n;
+}
+
+bool pk_scan_has_target(const pk_scan *scan, uint64_t lo, uint64_t hi)
+{
+    for (uint64_t a = lo; a < hi; a++) {
+        const pk_region *r = pk_image_region_at(scan->img, a);
+        if (!r)
+            continue;
+        uint64_t o = a - r->vaddr;
+        if (scan->targets[r - scan->img->regions][o >> 3] & (1u << (o & 7)))
+            return true;
+    }
+    return false;
 }
 
 /* ---- recursive descent ---------------------------------------------------------- */
@@ -418,6 +621,8 @@ typedef struct rd_state {
     size_t nstack, capstack;
     evvec *evs;             /* per region: sites reached */
     pk_region_stats *stats;
+    pk_scan *out;           /* with flow: its target map and opaque jumps */
+    bool flow;
     bool oom;
 } rd_state;
 
@@ -446,33 +651,6 @@ static void rd_push(rd_state *rd, uint64_t addr, size_t near_region)
         rd->capstack = ncap;
     }
     rd->stack[rd->nstack++] = (struct rd_item){ (uint32_t)ri, off };
-}
-
-/* Does execution never fall through to the next instruction? Traps that
- * return (INT n, INT3, HLT woken by an interrupt) do fall through; UD2 marks
- * code that must not return (BUG()). */
-static bool rd_ends_path(const ZydisDecodedInstruction *insn)
-{
-    switch (insn->meta.category) {
-    case ZYDIS_CATEGORY_RET:
-    case ZYDIS_CATEGORY_UNCOND_BR:
-    case ZYDIS_CATEGORY_SYSRET:
-        return true;
-    default:
-        break;
-    }
-    switch (insn->mnemonic) {
-    case ZYDIS_MNEMONIC_IRET:
-    case ZYDIS_MNEMONIC_IRETD:
-    case ZYDIS_MNEMONIC_IRETQ:
-    case ZYDIS_MNEMONIC_SYSEXIT:
-    case ZYDIS_MNEMONIC_UD0:
-    case ZYDIS_MNEMONIC_UD1:
-    case ZYDIS_MNEMONIC_UD2:
-        return true;
-    default:
-        return false;
-    }
 }
 
 static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
@@ -505,24 +683,14 @@ static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
                 ev_push(&rd->evs[ri], off, (uint16_t)c, insn.length, 1);
         }
         /* Direct near branches and calls: follow the target. */
-        if (insn.meta.branch_type != ZYDIS_BRANCH_TYPE_NONE &&
-            insn.meta.branch_type != ZYDIS_BRANCH_TYPE_FAR &&
-            (insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE) && insn.raw.imm[0].is_relative) {
-            /* The new IP wraps at the operand size (SDM vol. 2, JMP/Jcc:
-             * "EIP AND 0000FFFFH" for 16 bits), which a 66 prefix changes
-             * outside 64-bit mode. 32-bit code is taken as flat (address =
-             * EIP); 16-bit code as running in a segment based at a multiple
-             * of 64 KiB below it (address = base + IP). */
-            uint64_t target = r->vaddr + off + insn.length + (uint64_t)insn.raw.imm[0].value.s;
-            if (r->bits == 16 && insn.operand_width == 16)
-                target = (target & 0xFFFF) | ((r->vaddr + off) & ~(uint64_t)0xFFFF);
-            else if (r->bits == 32 && insn.operand_width == 16)
-                target &= 0xFFFF;
-            else if (r->bits != 64)
-                target &= 0xFFFFFFFFu;
-            rd_push(rd, target, ri);
+        if (is_direct_branch(&insn))
+            rd_push(rd, branch_target(r, off, &insn), ri);
+        if (rd->flow) {
+            named_addresses(sw, off, &insn, mark_target, &(struct target_mark){ rd->out, ri });
+            if (is_opaque_jump(&insn) && !opaque_push(rd->out, r->vaddr + off))
+                rd->oom = true;
         }
-        if (rd_ends_path(&insn))
+        if (pk_insn_ends_path(&insn))
             return;
         off += insn.length;
     }
@@ -531,17 +699,18 @@ static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
 /* Walks every region from the roots, adding the sites reached to evs and
  * marking, in inside[region] (allocated here, freed by the caller), the
  * bytes that lie inside a reached instruction. */
-static pk_status recursive_descent(const pk_image *img, const bool *want, evvec *evs,
-                                   pk_region_stats *stats, uint8_t **inside, pk_error *err)
+static pk_status recursive_descent(const pk_image *img, const bool *want, bool flow,
+                                   evvec *evs, pk_scan *out, uint8_t **inside, pk_error *err)
 {
-    rd_state rd = { .img = img, .evs = evs, .stats = stats, .inside = inside };
+    rd_state rd = { .img = img, .evs = evs, .stats = out->stats, .inside = inside, .out = out,
+                    .flow = flow };
     pk_status status = PK_OK;
     rd.sw = calloc(img->nregions, sizeof *rd.sw);
     rd.visited = calloc(img->nregions, sizeof *rd.visited);
     if (!rd.sw || !rd.visited)
         status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
     for (size_t r = 0; r < img->nregions && status == PK_OK; r++) {
-        status = sweeper_init(&rd.sw[r], &img->regions[r], want, err);
+        status = sweeper_init(&rd.sw[r], img, &img->regions[r], want, err);
         if (status == PK_OK && (!(rd.visited[r] = calloc(img->regions[r].size / 8 + 1, 1)) ||
                                 !(inside[r] = calloc(img->regions[r].size / 8 + 1, 1))))
             status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
@@ -657,29 +826,47 @@ pk_status pk_scan_image(const pk_image *img, const pk_scan_options *opts, pk_sca
     if (sweeps & ~(unsigned)(PK_FOUND_LINEAR | PK_FOUND_RECURSIVE))
         return pk_fail(err, PK_ERR_USAGE, "unknown sweep bits 0x%x", sweeps);
 
+    bool flow = opts && opts->flow;
     size_t n = img->nregions;
     evvec *lin = calloc(n ? n : 1, sizeof *lin), *rec = calloc(n ? n : 1, sizeof *rec);
+    evvec *flows = flow ? calloc(n ? n : 1, sizeof *flows) : NULL;
     uint8_t **inside = calloc(n ? n : 1, sizeof *inside);
+    out->img = img;
     out->stats = calloc(n ? n : 1, sizeof *out->stats);
     out->nregions = n;
     pk_status status = PK_OK;
-    if (!lin || !rec || !inside || !out->stats)
+    if (!lin || !rec || !inside || !out->stats || (flow && !flows))
         status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    if (status == PK_OK && flow) {
+        out->targets = calloc(n ? n : 1, sizeof *out->targets);
+        for (size_t r = 0; out->targets && r < n && status == PK_OK; r++)
+            if (!(out->targets[r] = calloc(img->regions[r].size / 8 + 1, 1)))
+                status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+        if (!out->targets)
+            status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    }
     if (status == PK_OK && (sweeps & PK_FOUND_LINEAR))
-        status = linear_sweep(img, want, opts, lin, out->stats, err);
+        status = linear_sweep(img, want, opts, lin, flows, out->stats, err);
     if (status == PK_OK && (sweeps & PK_FOUND_RECURSIVE))
-        status = recursive_descent(img, want, rec, out->stats, inside, err);
+        status = recursive_descent(img, want, flow, rec, out, inside, err);
     size_t cap = 0;
-    for (size_t r = 0; r < n && status == PK_OK; r++)
+    for (size_t r = 0; r < n && status == PK_OK; r++) {
         status = merge_region(img, r, &lin[r], &rec[r], inside ? inside[r] : NULL, out, &cap,
                               err);
+        if (status == PK_OK && flow)
+            status = apply_flow(out, r, &flows[r], err);
+    }
+    if (status == PK_OK)
+        sort_opaque(out);
     for (size_t r = 0; r < n; r++) {
         if (lin) free(lin[r].v);
         if (rec) free(rec[r].v);
+        if (flows) free(flows[r].v);
         if (inside) free(inside[r]);
     }
     free(lin);
     free(rec);
+    free(flows);
     free(inside);
     if (status != PK_OK)
         pk_scan_free(out);
@@ -688,6 +875,10 @@ pk_status pk_scan_image(const pk_image *img, const pk_scan_options *opts, pk_sca
 
 void pk_scan_free(pk_scan *scan)
 {
+    for (size_t r = 0; scan->targets && r < scan->nregions; r++)
+        free(scan->targets[r]);
+    free(scan->targets);
+    free(scan->opaque_jumps);
     free(scan->sites);
     free(scan->stats);
     memset(scan, 0, sizeof *scan);
@@ -708,7 +899,7 @@ pk_status pk_scan_region_reference(const pk_image *img, size_t region,
     memset(all, 1, sizeof all);
     sweeper sw;
     const pk_region *r = &img->regions[region];
-    PK_CHECK(sweeper_init(&sw, r, all, err));
+    PK_CHECK(sweeper_init(&sw, img, r, all, err));
     out->stats = calloc(img->nregions, sizeof *out->stats);
     if (!out->stats)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");

@@ -23,19 +23,29 @@ typedef struct pk_elf_growth {
     uint8_t *data;          /* the grown file (malloc'ed) */
     size_t len;
     uint64_t segment_vaddr; /* where the new segment is mapped */
-    uint64_t code_vaddr;    /* code_size bytes of INT3 here, for trampolines */
+    uint64_t code_vaddr;    /* the code, as pk_elf_code_vaddr said */
     uint64_t code_offset;   /* their file offset */
     uint64_t note_vaddr;    /* the note's descriptor (the patch table) */
 } pk_elf_growth;
 
 /* Appends to the ELF image in (x86, ELF32 or ELF64, with program headers) a
- * read+execute PT_LOAD mapped above every existing segment, holding the
- * moved program header table, a PT_NOTE with note_desc, and code_size bytes
- * for code. Errors: PK_ERR_FORMAT for a malformed input, PK_ERR_UNSUPPORTED
- * for inputs it cannot grow (no program headers, extended numbering, no
- * address space left), PK_ERR_NOMEM. */
+ * PT_LOAD mapped above every existing segment, holding the moved program
+ * header table, code_size bytes of code (made for the address
+ * pk_elf_code_vaddr gives; the segment is executable when there are any),
+ * and a PT_NOTE with note_desc. Errors: PK_ERR_FORMAT for a malformed
+ * input, PK_ERR_UNSUPPORTED for inputs it cannot grow (no program headers,
+ * extended numbering, no address space left), PK_ERR_NOMEM. */
 pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc,
-                      size_t note_len, size_t code_size, pk_elf_growth *out, pk_error *err);
+                      size_t note_len, const uint8_t *code, size_t code_size,
+                      pk_elf_growth *out, pk_error *err);
+
+/* Where pk_elf_grow will put code in the file grown from in. Errors as
+ * pk_elf_grow's. */
+pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, uint64_t *vaddr, pk_error *err);
+
+/* The size bytes at address vaddr of an ELF image as loaded, when they lie
+ * in the file part of one executable PT_LOAD; NULL otherwise. */
+const uint8_t *pk_elf_code_bytes(const uint8_t *data, size_t len, uint64_t vaddr, size_t size);
 
 /* Finds the popek note in an ELF image through its program headers (no
  * section headers needed). Sets *desc and *len to its descriptor inside

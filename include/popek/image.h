@@ -101,7 +101,8 @@ pk_status pk_image_load_raw_memory(pk_image *img, const uint8_t *buf, size_t len
 pk_status pk_image_load_vdso(pk_image *img, pk_error *err);
 
 /* Adds the symbols of an nm-style map (System.map: "ADDR TYPE NAME" lines)
- * to the image; text symbols (t, T, w, W) become functions. */
+ * to the image, all but absolute ones (a, A); text symbols (t, T, w, W)
+ * become functions. */
 pk_status pk_image_add_symbol_map(pk_image *img, const char *path, pk_error *err);
 
 /* Frees everything the image owns; the image can be loaded again. */

@@ -11,5 +11,8 @@
 #include "popek/scan.h"
 #include "popek/report.h"
 #include "popek/patch.h"
+#include "popek/flow.h"
+#include "popek/trampoline.h"
+#include "popek/elfgrow.h"
 
 #endif

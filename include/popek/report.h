@@ -25,11 +25,12 @@ typedef struct pk_report_options {
 pk_status pk_report_scan(FILE *out, const pk_image *img, const pk_scan *scan,
                          const pk_report_options *opts, pk_error *err);
 
-/* Writes what `popek patch` did to out (the file written): the sites left
- * out with their reasons; with full, the patches per tactic and per row
- * (text); or, as JSON, one object per patch and per skip and a summary. */
-void pk_report_patch(FILE *out, const pk_patch_table *table, const pk_skip *skips,
-                     size_t nskips, pk_format format, bool full, const char *written);
+/* Writes what `popek patch` did to img (into the file written): the sites
+ * left out with their reasons; with full, the patches per tactic, why sites
+ * took no jump, and the patches per row (text); or, as JSON, one object per
+ * patch and per skip and a summary. */
+void pk_report_patch(FILE *out, const pk_image *img, const pk_plan *plan, pk_format format,
+                     bool full, const char *written);
 
 /* Writes the catalog: every row of the given sets as a table (text), as
  * docs/catalog.md (markdown) or one object per row (json); or, when row is

@@ -58,13 +58,26 @@ typedef struct pk_scan_options {
     /* Called now and then from the calling thread with bytes swept so far. */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *progress_ctx;
+    /* Also gather what decoding says of control flow (pk_scan.targets,
+     * pk_scan.opaque_jumps), for the patcher. */
+    bool flow;
 } pk_scan_options;
 
 typedef struct pk_scan {
+    const pk_image *img;    /* the image scanned */
     pk_site *sites;         /* sorted by region, then address */
     size_t nsites;
     pk_region_stats *stats; /* one per image region */
     size_t nregions;
+    /* With pk_scan_options.flow, from every instruction either sweep
+     * decoded: per region, one bit per byte, set at each address code
+     * names: a relative branch's target, a RIP-relative operand's address,
+     * an immediate or displacement whose value is a code address. */
+    uint8_t **targets;
+    /* With pk_scan_options.flow: indirect jumps whose targets decoding
+     * cannot know (through a register, or a table indexed by one), sorted. */
+    uint64_t *opaque_jumps;
+    size_t nopaque_jumps;
 } pk_scan;
 
 /* Scans img. Errors: PK_ERR_USAGE for bad options, PK_ERR_NOMEM,
@@ -73,6 +86,10 @@ pk_status pk_scan_image(const pk_image *img, const pk_scan_options *opts,
                         pk_scan *out, pk_error *err);
 
 void pk_scan_free(pk_scan *scan);
+
+/* True when some address in [lo, hi) is marked in scan->targets (a scan
+ * made with pk_scan_options.flow). */
+bool pk_scan_has_target(const pk_scan *scan, uint64_t lo, uint64_t hi);
 
 /* The reference linear sweep: one region, one thread, one instruction at a
  * time, no shortcuts. Fills sites (found = PK_FOUND_LINEAR) and stats; the

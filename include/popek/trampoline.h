@@ -1,23 +1,62 @@
-/* popek — the bytes of jump patches: the jump at a site and its trampoline,
- * produced with the Zydis encoder (patcher/trampoline.c draws the layout). */
+/* popek — the bytes of jump patches: the jump written over the code and
+ * the trampoline it leads to, produced with the Zydis encoder
+ * (patcher/trampoline.c draws the layout). */
 #ifndef POPEK_TRAMPOLINE_H
 #define POPEK_TRAMPOLINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <Zydis/Zydis.h>
 
 #include "popek/patch.h"
 #include "popek/status.h"
 
-/* Emits the trampoline of patch p (at p->trampoline) into buf, or, with a
- * NULL buf, only measures it; *len gets its size. bits is 32 or 64.
- * Errors: PK_ERR_UNSUPPORTED for 16-bit code or targets out of reach. */
-pk_status pk_trampoline_emit(const pk_patch *p, unsigned bits, uint8_t *buf, size_t *len,
-                             pk_error *err);
+/* Whether insn, decoded at addr in bits-bit code, can run relocated in a
+ * trampoline: relative branches and RIP-relative operands are re-encoded
+ * to reach the same addresses. False, with *why, for forms that cannot:
+ * LOOP and JrCXZ (only rel8 forms), XBEGIN (by policy), any CALL (it would leave a
+ * return address inside a trampoline, where no unwinder finds it),
+ * SYSENTER, traps known by their address (INT3, INT1, UD0/1/2), 16-bit
+ * branches and 32-bit RIP-relative addresses. pk_trampoline_emit may
+ * still refuse an instruction that passes: one the Zydis encoder does not
+ * reproduce (it needs the operands, which this does not take), or one
+ * whose target is out of reach. */
+bool pk_relocatable(const ZydisDecodedInstruction *insn, uint64_t addr, unsigned bits,
+                    const char **why);
 
-/* Emits the p->len bytes that replace the site: jmp rel32 to p->trampoline,
- * then INT3. Errors: PK_ERR_UNSUPPORTED when the jump does not fit or
- * cannot reach. */
-pk_status pk_site_jump_emit(const pk_patch *p, unsigned bits, uint8_t *buf, pk_error *err);
+/* Emits the trampoline of jump j, at j->trampoline: the instructions of
+ * j->bytes in order, each patched site (sites[0..nsites), the table's
+ * patches inside j, sorted) as INT3, or with passthrough as itself, and the
+ * displaced instructions between them relocated; then a jmp to
+ * j->site + j->len. Sets each site's trampoline field and *len. With a
+ * NULL buf it only measures (and still sets the fields). bits is 32 or 64.
+ * Errors: PK_ERR_UNSUPPORTED for 16-bit code, or naming the instruction
+ * that cannot be relocated (see pk_relocatable; also a branch into j's own
+ * bytes) or reach its target from the trampoline; PK_ERR_USAGE when j's
+ * bytes are not instructions filling 5..PK_JUMP_MAX_LEN bytes, or sites
+ * do not match them (the first must be a site, each one of them). */
+pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, unsigned bits,
+                             bool passthrough, uint8_t *buf, size_t *len, pk_error *err);
+
+/* Emits the j->len bytes written over the code: jmp rel32 to
+ * j->trampoline, then INT3. Errors: PK_ERR_UNSUPPORTED when the jump does
+ * not fit or cannot reach. */
+pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *err);
+
+/* Checks a trampoline against its jump, decoding both with Zydis: each
+ * instruction of j->bytes has its counterpart in tramp (tramp_len bytes at
+ * j->trampoline) in order: INT3 for a patched site, or with passthrough
+ * the same instruction; for displaced ones the same instruction reaching
+ * the same addresses (mnemonic, operands, absolute branch targets and
+ * RIP-relative addresses equal); then a jump back to j->site + j->len.
+ * Each site's trampoline field must be the address of its counterpart,
+ * and nothing may follow the jump back. Errors: PK_ERR_FORMAT naming the
+ * jump, the instruction's index and addresses, and the first difference;
+ * PK_ERR_UNSUPPORTED for 16-bit code. */
+pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
+                              unsigned bits, bool passthrough, const uint8_t *tramp,
+                              size_t tramp_len, pk_error *err);
 
 #endif

@@ -21,4 +21,31 @@ static inline bool pk_decoder_init(ZydisDecoder *dec, unsigned bits, bool minima
             ZYAN_SUCCESS(ZydisDecoderEnableMode(dec, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE)));
 }
 
+/* Does execution never fall through to the next instruction? Traps that
+ * return (INT n, INT3, HLT woken by an interrupt) do fall through; UD2 marks
+ * code that must not return (BUG()). */
+static inline bool pk_insn_ends_path(const ZydisDecodedInstruction *insn)
+{
+    switch (insn->meta.category) {
+    case ZYDIS_CATEGORY_RET:
+    case ZYDIS_CATEGORY_UNCOND_BR:
+    case ZYDIS_CATEGORY_SYSRET:
+        return true;
+    default:
+        break;
+    }
+    switch (insn->mnemonic) {
+    case ZYDIS_MNEMONIC_IRET:
+    case ZYDIS_MNEMONIC_IRETD:
+    case ZYDIS_MNEMONIC_IRETQ:
+    case ZYDIS_MNEMONIC_SYSEXIT:
+    case ZYDIS_MNEMONIC_UD0:
+    case ZYDIS_MNEMONIC_UD1:
+    case ZYDIS_MNEMONIC_UD2:
+        return true;
+    default:
+        return false;
+    }
+}
+
 #endif

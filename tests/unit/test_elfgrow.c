@@ -92,9 +92,15 @@ static void grow_and_run(const char *path, char *const argv[])
     size_t table_len;
     pk_error err;
     cr_assert_eq(pk_patch_table_encode(&t, &table, &table_len, &err), PK_OK);
+    uint8_t code[4096];
+    for (size_t i = 0; i < sizeof code; i++)
+        code[i] = (uint8_t)i;
+    uint64_t code_vaddr;
+    cr_assert_eq(pk_elf_code_vaddr(in, len, &code_vaddr, &err), PK_OK, "%s", err.msg);
     pk_elf_growth g;
-    cr_assert_eq(pk_elf_grow(in, len, table, table_len, 4096, &g, &err), PK_OK, "%s: %s", path,
-                 err.msg);
+    cr_assert_eq(pk_elf_grow(in, len, table, table_len, code, sizeof code, &g, &err), PK_OK,
+                 "%s: %s", path, err.msg);
+    cr_assert_eq(g.code_vaddr, code_vaddr, "%s: code where pk_elf_code_vaddr said", path);
     /* Every original byte but the ELF header's table fields is unchanged. */
     size_t ehsize = in[4] == ELFCLASS64 ? 64 : 52;
     cr_assert_eq(memcmp(g.data + ehsize, in + ehsize, len - ehsize), 0, "%s", path);
@@ -107,9 +113,9 @@ static void grow_and_run(const char *path, char *const argv[])
     cr_assert_eq(back.count, 1);
     cr_assert_eq(back.patches[0].cls, PK_CLASS_PUSHF);
     pk_patch_table_free(&back);
-    cr_assert_eq(g.code_offset + 4096 <= g.len, true);
+    cr_assert_eq(g.code_offset + sizeof code <= g.len, true);
     expect_headers_at_ehdr_plus_phoff(&g);
-    cr_assert_eq(g.data[g.code_offset], 0xCC);
+    cr_assert_eq(memcmp(g.data + g.code_offset, code, sizeof code), 0);
 
     /* The grown file loads and runs as the original does. */
     char grown[] = "/tmp/popek-grown-XXXXXX";
@@ -175,12 +181,12 @@ Test(elfgrow, refuses_what_it_cannot_grow)
     static const uint8_t junk[64] = { 0x7f, 'E', 'L', 'F' };
     pk_elf_growth g;
     pk_error err;
-    cr_assert_neq(pk_elf_grow(junk, sizeof junk, NULL, 0, 0, &g, &err), PK_OK);
+    cr_assert_neq(pk_elf_grow(junk, sizeof junk, NULL, 0, NULL, 0, &g, &err), PK_OK);
     cr_assert_null(g.data);
     size_t len;
     uint8_t *in = slurp("/bin/true", &len);
     in[18] = 183; /* aarch64 */
-    cr_assert_eq(pk_elf_grow(in, len, NULL, 0, 0, &g, &err), PK_ERR_UNSUPPORTED);
+    cr_assert_eq(pk_elf_grow(in, len, NULL, 0, NULL, 0, &g, &err), PK_ERR_UNSUPPORTED);
     free(in);
 }
 
@@ -197,8 +203,11 @@ Test(elfgrow, added_code_segment_is_not_scanned_as_the_programs_code)
     size_t table_len;
     pk_error err;
     cr_assert_eq(pk_patch_table_encode(&t, &table, &table_len, &err), PK_OK);
+    uint8_t code[4096];
+    memset(code, 0xCC, sizeof code);
     pk_elf_growth g;
-    cr_assert_eq(pk_elf_grow(in, len, table, table_len, 4096, &g, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(pk_elf_grow(in, len, table, table_len, code, sizeof code, &g, &err), PK_OK,
+                 "%s", err.msg);
     pk_image before, after;
     cr_assert_eq(pk_image_load_elf_memory(&before, in, len, "true", &err), PK_OK, "%s", err.msg);
     cr_assert_eq(pk_image_load_elf_memory(&after, g.data, g.len, "grown", &err), PK_OK, "%s",

@@ -37,7 +37,7 @@ Test(image, elf_regions_symbols_and_entry)
     pk_image_free(&img);
 }
 
-Test(image, symbol_map_adds_text_symbols)
+Test(image, symbol_map_adds_symbols_text_ones_as_functions)
 {
     char path[] = "/tmp/popek-map-XXXXXX";
     int fd = mkstemp(path);
@@ -45,6 +45,7 @@ Test(image, symbol_map_adds_text_symbols)
     fputs("0000000000001000 T start\n"
           "0000000000001010 t helper\n"
           "0000000000002000 D data\n"
+          "0000000000000040 A absolute\n"
           "0000000000001008 W weak\n", f);
     fclose(f);
     static const uint8_t code[0x40] = { 0x90 };
@@ -54,7 +55,9 @@ Test(image, symbol_map_adds_text_symbols)
                  PK_OK);
     cr_assert_eq(pk_image_add_symbol_map(&img, path, &err), PK_OK, "%s", err.msg);
     unlink(path);
-    cr_assert_eq(img.nsymbols, 3, "data symbols are left out");
+    cr_assert_eq(img.nsymbols, 4, "all but the absolute symbol");
+    for (size_t i = 0; i < img.nsymbols; i++)
+        cr_assert_eq(img.symbols[i].func, strcmp(img.symbols[i].name, "data") != 0);
     cr_assert_str_eq(pk_image_symbol_at(&img, NULL, 0x1004)->name, "start");
     cr_assert_str_eq(pk_image_symbol_at(&img, NULL, 0x1008)->name, "weak");
     cr_assert_str_eq(pk_image_symbol_at(&img, NULL, 0x103f)->name, "helper");

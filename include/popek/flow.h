@@ -1,0 +1,84 @@
+/* popek — what the patcher must know of control flow before it moves an
+ * instruction.
+ *
+ * A jump patch over a short site displaces the instructions after it into
+ * a trampoline; that is safe only where control never arrives in the
+ * middle of the replaced bytes. Direct branches are found by decoding (the
+ * scan's target map, scan.h); this gathers the rest from the file:
+ * symbols and the entry point, relocations, code addresses stored in data,
+ * exception-handling landing pads, and a Linux kernel's own tables of code
+ * addresses. It also knows which bytes must not move at all (a kernel
+ * rewrites or looks up some code by address) and where functions begin and
+ * end (a function with a jump table whose targets are unknown moves
+ * nothing). */
+#ifndef POPEK_FLOW_H
+#define POPEK_FLOW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "popek/image.h"
+#include "popek/status.h"
+
+typedef struct pk_range {
+    uint64_t lo, hi;        /* [lo, hi) */
+} pk_range;
+
+typedef struct pk_flow {
+    /* Addresses in code that control may reach other than by falling
+     * through or by a direct branch: sorted, unique. */
+    uint64_t *targets;
+    size_t ntargets;
+    /* Bytes something rewrites at run time (a kernel's alternatives, jump
+     * labels, static calls...): no jump may cover them. Sorted by lo, not
+     * overlapping. */
+    pk_range *pinned;
+    size_t npinned;
+    /* Instructions a kernel finds by their address (a faulting
+     * instruction's fixup, a BUG's UD2): they must not move. A patched
+     * site among them may still take a jump: a monitor emulates it at its
+     * own address. Sorted by lo, not overlapping. */
+    pk_range *anchored;
+    size_t nanchored;
+    /* Known function extents: sorted by lo, not overlapping. */
+    pk_range *functions;
+    size_t nfunctions;
+    /* What each source gave, before duplicates are dropped (one address
+     * may count under several). */
+    struct {
+        size_t symbols;         /* targets: symbols in code, the entry point */
+        size_t relocations;     /* targets: relocation addends and S+A values in code */
+        size_t data_pointers;   /* targets: pointer-sized values that point into code */
+        size_t landing_pads;    /* targets: landing pads (.gcc_except_table) and
+                                 * personality routines (.eh_frame) */
+        size_t kernel_tables;   /* entries used (targets, pins or both) of __ex_table,
+                                 * __jump_table, ..., .altinstructions */
+    } from;
+} pk_flow;
+
+/* Gathers img's flow facts (patcher/flow.c says from where). What cannot
+ * be read pins what it covers when that is known (an unreadable LSDA pins
+ * its function). Errors: PK_ERR_USAGE (no image, or one without code),
+ * PK_ERR_FORMAT for what the image claims to have but cannot be read and
+ * whose reach is unknown (an .eh_frame that cannot be walked, a kernel
+ * table no known layout fits, a section past the end of the file),
+ * PK_ERR_NOMEM. On error flow is left empty. */
+pk_status pk_flow_build(const pk_image *img, pk_flow *flow, pk_error *err);
+
+void pk_flow_free(pk_flow *flow);
+
+/* True when some target lies in [lo, hi). */
+bool pk_flow_has_target(const pk_flow *flow, uint64_t lo, uint64_t hi);
+
+/* True when some pinned byte lies in [lo, hi). */
+bool pk_flow_is_pinned(const pk_flow *flow, uint64_t lo, uint64_t hi);
+
+/* True when some anchored byte lies in [lo, hi). */
+bool pk_flow_is_anchored(const pk_flow *flow, uint64_t lo, uint64_t hi);
+
+/* The known function containing addr, in *fn (fn may be NULL); false when
+ * none is known. */
+bool pk_flow_function_at(const pk_flow *flow, uint64_t addr, pk_range *fn);
+
+#endif

@@ -1,0 +1,314 @@
+/* popek — unit tests: the patch plan's choice of tactic (patch.c), on an
+ * ELF file assembled here: one function per rule, each with a PUSHF site. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "popek/popek.h"
+
+static const char source[] =
+    "    .text\n"
+    "    .globl _start\n"
+    "_start: mov $60, %eax\n"
+    "    xor %edi, %edi\n"
+    "    syscall\n"
+    /* The instruction after PUSHF moves: a RIP-relative load. */
+    "    .p2align 4\n"
+    "    .type moves_load, @function\n"
+    "moves_load: pushf\n"
+    "    mov var(%rip), %rax\n"
+    "    pop %rcx\n"
+    "    ret\n"
+    "    .size moves_load, .-moves_load\n"
+    /* A loop lands right after PUSHF, at the function's start: INT3. */
+    "    .p2align 4\n"
+    "    .type loop_inside, @function\n"
+    "loop_inside: pushf\n"
+    "1:  dec %ecx\n"
+    "    jnz 1b\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "    .size loop_inside, .-loop_inside\n"
+    /* The same, with an instruction before PUSHF: the jump starts there. */
+    "    .p2align 4\n"
+    "    .type starts_before, @function\n"
+    "starts_before: mov $3, %ecx\n"
+    "    pushf\n"
+    "1:  dec %ecx\n"
+    "    jnz 1b\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "    .size starts_before, .-starts_before\n"
+    /* RET within five bytes: the bytes after it are dead padding. */
+    "    .p2align 4\n"
+    "    .type dead_after_ret, @function\n"
+    "dead_after_ret: pushf\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "    .size dead_after_ret, .-dead_after_ret\n"
+    /* A call would leave its return address in a trampoline. */
+    "    .p2align 4\n"
+    "    .type calls, @function\n"
+    "calls: pushf\n"
+    "    call moves_load\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "    .size calls, .-calls\n"
+    /* An ENDBR64 after PUSHF marks an indirect-branch target. */
+    "    .p2align 4\n"
+    "    .type endbr, @function\n"
+    "endbr: pushf\n"
+    "    endbr64\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "    .size endbr, .-endbr\n"
+    /* A jump through a register: its targets are unknown. */
+    "    .p2align 4\n"
+    "    .type opaque, @function\n"
+    "opaque: pushf\n"
+    "    pop %rax\n"
+    "    mov %rdi, %rax\n"
+    "    jmp *%rax\n"
+    "    .size opaque, .-opaque\n"
+    /* A pointer in data names the instruction after PUSHF. */
+    "    .p2align 4\n"
+    "    .type pointed_at, @function\n"
+    "pointed_at: pushf\n"
+    "pointed_at_pop: pop %rax\n"
+    "    add $1, %rax\n"
+    "    ret\n"
+    "    .size pointed_at, .-pointed_at\n"
+    /* The kernel's exception table names the instruction after PUSHF. */
+    "    .p2align 4\n"
+    "    .type in_ex_table, @function\n"
+    "in_ex_table: pushf\n"
+    "2:  mov (%rdi), %rax\n"
+    "    pop %rcx\n"
+    "    ret\n"
+    "    .size in_ex_table, .-in_ex_table\n"
+    "    .pushsection __ex_table, \"a\"\n"
+    "    .balign 4\n"
+    "    .long 2b - ., in_ex_table - ., 0\n"
+    "    .popsection\n"
+    "    .data\n"
+    "    .p2align 3\n"
+    "var: .quad 42\n"
+    "    .quad pointed_at_pop\n";
+
+static char dir[] = "/tmp/popek-plan-XXXXXX";
+static char path[300];
+
+static void build(void)
+{
+    cr_assert_not_null(mkdtemp(dir));
+    char src[300], cmd[1024];
+    snprintf(src, sizeof src, "%s/plan.S", dir);
+    snprintf(path, sizeof path, "%s/plan", dir);
+    FILE *f = fopen(src, "w");
+    cr_assert_not_null(f);
+    fputs(source, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "gcc -nostdlib -static -no-pie -Wl,--build-id=none %s -o %s", src,
+             path);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+static void clean(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
+TestSuite(plan, .init = build, .fini = clean);
+
+typedef struct planned {
+    pk_image img;
+    pk_scan scan;
+    pk_flow flow;
+    pk_plan plan;
+} planned;
+
+static void plan_file(planned *p, pk_tactic_choice tactic, bool passthrough)
+{
+    pk_error err;
+    cr_assert_eq(pk_image_load_file(&p->img, path, &err), PK_OK, "%s", err.msg);
+    pk_scan_options so = { .sets = PK_SET_PG, .flow = true };
+    cr_assert_eq(pk_scan_image(&p->img, &so, &p->scan, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(pk_flow_build(&p->img, &p->flow, &err), PK_OK, "%s", err.msg);
+    uint64_t code;
+    cr_assert_eq(pk_elf_code_vaddr(p->img.data, p->img.data_len, &code, &err), PK_OK);
+    pk_plan_options po = { .tactic = tactic, .passthrough = passthrough };
+    cr_assert_eq(pk_patch_plan(&p->img, &p->scan, &p->flow, code, &po, &p->plan, &err), PK_OK,
+                 "%s", err.msg);
+}
+
+static void planned_free(planned *p)
+{
+    pk_plan_free(&p->plan);
+    pk_flow_free(&p->flow);
+    pk_scan_free(&p->scan);
+    pk_image_free(&p->img);
+}
+
+static uint64_t symbol(const pk_image *img, const char *name)
+{
+    for (size_t i = 0; i < img->nsymbols; i++)
+        if (!strcmp(img->symbols[i].name, name))
+            return img->symbols[i].addr;
+    cr_assert_fail("no symbol %s", name);
+    return 0;
+}
+
+/* The tactic of the PUSHF at the start of function name (+ skip bytes). */
+static const pk_patch *pushf_patch(const planned *p, const char *name, unsigned skip)
+{
+    const pk_patch *patch = pk_patch_table_find(&p->plan.table, symbol(&p->img, name) + skip);
+    cr_assert_not_null(patch, "no patch in %s", name);
+    cr_assert_eq(patch->cls, PK_CLASS_PUSHF);
+    return patch;
+}
+
+/* Decodes the trampoline instruction at addr from the plan's code. */
+static void decode_trampoline(const pk_plan *plan, uint64_t addr, ZydisDecodedInstruction *insn,
+                              ZydisDecodedOperand *ops)
+{
+    ZydisDecoder dec;
+    ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    cr_assert(addr >= plan->code_vaddr && addr < plan->code_vaddr + plan->code_len);
+    size_t off = addr - plan->code_vaddr;
+    cr_assert(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, plan->code + off, plan->code_len - off,
+                                                  insn, ops)));
+}
+
+Test(plan, a_rip_relative_load_moved_reads_the_same_address)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    const pk_patch *patch = pushf_patch(&p, "moves_load", 0);
+    cr_assert_eq(patch->tactic, PK_TACTIC_JMP_DISPLACED);
+    const pk_jump *j = pk_patch_table_jump_at(&p.plan.table, patch->site);
+    cr_assert_not_null(j);
+    cr_assert_eq(j->site, patch->site);
+    cr_assert_eq(j->len, 8, "pushf and the 7-byte load");
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    decode_trampoline(&p.plan, patch->trampoline, &insn, ops);
+    cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_INT3, "the monitor's entry for the PUSHF");
+    decode_trampoline(&p.plan, patch->trampoline + 1, &insn, ops);
+    cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_MOV);
+    ZyanU64 addr;
+    cr_assert(ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &ops[1], patch->trampoline + 1,
+                                                    &addr)));
+    cr_assert_eq(addr, symbol(&p.img, "var"));
+    planned_free(&p);
+}
+
+Test(plan, a_branch_target_inside_forces_int3)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    cr_assert_eq(pushf_patch(&p, "loop_inside", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "pointed_at", 0)->tactic, PK_TACTIC_INT3,
+                 "a pointer in data is a target");
+    cr_assert_geq(p.plan.nojump[PK_NOJUMP_TARGET], 2);
+    planned_free(&p);
+}
+
+Test(plan, a_jump_may_start_before_the_site)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    uint64_t fn = symbol(&p.img, "starts_before");
+    const pk_patch *patch = pushf_patch(&p, "starts_before", 5);
+    cr_assert_eq(patch->tactic, PK_TACTIC_JMP_DISPLACED);
+    const pk_jump *j = pk_patch_table_jump_at(&p.plan.table, patch->site);
+    cr_assert_eq(j->site, fn, "the jump replaces the mov before the pushf");
+    cr_assert_eq(j->len, 6, "and ends before the loop's target");
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    decode_trampoline(&p.plan, j->trampoline, &insn, ops);
+    cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_MOV, "the moved mov runs first");
+    cr_assert_eq(patch->trampoline, j->trampoline + insn.length);
+    planned_free(&p);
+}
+
+Test(plan, bytes_after_a_ret_are_dead)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    const pk_patch *patch = pushf_patch(&p, "dead_after_ret", 0);
+    cr_assert_eq(patch->tactic, PK_TACTIC_JMP_DISPLACED);
+    const pk_jump *j = pk_patch_table_jump_at(&p.plan.table, patch->site);
+    cr_assert_eq(j->len, 5, "pushf, pop, ret and two bytes of padding");
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    decode_trampoline(&p.plan, patch->trampoline + 2, &insn, ops);
+    cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_RET);
+    planned_free(&p);
+}
+
+Test(plan, what_cannot_move_forces_int3)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    cr_assert_eq(pushf_patch(&p, "calls", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "endbr", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "opaque", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "in_ex_table", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_RELOCATE], 1);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_ENDBR], 1);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_OPAQUE], 1);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_PINNED], 1);
+    planned_free(&p);
+}
+
+Test(plan, tactics_as_asked)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_INT3, false);
+    cr_assert_eq(p.plan.table.njumps, 0);
+    cr_assert_eq(p.plan.code_len, 0);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_CHOSEN], p.plan.table.count);
+    planned_free(&p);
+
+    /* Jumps only: a site none fits is an error, or, allowed, a skip. */
+    pk_error err;
+    cr_assert_eq(pk_image_load_file(&p.img, path, &err), PK_OK);
+    pk_scan_options so = { .sets = PK_SET_PG, .flow = true };
+    cr_assert_eq(pk_scan_image(&p.img, &so, &p.scan, &err), PK_OK);
+    cr_assert_eq(pk_flow_build(&p.img, &p.flow, &err), PK_OK);
+    pk_plan_options po = { .tactic = PK_CHOOSE_JMP };
+    cr_assert_eq(pk_patch_plan(&p.img, &p.scan, &p.flow, 0x800000, &po, &p.plan, &err),
+                 PK_ERR_UNSUPPORTED);
+    cr_assert(strstr(err.msg, "no jump fits"), "%s", err.msg);
+    po.allow_skip = true;
+    cr_assert_eq(pk_patch_plan(&p.img, &p.scan, &p.flow, 0x800000, &po, &p.plan, &err), PK_OK);
+    for (size_t i = 0; i < p.plan.table.count; i++)
+        cr_assert_neq(p.plan.table.patches[i].tactic, PK_TACTIC_INT3);
+    cr_assert_geq(p.plan.nskips, 6);
+    planned_free(&p);
+}
+
+Test(plan, passthrough_leaves_int3_sites_alone)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, true);
+    cr_assert(p.plan.table.flags & PK_TABLE_PASSTHROUGH);
+    for (size_t i = 0; i < p.plan.table.count; i++)
+        cr_assert_neq(p.plan.table.patches[i].tactic, PK_TACTIC_INT3);
+    cr_assert_null(pk_patch_table_find(&p.plan.table, symbol(&p.img, "loop_inside")));
+    bool listed = false;
+    for (size_t i = 0; i < p.plan.nskips; i++)
+        listed |= p.plan.skips[i].site == symbol(&p.img, "loop_inside");
+    cr_assert(listed, "a site left alone is listed with its reason");
+    /* The PUSHF itself runs in the trampoline. */
+    const pk_patch *patch = pushf_patch(&p, "moves_load", 0);
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    decode_trampoline(&p.plan, patch->trampoline, &insn, ops);
+    cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_PUSHFQ);
+    planned_free(&p);
+}
