@@ -13,6 +13,7 @@
  * jump is not safe the site takes INT3. */
 #include "popek/patch.h"
 
+#include <elf.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -211,6 +212,10 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, span *sp
             return PK_NOJUMP_ENDBR;
         } else if (insn.meta.category == ZYDIS_CATEGORY_INTERRUPT) {
             return PK_NOJUMP_TRAP;
+        } else if (pk_call_can_end_jump(&insn, r->bits) &&
+                   !(pl->img->x86_features & GNU_PROPERTY_X86_FEATURE_1_SHSTK)) {
+            if (at + insn.length < need)
+                return PK_NOJUMP_RELOCATE; /* its return address would be in the trampoline */
         } else if (!pk_relocatable(&insn, at, r->bits, &why)) {
             return PK_NOJUMP_RELOCATE;
         }
@@ -255,7 +260,7 @@ static pk_nojump jump_span(const planner *pl, size_t i, uint64_t floor, span *sp
     if (pk_image_alt_at(pl->img, s->vaddr))
         return PK_NOJUMP_ALTERNATIVE;
     pk_nojump why = jump_from(pl, i, s->vaddr, sp);
-    if (why == PK_NOJUMP_COUNT || why == PK_NOJUMP_OPAQUE || why == PK_NOJUMP_PINNED)
+    if (why == PK_NOJUMP_COUNT || why == PK_NOJUMP_OPAQUE)
         return why;
     uint64_t before[MAX_BEFORE];
     size_t n = starts_before(pl, s, floor, before);

@@ -19,6 +19,16 @@
  * instruction that does not fall through (a RET, a JMP) are dead, since no
  * branch lands among a jump's bytes, and are not copied.
  *
+ * A relative CALL may end a jump's bytes (64-bit code). Copied as a call it
+ * would leave a return address inside the trampoline, where unwinders find
+ * no frame information; instead the trampoline pushes the call's own
+ * return address, the first byte after the jump, in the original code:
+ *
+ *   push rax; lea rax, [rip -> return address]; xchg [rsp], rax; jmp target
+ *
+ * (RIP-relative, so right wherever a PIE or library is loaded; no flags
+ * change, as with CALL.)
+ *
  * Every byte comes from ZydisEncoderEncodeInstructionAbsolute: it takes
  * absolute branch targets and RIP-relative addresses, computes the relative
  * fields for the address the bytes will run at, and picks a branch's width
@@ -220,6 +230,84 @@ static const char *difference(const decoded *a, const decoded *b)
     return NULL;
 }
 
+/* ---- a call that ends a jump ------------------------------------------------ */
+
+static bool is_relative_call(const ZydisDecodedInstruction *insn)
+{
+    return insn->mnemonic == ZYDIS_MNEMONIC_CALL &&
+           insn->meta.branch_type == ZYDIS_BRANCH_TYPE_NEAR &&
+           (insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE);
+}
+
+bool pk_call_can_end_jump(const ZydisDecodedInstruction *insn, unsigned bits)
+{
+    return bits == 64 && is_relative_call(insn);
+}
+
+/* The four instructions standing for the call o (see the top), at t. */
+static bool encode_call(const decoded *o, uint64_t t, uint8_t *buf, size_t *len)
+{
+    uint64_t target, back = o->at + o->insn.length;
+    if (!absolute(o, &o->ops[0], &target))
+        return false;
+    ZydisEncoderRequest req[4];
+    request_init(&req[0], 64, ZYDIS_MNEMONIC_PUSH);
+    req[0].operand_count = 1;
+    req[0].operands[0] = (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_REGISTER,
+                                                .reg.value = ZYDIS_REGISTER_RAX };
+    request_init(&req[1], 64, ZYDIS_MNEMONIC_LEA);
+    req[1].operand_count = 2;
+    req[1].operands[0] = req[0].operands[0];
+    req[1].operands[1] = (ZydisEncoderOperand){
+        .type = ZYDIS_OPERAND_TYPE_MEMORY,
+        .mem = { .base = ZYDIS_REGISTER_RIP, .displacement = (ZyanI64)back, .size = 8 } };
+    request_init(&req[2], 64, ZYDIS_MNEMONIC_XCHG);
+    req[2].operand_count = 2;
+    req[2].operands[0] = (ZydisEncoderOperand){
+        .type = ZYDIS_OPERAND_TYPE_MEMORY, .mem = { .base = ZYDIS_REGISTER_RSP, .size = 8 } };
+    req[2].operands[1] = req[0].operands[0];
+    size_t n = 0, k;
+    for (unsigned i = 0; i < 3; i++) {
+        if (!encode(&req[i], t + n, buf ? buf + n : NULL, &k))
+            return false;
+        n += k;
+    }
+    if (!encode_jmp(64, t + n, target, buf ? buf + n : NULL, &k))
+        return false;
+    *len = n + k;
+    return true;
+}
+
+/* Whether the trampoline bytes at t (n of them) are encode_call's for o;
+ * *len gets their size. */
+static bool is_call_counterpart(const ZydisDecoder *dec, const decoded *o, const uint8_t *b,
+                                size_t n, uint64_t t, size_t *len)
+{
+    uint64_t target, back = o->at + o->insn.length, a;
+    decoded d[4];
+    size_t off = 0;
+    for (unsigned i = 0; i < 4; off += d[i].insn.length, i++)
+        if (off >= n || !decode(dec, b + off, n - off, t + off, &d[i]))
+            return false;
+    const ZydisDecodedOperand *xm = &d[2].ops[0], *xr = &d[2].ops[1];
+    if (xm->type != ZYDIS_OPERAND_TYPE_MEMORY)
+        xm = &d[2].ops[1], xr = &d[2].ops[0];
+    *len = off;
+    return absolute(o, &o->ops[0], &target) &&
+           d[0].insn.mnemonic == ZYDIS_MNEMONIC_PUSH &&
+           d[0].ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+           d[0].ops[0].reg.value == ZYDIS_REGISTER_RAX &&
+           d[1].insn.mnemonic == ZYDIS_MNEMONIC_LEA &&
+           d[1].ops[0].reg.value == ZYDIS_REGISTER_RAX && is_rip_relative(&d[1].ops[1]) &&
+           absolute(&d[1], &d[1].ops[1], &a) && a == back &&
+           d[2].insn.mnemonic == ZYDIS_MNEMONIC_XCHG && d[2].insn.operand_width == 64 &&
+           xm->type == ZYDIS_OPERAND_TYPE_MEMORY && xm->mem.base == ZYDIS_REGISTER_RSP &&
+           xm->mem.index == ZYDIS_REGISTER_NONE && !xm->mem.disp.has_displacement &&
+           xr->type == ZYDIS_OPERAND_TYPE_REGISTER && xr->reg.value == ZYDIS_REGISTER_RAX &&
+           d[3].insn.mnemonic == ZYDIS_MNEMONIC_JMP && is_relative_imm(&d[3].ops[0]) &&
+           absolute(&d[3], &d[3].ops[0], &a) && a == target;
+}
+
 /* ---- relocatable instructions -------------------------------------------------- */
 
 /* A RIP-relative memory operand, seen from the instruction alone. */
@@ -408,6 +496,13 @@ pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, u
             request_init(&req, bits, ZYDIS_MNEMONIC_INT3);
             if (!encode(&req, t, out, &n))
                 return pk_fail(err, PK_ERR_INTERNAL, "the Zydis encoder refuses int3");
+        } else if (!is_site && pk_call_can_end_jump(&o.insn, bits) &&
+                   off + o.insn.length == j->len) {
+            if (!encode_call(&o, t, out, &n))
+                return pk_fail(err, PK_ERR_UNSUPPORTED, "jump at 0x%llx: the call at 0x%llx "
+                               "cannot reach its target from 0x%llx",
+                               (unsigned long long)j->site, (unsigned long long)o.at,
+                               (unsigned long long)t);
         } else {
             PK_CHECK(relocate(&dec, j, &o, bits, t, out, &n, err));
         }
@@ -465,6 +560,16 @@ pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t ns
         PK_CHECK(original(&dec, j, off, &o, PK_ERR_FORMAT, err));
         PK_CHECK(next_site(j, sites, nsites, &k, &o, &is_site, PK_ERR_FORMAT, err));
         dead = pk_insn_ends_path(&o.insn);
+        size_t n;
+        if (!is_site && pk_call_can_end_jump(&o.insn, bits) && off + o.insn.length == j->len) {
+            if (!is_call_counterpart(&dec, &o, tramp + toff, tramp_len - toff, t, &n))
+                return pk_fail(err, PK_ERR_FORMAT, "jump at 0x%llx: instruction %zu (%s at "
+                               "0x%llx) has no push of its return address and jump to its "
+                               "target at 0x%llx", site, i, text(&o, s, sizeof s),
+                               (unsigned long long)o.at, (unsigned long long)t);
+            copy.insn.length = (ZyanU8)n;
+            continue;
+        }
         if (!decode(&dec, tramp + toff, tramp_len - toff, t, &copy))
             return pk_fail(err, PK_ERR_FORMAT, "jump at 0x%llx: no instruction at 0x%llx in "
                            "the trampoline for instruction %zu (%s at 0x%llx)", site,

@@ -61,6 +61,10 @@ typedef struct pk_image {
     uint64_t entry;
     bool has_entry;
 
+    /* The x86 feature bits of the file's GNU property note
+     * (GNU_PROPERTY_X86_FEATURE_1_IBT 1, _SHSTK 2): how the program runs. */
+    uint32_t x86_features;
+
     pk_alt *alts;           /* sorted by repl address */
     size_t nalts;
     unsigned alt_entry_size; /* detected .altinstructions entry size, or 0 */

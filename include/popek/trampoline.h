@@ -26,6 +26,12 @@
 bool pk_relocatable(const ZydisDecodedInstruction *insn, uint64_t addr, unsigned bits,
                     const char **why);
 
+/* Whether insn, a relative CALL, may end the bytes a jump replaces: in
+ * 64-bit code the trampoline pushes the call's own return address (in the
+ * original code) and jumps to its target. Not where a shadow stack is in
+ * force: the callee's RET would find no matching entry. */
+bool pk_call_can_end_jump(const ZydisDecodedInstruction *insn, unsigned bits);
+
 /* Emits the trampoline of jump j, at j->trampoline: the instructions of
  * j->bytes in order, each patched site (sites[0..nsites), the table's
  * patches inside j, sorted) as INT3, or with passthrough as itself, and the

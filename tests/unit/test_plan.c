@@ -48,7 +48,7 @@ static const char source[] =
     "    pop %rax\n"
     "    ret\n"
     "    .size dead_after_ret, .-dead_after_ret\n"
-    /* A call would leave its return address in a trampoline. */
+    /* A relative call ends the jump: it returns to the original code. */
     "    .p2align 4\n"
     "    .type calls, @function\n"
     "calls: pushf\n"
@@ -56,6 +56,15 @@ static const char source[] =
     "    pop %rax\n"
     "    ret\n"
     "    .size calls, .-calls\n"
+    /* A call through a register would return into the trampoline. */
+    "    .p2align 4\n"
+    "    .type calls_indirect, @function\n"
+    "calls_indirect: pushf\n"
+    "    call *%rdi\n"
+    "    pop %rax\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "    .size calls_indirect, .-calls_indirect\n"
     /* An ENDBR64 after PUSHF marks an indirect-branch target. */
     "    .p2align 4\n"
     "    .type endbr, @function\n"
@@ -250,11 +259,40 @@ Test(plan, bytes_after_a_ret_are_dead)
     planned_free(&p);
 }
 
+Test(plan, a_relative_call_moved_still_calls_the_same_target)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    const pk_patch *patch = pushf_patch(&p, "calls", 0);
+    cr_assert_eq(patch->tactic, PK_TACTIC_JMP_DISPLACED);
+    const pk_jump *j = pk_patch_table_jump_at(&p.plan.table, patch->site);
+    cr_assert_eq(j->len, 6, "pushf and the call");
+    /* int3; push rax; lea rax, [return address]; xchg [rsp], rax; jmp target */
+    static const ZydisMnemonic want[] = { ZYDIS_MNEMONIC_INT3, ZYDIS_MNEMONIC_PUSH,
+                                          ZYDIS_MNEMONIC_LEA, ZYDIS_MNEMONIC_XCHG,
+                                          ZYDIS_MNEMONIC_JMP };
+    uint64_t at = j->trampoline;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    ZyanU64 addr;
+    for (unsigned i = 0; i < 5; i++, at += insn.length) {
+        decode_trampoline(&p.plan, at, &insn, ops);
+        cr_assert_eq(insn.mnemonic, want[i], "instruction %u", i);
+        if (insn.mnemonic == ZYDIS_MNEMONIC_LEA) {
+            cr_assert(ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &ops[1], at, &addr)));
+            cr_assert_eq(addr, j->site + j->len, "the return address is the original code's");
+        }
+    }
+    cr_assert(ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &ops[0], at - insn.length, &addr)));
+    cr_assert_eq(addr, symbol(&p.img, "moves_load"), "the call's target");
+    planned_free(&p);
+}
+
 Test(plan, what_cannot_move_forces_int3)
 {
     planned p = { 0 };
     plan_file(&p, PK_CHOOSE_AUTO, false);
-    cr_assert_eq(pushf_patch(&p, "calls", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "calls_indirect", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "endbr", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "opaque", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "in_ex_table", 0)->tactic, PK_TACTIC_INT3);

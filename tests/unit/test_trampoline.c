@@ -328,8 +328,11 @@ static void emit_fails(unsigned bits, uint64_t site, uint64_t tramp, const uint8
 
 Test(trampoline, emit_refuses_what_cannot_move_or_reach)
 {
-    static const uint8_t call[] = { 0x9c, 0xe8, 0x00, 0x00, 0x00, 0x00 };
+    /* a call that does not end the jump would return into the trampoline */
+    static const uint8_t call[] = { 0x9c, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x90 };
     emit_fails(64, 0x401000, 0x402000, call, sizeof call, PK_ERR_UNSUPPORTED, "call");
+    /* one that does, in 32-bit code, where no RIP-relative lea finds it */
+    emit_fails(32, 0x401000, 0x402000, call, sizeof call - 1, PK_ERR_UNSUPPORTED, "call");
     /* pushfq; mov rax, [rip+0x1234], with the trampoline 4 GiB away */
     static const uint8_t load[] = { 0x9c, 0x48, 0x8b, 0x05, 0x34, 0x12, 0x00, 0x00 };
     emit_fails(64, 0x401000, 0x401000 + (4ull << 30), load, sizeof load, PK_ERR_UNSUPPORTED,
@@ -510,11 +513,13 @@ static void protect(uint8_t *page, int prot)
 
 typedef uint64_t (*fn)(uint64_t);
 
-/* Two functions to patch, each starting with pushfq:
+/* Three functions to patch, each starting with pushfq:
  *   load(): flags & 0x202 (IF and the always-set bit 1) + global, read
  *           RIP-relatively: the jump covers pushfq and the load;
- *   pick(x): x ? x + 1 : 42: the jump covers pushfq, test and jz rel8. */
-enum { LOAD = 0, PICK = 0x40 };
+ *   pick(x): x ? x + 1 : 42: the jump covers pushfq, test and jz rel8;
+ *   calls(): load(): the jump covers pushfq and the call, whose callee
+ *           returns to the original code. */
+enum { LOAD = 0, PICK = 0x40, CALLS = 0x80 };
 
 static void write_functions(uint8_t *code)
 {
@@ -541,6 +546,15 @@ static void write_functions(uint8_t *code)
     int32_t d = (int32_t)((uint64_t)(uintptr_t)&global - ((uint64_t)(uintptr_t)code + LOAD + 8));
     memcpy(code + LOAD + 4, &d, 4);
     memcpy(code + PICK, pick, sizeof pick);
+    static const uint8_t calls[] = {
+        0x9c,                               /* pushfq */
+        0xe8, 0, 0, 0, 0,                   /* call load */
+        0x59,                               /* pop rcx */
+        0xc3,                               /* ret */
+    };
+    memcpy(code + CALLS, calls, sizeof calls);
+    d = LOAD - (CALLS + 6);
+    memcpy(code + CALLS + 2, &d, 4);
 }
 
 /* Patches the function at code + off with a jump of len bytes to a
@@ -565,25 +579,29 @@ static void run_patched(bool passthrough, fixture *f)
     write_functions(code);
     protect(code, PROT_READ | PROT_EXEC);
     fn load = (fn)(void *)(code + LOAD), pick = (fn)(void *)(code + PICK);
+    fn calls = (fn)(void *)(code + CALLS);
     uint64_t want = global + 0x202;
     cr_assert_eq(load(0), want, "native");
     cr_assert_eq(pick(0), 42);
     cr_assert_eq(pick(5), 6);
+    cr_assert_eq(calls(0), want);
 
     protect(code, PROT_READ | PROT_WRITE);
     patch(code, tramp, LOAD, 8, passthrough, &f[0]);
     patch(code, tramp, PICK, 5, passthrough, &f[1]);
+    patch(code, tramp, CALLS, 6, passthrough, &f[2]);
     protect(code, PROT_READ | PROT_EXEC);
     protect(tramp, PROT_READ | PROT_EXEC);
     cr_assert_eq(code[LOAD + 5], 0xCC, "the jump's tail is int3");
     cr_assert_eq(load(0), want, "patched");
     cr_assert_eq(pick(0), 42, "patched, jz taken");
     cr_assert_eq(pick(5), 6, "patched, jz not taken");
+    cr_assert_eq(calls(0), want, "patched, the call moved");
 }
 
 Test(trampoline, passthrough_trampolines_run_on_the_cpu)
 {
-    fixture f[2];
+    fixture f[3];
     run_patched(true, f);
 }
 
@@ -608,9 +626,9 @@ Test(trampoline, int3_trampolines_run_on_the_cpu)
 {
     struct sigaction sa = { .sa_sigaction = emulate_pushf, .sa_flags = SA_SIGINFO };
     cr_assert_eq(sigaction(SIGTRAP, &sa, NULL), 0);
-    fixture f[2];
+    fixture f[3];
     run_patched(false, f);
-    cr_assert_eq(ntraps, 3, "one trap per patched call");
+    cr_assert_eq(ntraps, 5, "one trap per patched pushfq run");
     cr_assert_eq(traps[0], f[0].sites[0].trampoline + 1, "the trap is at the site's INT3");
     cr_assert_eq(traps[1], f[1].sites[0].trampoline + 1);
     cr_assert_eq(traps[2], f[1].sites[0].trampoline + 1);
