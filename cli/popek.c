@@ -512,14 +512,23 @@ static int cmd_patch(int argc, char **argv)
                     "only ELF files can be patched (a bzImage: popek extract it first)");
     if (s == PK_OK)
         s = pk_elf_code_vaddr(img.data, img.data_len, &code_vaddr, &err);
+    bool progress = isatty(STDERR_FILENO);
+    if (progress) {
+        so.progress = show_progress;
+        so.progress_ctx = (void *)in;
+    }
     if (s == PK_OK)
         s = pk_scan_image(&img, &so, &scan, &err);
+    if (progress)
+        fprintf(stderr, "\r\033[Kpopek: planning %zu sites\r", scan.nsites);
     if (s == PK_OK && po.tactic != PK_CHOOSE_INT3)
         s = pk_flow_build(&img, &flow, &err);
     if (s == PK_OK)
         s = pk_patch_plan(&img, &scan, &flow, code_vaddr, &po, &plan, &err);
     if (s == PK_OK)
         s = pk_patch_write_elf(&img, &plan, &data, &len, &err);
+    if (progress)
+        fputs("\r\033[K", stderr);
     int rc = s == PK_OK ? write_file_atomically(out, data, len, mode) : input_error(in, &err);
 
     if (!rc) {

@@ -334,3 +334,67 @@ Test(sweep, chunk_sizes_at_the_limits)
     expect_identical(&img, 3, 1, 0);
     pk_image_free(&img);
 }
+
+/* ---- what the sweeps note for the patcher (pk_scan_options.flow) ------------ */
+
+static pk_scan scan_flow(pk_image *img, unsigned sweeps, unsigned threads, uint64_t chunk)
+{
+    pk_scan s;
+    pk_error err;
+    pk_scan_options o = { .sweeps = sweeps, .flow = true, .threads = threads,
+                          .chunk_size = chunk };
+    cr_assert_eq(pk_scan_image(img, &o, &s, &err), PK_OK, "%s", err.msg);
+    return s;
+}
+
+Test(sweep, flow_notes_the_code_addresses_instructions_name)
+{
+    uint8_t code[0x60];
+    memset(code, 0x90, sizeof code);
+    static const uint8_t head[] = {
+        0xe8, 0x1b, 0x00, 0x00, 0x00,             /* 1000: call 0x1020 */
+        0x48, 0x8d, 0x05, 0x24, 0x00, 0x00, 0x00, /* 1005: lea rax, [rip+0x24] = 0x1030 */
+        0xbf, 0x40, 0x10, 0x00, 0x00,             /* 100c: mov edi, 0x1040 */
+        0xff, 0xe0,                               /* 1011: jmp rax */
+        0xff, 0x25, 0x00, 0x10, 0x00, 0x00,       /* 1013: jmp [0x2019]: a tail call */
+        0x74, 0x35,                               /* 1019: jz 0x1050 */
+        0xb8, 0x00, 0x00, 0x01, 0x00,             /* 101b: mov eax, 0x10000: not code */
+    };
+    memcpy(code, head, sizeof head);
+    pk_image img = load(code, sizeof code, 64, 0x1000);
+    add_root(&img, 0x1000);
+    pk_scan s = scan_flow(&img, 0, 0, 0);
+    static const uint64_t named[] = { 0x1020, 0x1030, 0x1040, 0x1050 };
+    for (unsigned i = 0; i < 4; i++)
+        cr_assert(pk_scan_has_target(&s, named[i], named[i] + 1), "0x%llx",
+                  (unsigned long long)named[i]);
+    cr_assert_not(pk_scan_has_target(&s, 0x1000, 0x1020));
+    cr_assert_not(pk_scan_has_target(&s, 0x1021, 0x1030));
+    cr_assert_eq(s.nopaque_jumps, 1, "jmp rax; not the jump through a fixed pointer");
+    cr_assert_eq(s.opaque_jumps[0], 0x1011);
+    pk_scan_free(&s);
+    pk_image_free(&img);
+}
+
+Test(sweep, flow_notes_of_the_parallel_sweep_equal_a_sequential_one, .timeout = 60)
+{
+    static const uint64_t chunks[] = { 1, 7, 333, 4096 };
+    for (unsigned seed = 1; seed <= 6; seed++) {
+        size_t len = 20000 + seed * 997;
+        uint8_t *code = random_code(seed, len);
+        pk_image img = load(code, len, seed % 2 ? 64 : 32, 0x10000);
+        pk_scan one = scan_flow(&img, PK_FOUND_LINEAR, 1, len);
+        for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+            pk_scan many = scan_flow(&img, PK_FOUND_LINEAR, 3, chunks[c]);
+            cr_assert_eq(memcmp(many.targets[0], one.targets[0], len / 8 + 1), 0,
+                         "seed %u chunk %llu", seed, (unsigned long long)chunks[c]);
+            cr_assert_eq(many.nopaque_jumps, one.nopaque_jumps);
+            cr_assert_eq(memcmp(many.opaque_jumps, one.opaque_jumps,
+                                one.nopaque_jumps * sizeof *one.opaque_jumps), 0);
+            pk_scan_free(&many);
+        }
+        pk_scan_free(&one);
+        pk_image_free(&img);
+        free(code);
+    }
+}
