@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "../scanner/internal/decoder.h"
+#include "../scanner/internal/search.h"
 
 /* An allocated section with bytes in the file. */
 typedef struct span {
@@ -1081,15 +1082,7 @@ void pk_flow_free(pk_flow *flow)
 
 bool pk_flow_has_target(const pk_flow *flow, uint64_t lo, uint64_t hi)
 {
-    size_t a = 0, b = flow->ntargets;
-    while (a < b) {
-        size_t mid = a + (b - a) / 2;
-        if (flow->targets[mid] < lo)
-            a = mid + 1;
-        else
-            b = mid;
-    }
-    return a < flow->ntargets && flow->targets[a] < hi;
+    return pk_any_in(flow->targets, flow->ntargets, lo, hi);
 }
 
 bool pk_flow_is_pinned(const pk_flow *flow, uint64_t lo, uint64_t hi)

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../scanner/internal/decoder.h"
+#include "../scanner/internal/search.h"
 #include "popek/elfgrow.h"
 #include "popek/flow.h"
 #include "popek/image.h"
@@ -111,19 +112,6 @@ typedef struct span {
     uint64_t site, end;
     size_t first, nsites;
 } span;
-
-static bool any_opaque_jump(const pk_scan *scan, uint64_t lo, uint64_t hi)
-{
-    size_t a = 0, b = scan->nopaque_jumps;
-    while (a < b) {
-        size_t mid = a + (b - a) / 2;
-        if (scan->opaque_jumps[mid] < lo)
-            a = mid + 1;
-        else
-            b = mid;
-    }
-    return a < scan->nopaque_jumps && scan->opaque_jumps[a] < hi;
-}
 
 static bool is_endbr(const ZydisDecodedInstruction *insn)
 {
@@ -242,7 +230,7 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, span *sp
     pk_range fn = { r->vaddr, r->vaddr + r->size };
     if (pl->flow)
         pk_flow_function_at(pl->flow, s->vaddr, &fn);
-    if (any_opaque_jump(pl->scan, fn.lo, fn.hi))
+    if (pk_any_in(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, fn.lo, fn.hi))
         return PK_NOJUMP_OPAQUE;
     return PK_NOJUMP_COUNT;
 }

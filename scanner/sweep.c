@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "internal/decoder.h"
+#include "internal/search.h"
 
 enum {
     CHUNK_MIN = 256 << 10,
@@ -403,15 +404,8 @@ static void *pool_thread(void *arg)
 
 static size_t find_sync(const chunk *c, uint64_t pos)
 {
-    size_t lo = 0, hi = c->nsync;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (c->sync_pos[mid] < pos)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < c->nsync && c->sync_pos[lo] == pos ? lo : SIZE_MAX;
+    size_t i = pk_lower_bound(c->sync_pos, c->nsync, pos);
+    return i < c->nsync && c->sync_pos[i] == pos ? i : SIZE_MAX;
 }
 
 static void append_from(evvec *out, const evvec *in, uint64_t off)
