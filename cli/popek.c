@@ -374,6 +374,13 @@ static int cmd_explain(int argc, char **argv)
  * that path is either untouched or complete. */
 static int write_file_atomically(const char *path, const uint8_t *data, size_t len, mode_t mode)
 {
+    /* Renaming over a device or a symbolic link would replace it, not
+     * write through it: refuse OUT that exists and is not a regular file. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "popek: %s: exists and is not a regular file\n", path);
+        return EXIT_BAD;
+    }
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= (int)sizeof tmp) {
         fprintf(stderr, "popek: %s: path too long\n", path);

@@ -690,6 +690,7 @@ static pk_status read_fde(ctx *c, cursor *k, const cie *ci, bool *ok)
         return PK_OK; /* out of code: a discarded function's FDE */
     RESERVE(c, c->fdes, c->nfdes, c->cap_fdes);
     c->fdes[c->nfdes++] = (pk_range){ lo, lo + len };
+    PK_CHECK(target(c, lo, &c->flow->from.symbols)); /* a function, maybe called through a pointer */
     if (lsda_ok && lsda)
         PK_CHECK(read_lsda(c, lsda, lo, &lsda_ok));
     return lsda_ok ? PK_OK : pin(c, lo, lo + len);
@@ -885,6 +886,51 @@ static pk_status read_ktable(ctx *c, const struct ktable *t, uint64_t addr, cons
     return PK_OK;
 }
 
+/* Tables of absolute code addresses (ELF64 kernels), between symbols:
+ * ftrace's call sites (__mcount_loc: a 5-byte NOP it turns into a call at
+ * run time), and before 6.8, paravirt call sites rewritten at boot
+ * (.parainstructions: {u8 *instr; u8 type; u8 len;}, 16 bytes). */
+static pk_status read_pointer_tables(ctx *c)
+{
+    static const struct {
+        const char *start, *stop;
+        unsigned entry_size;
+        int len_at;             /* offset of the u8 length, or -1: 5 bytes */
+    } tables[] = {
+        { "__start_mcount_loc", "__stop_mcount_loc", 8, -1 },
+        { "__parainstructions", "__parainstructions_end", 16, 9 },
+    };
+    enum { N = sizeof tables / sizeof tables[0] };
+    uint64_t start[N] = { 0 }, stop[N] = { 0 };
+    for (size_t i = 0; i < c->img->nsymbols; i++)
+        for (unsigned t = 0; t < N; t++) {
+            if (!strcmp(c->img->symbols[i].name, tables[t].start))
+                start[t] = c->img->symbols[i].addr;
+            if (!strcmp(c->img->symbols[i].name, tables[t].stop))
+                stop[t] = c->img->symbols[i].addr;
+        }
+    for (unsigned t = 0; t < N; t++) {
+        uint64_t size = stop[t] - start[t];
+        const uint8_t *b;
+        if (!start[t] || stop[t] <= start[t] || size % tables[t].entry_size)
+            continue;
+        if (!(b = bytes_at(c, start[t], size)))
+            return pk_fail(c->err, PK_ERR_FORMAT, "%s: its symbols name no bytes",
+                           tables[t].start);
+        for (uint64_t off = 0; off < size; off += tables[t].entry_size) {
+            uint64_t a = rd(b + off, 8);
+            const pk_region *r = code_at(c, a);
+            if (!r)
+                continue; /* code freed after boot, or an empty entry */
+            uint64_t len = tables[t].len_at < 0 ? 5 : b[off + (unsigned)tables[t].len_at];
+            uint64_t end = r->vaddr + r->size - a < len ? r->vaddr + r->size : a + len;
+            PK_CHECK(pin(c, a, end));
+            c->flow->from.kernel_tables++;
+        }
+    }
+    return PK_OK;
+}
+
 /* The tables by section, else between their symbols (in an unstripped
  * vmlinux; System.map's data symbols are not loaded). */
 static pk_status read_ktables(ctx *c)
@@ -924,7 +970,7 @@ static pk_status read_ktables(ctx *c)
         PK_CHECK(pin(c, a->instr, a->instr + a->instr_len));
         c->flow->from.kernel_tables++;
     }
-    return PK_OK;
+    return read_pointer_tables(c);
 }
 
 /* ---- functions ---------------------------------------------------------------- */

@@ -132,7 +132,7 @@ static size_t starts_before(const planner *pl, const pk_site *s, uint64_t floor,
     uint64_t lo;
     if (pl->flow && pk_flow_function_at(pl->flow, s->vaddr, &fn))
         lo = fn.lo;
-    else if ((sym = pk_image_symbol_at(pl->img, r, s->vaddr)))
+    else if ((sym = pk_image_symbol_at(pl->img, r, s->vaddr)) && sym->func)
         lo = sym->addr;
     else
         return 0;
@@ -164,6 +164,19 @@ static size_t starts_before(const planner *pl, const pk_site *s, uint64_t floor,
     return k;
 }
 
+/* Whether insn (at at) has a RIP-relative operand addressing [lo, hi). */
+static bool reads_range(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                        uint64_t at, uint64_t lo, uint64_t hi)
+{
+    for (unsigned k = 0; k < insn->operand_count_visible; k++) {
+        ZyanU64 a;
+        if (ops[k].type == ZYDIS_OPERAND_TYPE_MEMORY && ops[k].mem.base == ZYDIS_REGISTER_RIP &&
+            ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(insn, &ops[k], at, &a)) && a - lo < hi - lo)
+            return true;
+    }
+    return false;
+}
+
 /* Decides whether a jump at start (sel[i] or an instruction before it) can
  * replace sel[i] and what follows: fills *sp and returns PK_NOJUMP_COUNT
  * when it can, else the reason. */
@@ -173,6 +186,8 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, span *sp
     const pk_region *r = &pl->img->regions[s->region];
     const ZydisDecoder *dec = &pl->decoder[r->bits == 64];
     uint64_t need = start + JMP_LEN > s->vaddr + s->len ? start + JMP_LEN : s->vaddr + s->len;
+    if (need > r->vaddr + r->size)
+        return PK_NOJUMP_SHORT;
     *sp = (span){ .site = start, .first = i };
     uint64_t at = start;
     while (at < need) {
@@ -186,8 +201,9 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, span *sp
         bool site = at >= s->vaddr && k < pl->nsel && pl->sel[k]->vaddr == at;
         if (at >= s->vaddr && k < pl->nsel && !site && pl->sel[k]->vaddr < at + insn.length)
             return PK_NOJUMP_TARGET; /* a site out of step with this stream */
-        if (at < s->vaddr && at + insn.length > s->vaddr)
-            return PK_NOJUMP_TARGET; /* not the stream s is in */
+        if ((at < s->vaddr && at + insn.length > s->vaddr) ||
+            pk_scan_out_of_step(pl->scan, at, insn.length))
+            return PK_NOJUMP_TARGET; /* not the stream s (or recursive descent) is in */
         const char *why;
         bool moves = !site || pl->opts->passthrough;
         if (moves && pl->flow && pk_flow_is_anchored(pl->flow, at, at + insn.length))
@@ -204,15 +220,26 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, span *sp
                    !(pl->img->x86_features & GNU_PROPERTY_X86_FEATURE_1_SHSTK)) {
             if (at + insn.length < need)
                 return PK_NOJUMP_RELOCATE; /* its return address would be in the trampoline */
-        } else if (!pk_relocatable(&insn, at, r->bits, &why)) {
+        } else if (!pk_relocatable(&insn, at, r->bits, &why) ||
+                   insn.mnemonic == ZYDIS_MNEMONIC_SYSCALL) {
+            /* (SYSCALL leaves its return address in RCX. A passthrough table's
+             * SYSCALL sites run in trampolines all the same: the point.) */
             return PK_NOJUMP_RELOCATE;
         }
+        if (reads_range(&insn, ops, at, start, need))
+            return PK_NOJUMP_TARGET; /* it would read the jump, not itself */
         at += insn.length;
         if (at < need && pk_insn_ends_path(&insn)) {
-            /* Nothing falls through to the bytes left; they are dead when no
-             * branch lands there (checked below) and no site is among them. */
+            /* Nothing falls through a near RET or JMP to the bytes left; they
+             * are dead when no branch lands there (checked below) and no
+             * site is among them. Not after a site or a far transfer: those
+             * often continue at the next byte, reached by an address
+             * computed at run time (push %eax; lret). */
             size_t next = i + sp->nsites;
-            if (at <= s->vaddr || (next < pl->nsel && pl->sel[next]->vaddr < need))
+            if (site || insn.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR ||
+                (insn.meta.category != ZYDIS_CATEGORY_RET &&
+                 insn.meta.category != ZYDIS_CATEGORY_UNCOND_BR) ||
+                at <= s->vaddr || (next < pl->nsel && pl->sel[next]->vaddr < need))
                 return PK_NOJUMP_SHORT;
             if (pl->flow && pk_flow_is_anchored(pl->flow, at, need))
                 return PK_NOJUMP_PINNED;
@@ -485,11 +512,17 @@ pk_status pk_patch_verify(const pk_image *img, pk_error *err)
     size_t p = 0;
     for (size_t i = 0; i < t->njumps; i++) {
         const pk_jump *j = &t->jumps[i];
-        if (i && j->trampoline < t->jumps[i - 1].trampoline + t->jumps[i - 1].trampoline_len &&
-            j->trampoline + j->trampoline_len > t->jumps[i - 1].trampoline)
-            return pk_fail(err, PK_ERR_FORMAT, "the trampolines of 0x%llx and 0x%llx overlap",
-                           (unsigned long long)t->jumps[i - 1].site,
-                           (unsigned long long)j->site);
+        /* popek lays trampolines out in the order of their jumps, apart from
+         * the code they patch: anything else could share or hide bytes. */
+        if (i && j->trampoline < t->jumps[i - 1].trampoline + t->jumps[i - 1].trampoline_len)
+            return pk_fail(err, PK_ERR_FORMAT, "the trampoline of 0x%llx does not follow that "
+                           "of 0x%llx", (unsigned long long)j->site,
+                           (unsigned long long)t->jumps[i - 1].site);
+        for (size_t r = 0; r < img->nregions; r++)
+            if (j->trampoline < img->regions[r].vaddr + img->regions[r].size &&
+                j->trampoline + j->trampoline_len > img->regions[r].vaddr)
+                return pk_fail(err, PK_ERR_FORMAT, "the trampoline of 0x%llx lies in %s",
+                               (unsigned long long)j->site, img->regions[r].name);
         const uint8_t *code = pk_elf_code_bytes(img->data, img->data_len, j->trampoline,
                                                 j->trampoline_len);
         if (!code)

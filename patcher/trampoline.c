@@ -234,9 +234,10 @@ static const char *difference(const decoded *a, const decoded *b)
 
 static bool is_relative_call(const ZydisDecodedInstruction *insn)
 {
+    /* ZYDIS_ATTRIB_IS_RELATIVE is set for call *f(%rip) too: a relative
+     * immediate is what makes a direct call. */
     return insn->mnemonic == ZYDIS_MNEMONIC_CALL &&
-           insn->meta.branch_type == ZYDIS_BRANCH_TYPE_NEAR &&
-           (insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE);
+           insn->meta.branch_type == ZYDIS_BRANCH_TYPE_NEAR && insn->raw.imm[0].is_relative;
 }
 
 bool pk_call_can_end_jump(const ZydisDecodedInstruction *insn, unsigned bits)
@@ -302,6 +303,7 @@ static bool is_call_counterpart(const ZydisDecoder *dec, const decoded *o, const
            absolute(&d[1], &d[1].ops[1], &a) && a == back &&
            d[2].insn.mnemonic == ZYDIS_MNEMONIC_XCHG && d[2].insn.operand_width == 64 &&
            xm->type == ZYDIS_OPERAND_TYPE_MEMORY && xm->mem.base == ZYDIS_REGISTER_RSP &&
+           xm->mem.segment == ZYDIS_REGISTER_SS &&
            xm->mem.index == ZYDIS_REGISTER_NONE && !xm->mem.disp.has_displacement &&
            xr->type == ZYDIS_OPERAND_TYPE_REGISTER && xr->reg.value == ZYDIS_REGISTER_RAX &&
            d[3].insn.mnemonic == ZYDIS_MNEMONIC_JMP && is_relative_imm(&d[3].ops[0]) &&

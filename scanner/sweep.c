@@ -208,6 +208,8 @@ static void named_addresses(const sweeper *sw, uint64_t off, const ZydisDecodedI
         }
         uint64_t v = insn->raw.imm[i].is_signed ? (uint64_t)insn->raw.imm[i].value.s
                                                 : insn->raw.imm[i].value.u;
+        if (r->bits != 64)
+            v &= 0xFFFFFFFFu; /* push $f at 0xd0000000 is sign-extended */
         if (v - sw->code_lo < sw->code_hi - sw->code_lo)
             fn(ctx, v);
     }
@@ -591,6 +593,25 @@ static void sort_opaque(pk_scan *out)
     out->nopaque_jumps = n;
 }
 
+static bool bit_at(uint8_t *const *map, const pk_image *img, uint64_t addr)
+{
+    const pk_region *r = pk_image_region_at(img, addr);
+    if (!map || !r)
+        return false;
+    uint64_t o = addr - r->vaddr;
+    return map[r - img->regions][o >> 3] & (1u << (o & 7));
+}
+
+bool pk_scan_out_of_step(const pk_scan *scan, uint64_t addr, unsigned len)
+{
+    if (bit_at(scan->inside, scan->img, addr))
+        return true;
+    for (uint64_t a = addr + 1; a < addr + len; a++)
+        if (bit_at(scan->reached, scan->img, a))
+            return true;
+    return false;
+}
+
 bool pk_scan_has_target(const pk_scan *scan, uint64_t lo, uint64_t hi)
 {
     for (uint64_t a = lo; a < hi; a++) {
@@ -724,6 +745,10 @@ static pk_status recursive_descent(const pk_image *img, const bool *want, bool f
         if (rd.oom)
             status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
+    if (status == PK_OK && flow) { /* the scan keeps them */
+        out->reached = rd.visited;
+        rd.visited = NULL;
+    }
     for (size_t r = 0; rd.visited && r < img->nregions; r++)
         free(rd.visited[r]);
     free(rd.visited);
@@ -852,6 +877,10 @@ pk_status pk_scan_image(const pk_image *img, const pk_scan_options *opts, pk_sca
     }
     if (status == PK_OK)
         sort_opaque(out);
+    if (status == PK_OK && flow && (sweeps & PK_FOUND_RECURSIVE)) { /* the scan keeps it */
+        out->inside = inside;
+        inside = NULL;
+    }
     for (size_t r = 0; r < n; r++) {
         if (lin) free(lin[r].v);
         if (rec) free(rec[r].v);
@@ -869,9 +898,14 @@ pk_status pk_scan_image(const pk_image *img, const pk_scan_options *opts, pk_sca
 
 void pk_scan_free(pk_scan *scan)
 {
-    for (size_t r = 0; scan->targets && r < scan->nregions; r++)
-        free(scan->targets[r]);
+    for (size_t r = 0; r < scan->nregions; r++) {
+        if (scan->targets) free(scan->targets[r]);
+        if (scan->reached) free(scan->reached[r]);
+        if (scan->inside) free(scan->inside[r]);
+    }
     free(scan->targets);
+    free(scan->reached);
+    free(scan->inside);
     free(scan->opaque_jumps);
     free(scan->sites);
     free(scan->stats);

@@ -47,7 +47,8 @@ typedef struct pk_flow {
     /* What each source gave, before duplicates are dropped (one address
      * may count under several). */
     struct {
-        size_t symbols;         /* targets: symbols in code, the entry point */
+        size_t symbols;         /* targets: symbols in code, the entry point, and
+                                 * function starts from .eh_frame */
         size_t relocations;     /* targets: relocation addends and S+A values in code */
         size_t data_pointers;   /* targets: pointer-sized values that point into code */
         size_t landing_pads;    /* targets: landing pads (.gcc_except_table) and

@@ -78,6 +78,11 @@ typedef struct pk_scan {
      * cannot know (through a register, or a table indexed by one), sorted. */
     uint64_t *opaque_jumps;
     size_t nopaque_jumps;
+    /* With pk_scan_options.flow and recursive descent, per region, one bit
+     * per byte: where an instruction it reached starts, and the bytes inside
+     * one (past its first). */
+    uint8_t **reached;
+    uint8_t **inside;
 } pk_scan;
 
 /* Scans img. Errors: PK_ERR_USAGE for bad options, PK_ERR_NOMEM,
@@ -90,6 +95,12 @@ void pk_scan_free(pk_scan *scan);
 /* True when some address in [lo, hi) is marked in scan->targets (a scan
  * made with pk_scan_options.flow). */
 bool pk_scan_has_target(const pk_scan *scan, uint64_t lo, uint64_t hi);
+
+/* True when an instruction decoded at addr (len bytes) is out of step with
+ * what recursive descent reached: addr lies inside a reached instruction,
+ * or one starts inside [addr, addr + len). (A scan made with
+ * pk_scan_options.flow; false where recursive descent reached nothing.) */
+bool pk_scan_out_of_step(const pk_scan *scan, uint64_t addr, unsigned len);
 
 /* The reference linear sweep: one region, one thread, one instruction at a
  * time, no shortcuts. Fills sites (found = PK_FOUND_LINEAR) and stats; the

@@ -332,17 +332,20 @@ Test(flow, landing_pads_of_hand_written_lsdas)
     cr_assert(pk_flow_has_target(&flow, f2_pad, f2_pad + 1));
     cr_assert(pk_flow_has_target(&flow, f5_pad, f5_pad + 1), "from an LPStart of zero");
     cr_assert(pk_flow_has_target(&flow, pers, pers + 1), "the personality routine");
-    cr_assert_not(pk_flow_has_target(&flow, f1, f1_pad), "nothing else in f1");
-    cr_assert_not(pk_flow_has_target(&flow, f2, f2_pad), "nor in f2: no pad at f2_base");
+    cr_assert(pk_flow_has_target(&flow, f1, f1 + 1), "a function start from its FDE");
+    cr_assert_not(pk_flow_has_target(&flow, f1 + 1, f1_pad), "nothing else in f1");
+    cr_assert_not(pk_flow_has_target(&flow, f2 + 1, f2_pad), "nor in f2: no pad at f2_base");
     cr_assert_geq(flow.from.landing_pads, 3);
     /* f3's LSDA cannot be read: nothing from it, and all of f3 pinned. */
-    cr_assert_not(pk_flow_has_target(&flow, f3, f3_end));
+    cr_assert_not(pk_flow_has_target(&flow, f3 + 1, f3_end));
     cr_assert_not(pk_flow_has_target(&flow, f3_pad, f3_pad + 1));
     cr_assert_eq(flow.npinned, 1);
     cr_assert_eq(flow.pinned[0].lo, f3);
     cr_assert_eq(flow.pinned[0].hi, f3_end);
     /* f4's zero is no LSDA: nothing to read, nothing pinned. */
-    cr_assert_not(pk_flow_has_target(&flow, f4, f4_end));
+    cr_assert_not(pk_flow_has_target(&flow, f4 + 1, f4 + 2));
+    cr_assert(pk_flow_has_target(&flow, f4 + 2, f4 + 3), "the second FDE's start");
+    cr_assert_not(pk_flow_has_target(&flow, f4 + 3, f4_end));
     pk_flow_free(&flow);
     pk_image_free(&img);
 }
