@@ -65,6 +65,38 @@ static const char source[] =
     "    pop %rax\n"
     "    ret\n"
     "    .size calls_indirect, .-calls_indirect\n"
+    /* A call through memory is no relative call: it cannot end a jump. */
+    "    .p2align 4\n"
+    "    .type calls_memory, @function\n"
+    "calls_memory: pushf\n"
+    "    call *var(%rip)\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "    .size calls_memory, .-calls_memory\n"
+    /* A far return often continues at the next byte (push %rax; lret):
+     * the bytes after a site are never taken as dead. */
+    "    .p2align 4\n"
+    "    .type far_return, @function\n"
+    "far_return: lretl\n"
+    "    nop\n"
+    "    nop\n"
+    "    nop\n"
+    "    ret\n"
+    "    .size far_return, .-far_return\n"
+    /* Bytes the stream from the function's start reads out of step (the
+     * MOV recursive descent reaches starts after the data byte) never
+     * start a jump. */
+    "    .p2align 4\n"
+    "    .type out_of_step, @function\n"
+    "out_of_step: jmp 1f\n"
+    "    .byte 0x3c\n"
+    "1:  mov $0x90909090, %eax\n"
+    "    pushf\n"
+    "2:  popf\n"
+    "    dec %ecx\n"
+    "    jnz 2b\n"
+    "    ret\n"
+    "    .size out_of_step, .-out_of_step\n"
     /* An ENDBR64 after PUSHF marks an indirect-branch target. */
     "    .p2align 4\n"
     "    .type endbr, @function\n"
@@ -293,10 +325,21 @@ Test(plan, what_cannot_move_forces_int3)
     planned p = { 0 };
     plan_file(&p, PK_CHOOSE_AUTO, false);
     cr_assert_eq(pushf_patch(&p, "calls_indirect", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "calls_memory", 0)->tactic, PK_TACTIC_INT3);
+    const pk_patch *lret = pk_patch_table_find(&p.plan.table, symbol(&p.img, "far_return"));
+    cr_assert_not_null(lret);
+    cr_assert_eq(lret->tactic, PK_TACTIC_INT3, "no dead bytes after a far return");
+    /* The jump before out_of_step's PUSHF may start at the real MOV, not in it. */
+    uint64_t mov = symbol(&p.img, "out_of_step") + 3;
+    const pk_patch *oos = pk_patch_table_find(&p.plan.table, mov + 5);
+    cr_assert_not_null(oos);
+    const pk_jump *j = pk_patch_table_jump_at(&p.plan.table, oos->site);
+    cr_assert(!j || j->site == mov || j->site == oos->site, "jump at 0x%llx",
+              (unsigned long long)(j ? j->site : 0));
     cr_assert_eq(pushf_patch(&p, "endbr", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "opaque", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "in_ex_table", 0)->tactic, PK_TACTIC_INT3);
-    cr_assert_eq(p.plan.nojump[PK_NOJUMP_RELOCATE], 1);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_RELOCATE], 2);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_ENDBR], 1);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_OPAQUE], 1);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_PINNED], 1);
