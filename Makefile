@@ -90,6 +90,13 @@ fuzz:
 	clang -g -O1 -std=gnu11 -Iinclude -D_GNU_SOURCE -pthread \
 	    -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_image.c $(LIB_SRC) \
 	    $(LDLIBS) -o $(FUZZ_DIR)/fuzz_image
+	@# Seeds: real ELF files (first byte 0: fed to the ELF loader and patched).
+	@for bits in 32 64; do \
+	    gcc -m$$bits -nostdlib -static -no-pie samples/scan/sensitive.S \
+	        -o $(FUZZ_DIR)/sensitive$$bits && \
+	    { printf '\0'; cat $(FUZZ_DIR)/sensitive$$bits; } > $(FUZZ_DIR)/corpus/seed-sensitive$$bits; \
+	done
+	@{ printf '\0'; cat /usr/bin/true; } > $(FUZZ_DIR)/corpus/seed-true
 	$(FUZZ_DIR)/fuzz_image -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(FUZZ_DIR)/corpus
 
 docs: $(POPEK)

@@ -283,7 +283,8 @@ static pk_status load_spans(ctx *c, size_t shnum)
                 (span){ ph.p_vaddr, ph.p_vaddr + ph.p_filesz, c->img->data + ph.p_offset };
         }
     }
-    qsort(c->spans, c->nspans, sizeof *c->spans, compare_spans);
+    if (c->nspans) /* qsort wants an array even for none */
+        qsort(c->spans, c->nspans, sizeof *c->spans, compare_spans);
     return PK_OK;
 }
 
