@@ -178,14 +178,17 @@ static bool reads_range(const ZydisDecodedInstruction *insn, const ZydisDecodedO
 }
 
 /* Decides whether a jump at start (sel[i] or an instruction before it) can
- * replace sel[i] and what follows: fills *sp and returns PK_NOJUMP_COUNT
- * when it can, else the reason. */
-static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, span *sp)
+ * replace sel[i] and what follows, up to min_end at least: fills *sp and
+ * returns PK_NOJUMP_COUNT when it can, else the reason. */
+static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t min_end,
+                           span *sp)
 {
     const pk_site *s = pl->sel[i];
     const pk_region *r = &pl->img->regions[s->region];
     const ZydisDecoder *dec = &pl->decoder[r->bits == 64];
     uint64_t need = start + JMP_LEN > s->vaddr + s->len ? start + JMP_LEN : s->vaddr + s->len;
+    if (need < min_end)
+        need = min_end;
     if (need > r->vaddr + r->size)
         return PK_NOJUMP_SHORT;
     *sp = (span){ .site = start, .first = i };
@@ -274,13 +277,13 @@ static pk_nojump jump_span(const planner *pl, size_t i, uint64_t floor, span *sp
         return PK_NOJUMP_MODE;
     if (pk_image_alt_at(pl->img, s->vaddr))
         return PK_NOJUMP_ALTERNATIVE;
-    pk_nojump why = jump_from(pl, i, s->vaddr, sp);
+    pk_nojump why = jump_from(pl, i, s->vaddr, 0, sp);
     if (why == PK_NOJUMP_COUNT || why == PK_NOJUMP_OPAQUE)
         return why;
     uint64_t before[MAX_BEFORE];
     size_t n = starts_before(pl, s, floor, before);
     for (size_t k = 0; k < n && s->vaddr + s->len - before[k] <= PK_JUMP_MAX_LEN; k++)
-        if (jump_from(pl, i, before[k], sp) == PK_NOJUMP_COUNT)
+        if (jump_from(pl, i, before[k], 0, sp) == PK_NOJUMP_COUNT)
             return PK_NOJUMP_COUNT;
     return why;
 }
@@ -331,6 +334,29 @@ static pk_nojump add_jump(const planner *pl, const span *sp, pk_plan *plan, uint
     plan->table.njumps++;
     *code_end = t + len;
     return PK_NOJUMP_COUNT;
+}
+
+/* Where no jump of its own fits site sel[i], the jump planned just before
+ * it may grow to cover it (an IRET right after a segment load's jump, say):
+ * replans *last that way and returns true, or leaves it as it was. */
+static bool extend_last_jump(const planner *pl, span *last, size_t i, pk_plan *plan,
+                             uint64_t *code_end, pk_error *err, pk_status *status)
+{
+    const pk_site *s = pl->sel[i];
+    span grown;
+    if (jump_from(pl, last->first, last->site, s->vaddr + s->len, &grown) != PK_NOJUMP_COUNT ||
+        grown.first + grown.nsites <= i)
+        return false;
+    pk_jump *j = &plan->table.jumps[--plan->table.njumps];
+    plan->table.count -= last->nsites;
+    *code_end = j->trampoline;
+    if (add_jump(pl, &grown, plan, code_end, err, status) == PK_NOJUMP_COUNT) {
+        *last = grown;
+        return true;
+    }
+    if (*status == PK_OK)
+        add_jump(pl, last, plan, code_end, err, status); /* it fitted before */
+    return false;
 }
 
 /* Emits every trampoline into plan->code. */
@@ -386,20 +412,27 @@ pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow 
     plan->table.flags = opts->passthrough ? PK_TABLE_PASSTHROUGH : 0;
     plan->code_vaddr = code_vaddr;
     uint64_t code_end = code_vaddr, floor = 0;
+    span last = { 0 };          /* the jump planned last, while nothing follows it */
     for (size_t i = 0; i < pl.nsel && status == PK_OK;) {
         const pk_site *s = pl.sel[i];
         if (i && pl.sel[i - 1]->region != s->region)
-            floor = 0;
+            floor = 0, last.nsites = 0;
         span sp;
         pk_nojump why = opts->tactic == PK_CHOOSE_INT3 ? PK_NOJUMP_CHOSEN
                                                        : jump_span(&pl, i, floor, &sp);
         if (why == PK_NOJUMP_COUNT)
             why = add_jump(&pl, &sp, plan, &code_end, err, &status);
+        if (why != PK_NOJUMP_COUNT && status == PK_OK && last.nsites &&
+            s->vaddr + s->len - last.site <= PK_JUMP_MAX_LEN &&
+            extend_last_jump(&pl, &last, i, plan, &code_end, err, &status))
+            sp = last, why = PK_NOJUMP_COUNT;
         if (why == PK_NOJUMP_COUNT) {
-            i += sp.nsites;
+            i = sp.first + sp.nsites;
             floor = sp.end;
+            last = sp;
             continue;
         }
+        last.nsites = 0;
         i++;
         floor = s->vaddr + s->len;
         if (opts->tactic == PK_CHOOSE_JMP && !opts->allow_skip) {

@@ -97,6 +97,16 @@ static const char source[] =
     "    jnz 2b\n"
     "    ret\n"
     "    .size out_of_step, .-out_of_step\n"
+    /* IRET to the next byte, which push $1f names: no jump of its own
+     * fits, but the segment load's jump grows to cover it. */
+    "    .p2align 4\n"
+    "    .type iret_to_self, @function\n"
+    "iret_to_self: mov %cs, %eax\n"
+    "    push %rax\n"
+    "    push $1f\n"
+    "    iretq\n"
+    "1:  ret\n"
+    "    .size iret_to_self, .-iret_to_self\n"
     /* An ENDBR64 after PUSHF marks an indirect-branch target. */
     "    .p2align 4\n"
     "    .type endbr, @function\n"
@@ -273,6 +283,24 @@ Test(plan, a_jump_may_start_before_the_site)
     decode_trampoline(&p.plan, j->trampoline, &insn, ops);
     cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_MOV, "the moved mov runs first");
     cr_assert_eq(patch->trampoline, j->trampoline + insn.length);
+    planned_free(&p);
+}
+
+Test(plan, a_jump_grows_to_cover_the_next_site)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    uint64_t fn = symbol(&p.img, "iret_to_self");
+    const pk_patch *mov = pk_patch_table_find(&p.plan.table, fn);
+    const pk_patch *iret = pk_patch_table_find(&p.plan.table, fn + 2 + 1 + 5);
+    cr_assert_not_null(mov);
+    cr_assert_not_null(iret);
+    cr_assert_eq(iret->cls, PK_CLASS_IRET);
+    cr_assert_eq(iret->tactic, PK_TACTIC_JMP_DISPLACED);
+    const pk_jump *j = pk_patch_table_jump_at(&p.plan.table, iret->site);
+    cr_assert_eq(j->site, fn, "one jump over the load, the pushes and the iret");
+    cr_assert_eq(j->len, 10);
+    cr_assert_eq(pk_patch_table_jump_at(&p.plan.table, mov->site), j);
     planned_free(&p);
 }
 
