@@ -327,7 +327,8 @@ done:
     return status;
 }
 
-const uint8_t *pk_elf_code_bytes(const uint8_t *data, size_t len, uint64_t vaddr, size_t size)
+const uint8_t *pk_elf_loaded_bytes(const uint8_t *data, size_t len, uint64_t vaddr, size_t size,
+                                   bool code)
 {
     if (elf_version(EV_CURRENT) == EV_NONE)
         return NULL;
@@ -337,7 +338,8 @@ const uint8_t *pk_elf_code_bytes(const uint8_t *data, size_t len, uint64_t vaddr
     if (elf && elf_kind(elf) == ELF_K_ELF && elf_getphdrnum(elf, &phnum) == 0) {
         for (size_t i = 0; i < phnum && !found; i++) {
             GElf_Phdr ph;
-            if (gelf_getphdr(elf, (int)i, &ph) && ph.p_type == PT_LOAD && (ph.p_flags & PF_X) &&
+            if (gelf_getphdr(elf, (int)i, &ph) && ph.p_type == PT_LOAD &&
+                (!code || (ph.p_flags & PF_X)) &&
                 ph.p_offset <= len && ph.p_filesz <= len - ph.p_offset &&
                 vaddr - ph.p_vaddr < ph.p_filesz && size <= ph.p_filesz - (vaddr - ph.p_vaddr))
                 found = data + ph.p_offset + (vaddr - ph.p_vaddr);

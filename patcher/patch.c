@@ -97,6 +97,16 @@ static pk_status select_sites(const pk_scan *scan, const pk_plan_options *opts,
 
 /* ---- can a jump go here? ------------------------------------------------------------- */
 
+/* What is known of the switch tables of functions with jumps through a
+ * register (see known_tables). */
+typedef struct switches {
+    struct { uint64_t lo; bool known; } *fns;   /* functions looked at */
+    size_t nfns;
+    uint64_t *cases;        /* the tables' targets, sorted */
+    size_t ncases;
+    bool oom;
+} switches;
+
 typedef struct planner {
     const pk_image *img;
     const pk_scan *scan;
@@ -105,6 +115,7 @@ typedef struct planner {
     const pk_site **sel;
     size_t nsel;
     ZydisDecoder decoder[2];    /* 32- and 64-bit, full decoding */
+    switches *sw;
 } planner;
 
 /* The bytes one jump replaces: [site, end), holding sel[first .. first+nsites). */
@@ -112,6 +123,117 @@ typedef struct span {
     uint64_t site, end;
     size_t first, nsites;
 } span;
+
+enum { MAX_TABLES = 64, MAX_CASES = 4096 };
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void add_unique(uint64_t *v, size_t *n, uint64_t a)
+{
+    for (size_t k = 0; k < *n; k++)
+        if (v[k] == a)
+            return;
+    if (*n < MAX_TABLES)
+        v[(*n)++] = a;
+}
+
+/* Reads a table of s32 offsets at a, relative to base, while they point
+ * into code, into pl->sw->cases; returns how many land in fn. */
+static size_t read_cases(const planner *pl, uint64_t a, uint64_t base, pk_range fn)
+{
+    switches *sw = pl->sw;
+    size_t in_fn = 0;
+    for (unsigned k = 0; k < MAX_CASES; k++) {
+        const uint8_t *p = pk_elf_loaded_bytes(pl->img->data, pl->img->data_len, a + 4 * k, 4,
+                                               false);
+        int32_t e;
+        if (!p)
+            break;
+        memcpy(&e, p, 4);
+        uint64_t t = base + (uint64_t)(int64_t)e;
+        if (!pk_image_region_at(pl->img, t))
+            break;
+        if ((sw->ncases & (sw->ncases - 1)) == 0) { /* 0 or a power of two: full */
+            uint64_t *v = realloc(sw->cases, (sw->ncases ? 2 * sw->ncases : 1) * sizeof *v);
+            if (!v) {
+                sw->oom = true;
+                break;
+            }
+            sw->cases = v;
+        }
+        sw->cases[sw->ncases++] = t;
+        in_fn += t - fn.lo < fn.hi - fn.lo;
+    }
+    return in_fn;
+}
+
+/* Whether the targets of fn's jumps through registers are known. A switch
+ * in position-independent x86-64 code jumps through a table of s32 offsets
+ * from the table itself (lea T(%rip), %rdx; movslq (%rdx,%rax,4), %rax;
+ * add %rdx, %rax; jmp *%rax), or, for labels as values, from a label in
+ * the function. Every table fn names RIP-relatively is read against each
+ * such base, the cases where they point into code kept as targets
+ * (generously: what follows a table may read as more); fn is known when
+ * its only opaque jumps go through a register and some table gives at
+ * least two cases in fn. */
+static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
+{
+    switches *sw = pl->sw;
+    for (size_t k = 0; k < sw->nfns; k++)
+        if (sw->fns[k].lo == fn.lo)
+            return sw->fns[k].known;
+    void *grown = realloc(sw->fns, (sw->nfns + 1) * sizeof *sw->fns);
+    if (!grown) {
+        sw->oom = true;
+        return false;
+    }
+    sw->fns = grown;
+    bool known = r->bits == 64 && fn.lo >= r->vaddr && fn.hi <= r->vaddr + r->size;
+    uint64_t tables[MAX_TABLES], bases[MAX_TABLES];
+    size_t ntables = 0, nbases = 0;
+    for (uint64_t at = fn.lo; known && at < fn.hi;) {
+        ZydisDecodedInstruction insn;
+        ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+        if (ZYAN_FAILED(ZydisDecoderDecodeFull(&pl->decoder[1], r->bytes + (at - r->vaddr),
+                                               r->size - (at - r->vaddr), &insn, ops))) {
+            at++;
+            continue;
+        }
+        for (unsigned k = 0; k < insn.operand_count_visible; k++) {
+            ZyanU64 a;
+            if (ops[k].type != ZYDIS_OPERAND_TYPE_MEMORY || ops[k].mem.base != ZYDIS_REGISTER_RIP ||
+                ZYAN_FAILED(ZydisCalcAbsoluteAddress(&insn, &ops[k], at, &a)))
+                continue;
+            if (a - fn.lo < fn.hi - fn.lo)
+                add_unique(bases, &nbases, a);
+            else if (!pk_image_region_at(pl->img, a))
+                add_unique(tables, &ntables, a);
+        }
+        if (pk_any_in(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, at, at + 1) &&
+            insn.raw.modrm.mod != 3)
+            known = false; /* a jump through memory indexed by a register */
+        at += insn.length;
+    }
+    size_t first = sw->ncases, best = 0;
+    for (size_t t = 0; known && t < ntables; t++) {
+        size_t n = read_cases(pl, tables[t], tables[t], fn);
+        best = n > best ? n : best;
+        for (size_t b = 0; b < nbases; b++) {
+            n = read_cases(pl, tables[t], bases[b], fn);
+            best = n > best ? n : best;
+        }
+    }
+    known = known && best >= 2 && !sw->oom;
+    if (sw->ncases > first)
+        qsort(sw->cases, sw->ncases, sizeof *sw->cases, compare_u64);
+    sw->fns[sw->nfns].lo = fn.lo;
+    sw->fns[sw->nfns++].known = known;
+    return known;
+}
 
 static bool is_endbr(const ZydisDecodedInstruction *insn)
 {
@@ -255,13 +377,16 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t
     if (pk_scan_has_target(pl->scan, sp->site + 1, sp->end) ||
         (pl->flow && pk_flow_has_target(pl->flow, sp->site + 1, sp->end)))
         return PK_NOJUMP_TARGET;
-    /* A jump table's targets are unknown: nothing moves in its function,
-     * or, where functions are not known, in its region. */
+    /* Where a jump table's targets are unknown, nothing moves in its
+     * function, or, where functions are not known, in its region. */
     pk_range fn = { r->vaddr, r->vaddr + r->size };
-    if (pl->flow)
-        pk_flow_function_at(pl->flow, s->vaddr, &fn);
-    if (pk_any_in(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, fn.lo, fn.hi))
-        return PK_NOJUMP_OPAQUE;
+    bool known_fn = pl->flow && pk_flow_function_at(pl->flow, s->vaddr, &fn);
+    if (pk_any_in(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, fn.lo, fn.hi)) {
+        if (!known_fn || !known_tables(pl, fn, r))
+            return PK_NOJUMP_OPAQUE;
+        if (pk_any_in(pl->sw->cases, pl->sw->ncases, sp->site + 1, sp->end))
+            return PK_NOJUMP_TARGET;
+    }
     return PK_NOJUMP_COUNT;
 }
 
@@ -394,7 +519,8 @@ pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow 
         return pk_fail(err, PK_ERR_USAGE, "passthrough needs jumps: not with the int3 tactic");
     if (opts->tactic != PK_CHOOSE_INT3 && !scan->targets)
         return pk_fail(err, PK_ERR_USAGE, "jumps need a scan made with the flow option");
-    planner pl = { .img = img, .scan = scan, .flow = flow, .opts = opts };
+    switches sw = { 0 };
+    planner pl = { .img = img, .scan = scan, .flow = flow, .opts = opts, .sw = &sw };
     size_t cap = scan->nsites ? scan->nsites : 1;
     pl.sel = calloc(cap, sizeof *pl.sel);
     plan->skips = calloc(cap, sizeof *plan->skips);
@@ -450,6 +576,10 @@ pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow 
         }
     }
     free(pl.sel);
+    free(sw.fns);
+    free(sw.cases);
+    if (status == PK_OK && sw.oom)
+        status = pk_fail(err, PK_ERR_NOMEM, "out of memory");
     if (status == PK_OK)
         status = emit_trampolines(plan, err);
     if (status != PK_OK)
@@ -556,8 +686,8 @@ pk_status pk_patch_verify(const pk_image *img, pk_error *err)
                 j->trampoline + j->trampoline_len > img->regions[r].vaddr)
                 return pk_fail(err, PK_ERR_FORMAT, "the trampoline of 0x%llx lies in %s",
                                (unsigned long long)j->site, img->regions[r].name);
-        const uint8_t *code = pk_elf_code_bytes(img->data, img->data_len, j->trampoline,
-                                                j->trampoline_len);
+        const uint8_t *code = pk_elf_loaded_bytes(img->data, img->data_len, j->trampoline,
+                                                  j->trampoline_len, true);
         if (!code)
             return pk_fail(err, PK_ERR_FORMAT,
                            "the trampoline of 0x%llx (0x%llx, %u bytes) is not in an "

@@ -44,8 +44,10 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
 pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, uint64_t *vaddr, pk_error *err);
 
 /* The size bytes at address vaddr of an ELF image as loaded, when they lie
- * in the file part of one executable PT_LOAD; NULL otherwise. */
-const uint8_t *pk_elf_code_bytes(const uint8_t *data, size_t len, uint64_t vaddr, size_t size);
+ * in the file part of one PT_LOAD (an executable one, with code); NULL
+ * otherwise. */
+const uint8_t *pk_elf_loaded_bytes(const uint8_t *data, size_t len, uint64_t vaddr, size_t size,
+                                   bool code);
 
 /* Finds the popek note in an ELF image through its program headers (no
  * section headers needed). Sets *desc and *len to its descriptor inside

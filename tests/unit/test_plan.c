@@ -123,6 +123,37 @@ static const char source[] =
     "    mov %rdi, %rax\n"
     "    jmp *%rax\n"
     "    .size opaque, .-opaque\n"
+    /* A switch through a table of offsets from the table: its cases are
+     * known, so code moves; a case right after PUSHF is a target. */
+    "    .p2align 4\n"
+    "    .type switch_far, @function\n"
+    "switch_far: pushf\n"
+    "    pop %rcx\n"
+    "    lea cases_far(%rip), %rdx\n"
+    "    movslq (%rdx,%rdi,4), %rax\n"
+    "    add %rdx, %rax\n"
+    "    jmp *%rax\n"
+    "1:  mov $1, %eax\n"
+    "    ret\n"
+    "2:  mov $2, %eax\n"
+    "    ret\n"
+    "    .size switch_far, .-switch_far\n"
+    "    .pushsection .rodata\n"
+    "cases_far: .long 1b - cases_far, 2b - cases_far\n"
+    "    .popsection\n"
+    "    .p2align 4\n"
+    "    .type switch_near, @function\n"
+    "switch_near: pushf\n"
+    "1:  pop %rcx\n"
+    "    lea cases_near(%rip), %rdx\n"
+    "    movslq (%rdx,%rdi,4), %rax\n"
+    "    add %rdx, %rax\n"
+    "    jmp *%rax\n"
+    "2:  ret\n"
+    "    .size switch_near, .-switch_near\n"
+    "    .pushsection .rodata\n"
+    "cases_near: .long 1b - cases_near, 2b - cases_near\n"
+    "    .popsection\n"
     /* A pointer in data names the instruction after PUSHF. */
     "    .p2align 4\n"
     "    .type pointed_at, @function\n"
@@ -265,6 +296,17 @@ Test(plan, a_branch_target_inside_forces_int3)
     cr_assert_eq(pushf_patch(&p, "pointed_at", 0)->tactic, PK_TACTIC_INT3,
                  "a pointer in data is a target");
     cr_assert_geq(p.plan.nojump[PK_NOJUMP_TARGET], 2);
+    planned_free(&p);
+}
+
+Test(plan, switch_tables_are_read)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    cr_assert_eq(pushf_patch(&p, "switch_far", 0)->tactic, PK_TACTIC_JMP_DISPLACED,
+                 "its cases are known and far from the pushf");
+    cr_assert_eq(pushf_patch(&p, "switch_near", 0)->tactic, PK_TACTIC_INT3,
+                 "a case lands right after the pushf");
     planned_free(&p);
 }
 
