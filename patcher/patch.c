@@ -602,14 +602,21 @@ typedef struct file_code {
     uint8_t *file;
 } file_code;
 
-/* pk_code_at over the grown file: the image's regions, at their offsets. */
+/* pk_code_at over the grown file: the image's regions, at their offsets,
+ * where an executable segment maps those very bytes (a section's offset
+ * could say otherwise, and the patch would land elsewhere than the code
+ * that runs). */
 static uint8_t *file_code_at(void *ctx, uint64_t addr, size_t len)
 {
     const file_code *fc = ctx;
     const pk_region *r = pk_image_region_at(fc->img, addr);
     if (!r || len > r->size - (addr - r->vaddr))
         return NULL;
-    return fc->file + r->offset + (addr - r->vaddr);
+    uint64_t off = r->offset + (addr - r->vaddr);
+    if (pk_elf_loaded_bytes(fc->img->data, fc->img->data_len, addr, len, true) !=
+        fc->img->data + off)
+        return NULL;
+    return fc->file + off;
 }
 
 pk_status pk_patch_write_elf(const pk_image *img, const pk_plan *plan, uint8_t **out,
@@ -640,7 +647,8 @@ pk_status pk_patch_write_elf(const pk_image *img, const pk_plan *plan, uint8_t *
     for (size_t i = 0; i < t->count && s == PK_OK; i++) {
         uint8_t *at = file_code_at(&fc, t->patches[i].site, t->patches[i].len);
         if (!at)
-            s = pk_fail(err, PK_ERR_USAGE, "patch at 0x%llx is not in code",
+            s = pk_fail(err, PK_ERR_UNSUPPORTED,
+                        "patch at 0x%llx is not in code a segment loads there",
                         (unsigned long long)t->patches[i].site);
         else if (t->patches[i].tactic == PK_TACTIC_INT3)
             at[0] = 0xCC;
@@ -649,7 +657,8 @@ pk_status pk_patch_write_elf(const pk_image *img, const pk_plan *plan, uint8_t *
         const pk_jump *j = &t->jumps[i];
         uint8_t *at = file_code_at(&fc, j->site, j->len);
         s = at ? pk_jump_emit(j, t->bits, at, err)
-               : pk_fail(err, PK_ERR_USAGE, "jump at 0x%llx is not in code",
+               : pk_fail(err, PK_ERR_UNSUPPORTED,
+                         "jump at 0x%llx is not in code a segment loads there",
                          (unsigned long long)j->site);
     }
     /* What was written is what the table says. */
