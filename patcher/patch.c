@@ -3,14 +3,17 @@
  * The plan goes through the sites in address order. Under the jump tactic a
  * site takes a 5-byte jmp to a trampoline when that is safe: the bytes the
  * jump replaces are the site and, when it is shorter than 5 bytes, the
- * instructions after it, which move into the trampoline. Safe means
- * control never arrives inside those bytes but at the site: no branch
- * target, symbol, relocation, landing pad or kernel table names an address
- * there (scan.h targets, flow.h), the site's function has no jump to
- * unknown targets, nothing moved is an ENDBR, a trap or something that
- * cannot run elsewhere, and the code falls through to the end of the
- * bytes. Later sites inside the replaced bytes join the same jump. Where a
- * jump is not safe the site takes INT3. */
+ * instructions after it (or before it), which move into the trampoline.
+ * Safe means control never arrives inside those bytes but at their start:
+ * no branch target, symbol, relocation, landing pad, switch case or kernel
+ * table names an address there (scan.h targets, flow.h), nothing there is
+ * rewritten at run time, the function's jumps through registers have known
+ * targets, nothing moved is an ENDBR, a trap or something that cannot run
+ * elsewhere, and the code falls through to the end of the bytes (or to a
+ * near RET or JMP, after which they are dead). Later sites inside the
+ * replaced bytes join the same jump, and a jump may grow to take in the
+ * next site. Where no jump is safe the site takes INT3. docs/patching.md
+ * tells the rules at length. */
 #include "popek/patch.h"
 
 #include <elf.h>
