@@ -129,12 +129,6 @@ typedef struct span {
 
 enum { MAX_TABLES = 64, MAX_CASES = 4096 };
 
-static int compare_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
 static void add_unique(uint64_t *v, size_t *n, uint64_t a)
 {
     for (size_t k = 0; k < *n; k++)
@@ -160,15 +154,10 @@ static size_t read_cases(const planner *pl, uint64_t a, uint64_t base, pk_range 
         uint64_t t = base + (uint64_t)(int64_t)e;
         if (!pk_image_region_at(pl->img, t))
             break;
-        if ((sw->ncases & (sw->ncases - 1)) == 0) { /* 0 or a power of two: full */
-            uint64_t *v = realloc(sw->cases, (sw->ncases ? 2 * sw->ncases : 1) * sizeof *v);
-            if (!v) {
-                sw->oom = true;
-                break;
-            }
-            sw->cases = v;
+        if (!pk_push_address(&sw->cases, &sw->ncases, t)) {
+            sw->oom = true;
+            break;
         }
-        sw->cases[sw->ncases++] = t;
         in_fn += t - fn.lo < fn.hi - fn.lo;
     }
     return in_fn;
@@ -232,7 +221,7 @@ static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
     }
     known = known && best >= 2 && !sw->oom;
     if (sw->ncases > first)
-        qsort(sw->cases, sw->ncases, sizeof *sw->cases, compare_u64);
+        qsort(sw->cases, sw->ncases, sizeof *sw->cases, pk_compare_addresses);
     sw->fns[sw->nfns].lo = fn.lo;
     sw->fns[sw->nfns++].known = known;
     return known;
@@ -487,6 +476,18 @@ static bool extend_last_jump(const planner *pl, span *last, size_t i, pk_plan *p
     return false;
 }
 
+/* The patches inside jump j: moves *p (where the previous jump's began:
+ * jumps are visited in order) to the first, returns how many there are. */
+static size_t jump_sites(const pk_patch_table *t, const pk_jump *j, size_t *p)
+{
+    while (*p < t->count && t->patches[*p].site < j->site)
+        ++*p;
+    size_t n = 0;
+    while (*p + n < t->count && t->patches[*p + n].site < j->site + j->len)
+        n++;
+    return n;
+}
+
 /* Emits every trampoline into plan->code. */
 static pk_status emit_trampolines(pk_plan *plan, pk_error *err)
 {
@@ -500,12 +501,7 @@ static pk_status emit_trampolines(pk_plan *plan, pk_error *err)
     size_t p = 0;
     for (size_t i = 0; i < plan->table.njumps; i++) {
         const pk_jump *j = &plan->table.jumps[i];
-        while (plan->table.patches[p].site < j->site)
-            p++;
-        size_t n = 0;
-        while (p + n < plan->table.count && plan->table.patches[p + n].site < j->site + j->len)
-            n++;
-        size_t len;
+        size_t n = jump_sites(&plan->table, j, &p), len;
         PK_CHECK(pk_trampoline_emit(j, &plan->table.patches[p], n, plan->table.bits,
                                     passthrough, plan->code + (j->trampoline - plan->code_vaddr),
                                     &len, err));
@@ -705,11 +701,7 @@ pk_status pk_patch_verify(const pk_image *img, pk_error *err)
                            "the trampoline of 0x%llx (0x%llx, %u bytes) is not in an "
                            "executable segment", (unsigned long long)j->site,
                            (unsigned long long)j->trampoline, j->trampoline_len);
-        while (t->patches[p].site < j->site)
-            p++;
-        size_t n = 0;
-        while (p + n < t->count && t->patches[p + n].site < j->site + j->len)
-            n++;
+        size_t n = jump_sites(t, j, &p);
         PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, passthrough, code,
                                      j->trampoline_len, err));
     }

@@ -546,19 +546,6 @@ static void mark_target(void *ctx, uint64_t addr)
     m->out->targets[r - img->regions][o >> 3] |= (uint8_t)(1u << (o & 7));
 }
 
-static bool opaque_push(pk_scan *out, uint64_t addr)
-{
-    size_t n = out->nopaque_jumps;
-    if ((n & (n - 1)) == 0) { /* 0 or a power of two: the array is full */
-        uint64_t *v = realloc(out->opaque_jumps, (n ? 2 * n : 1) * sizeof *v);
-        if (!v)
-            return false;
-        out->opaque_jumps = v;
-    }
-    out->opaque_jumps[out->nopaque_jumps++] = addr;
-    return true;
-}
-
 /* Adds the linear sweep's flow events of region ri to the scan. */
 static pk_status apply_flow(pk_scan *out, size_t ri, const evvec *flow, pk_error *err)
 {
@@ -568,16 +555,10 @@ static pk_status apply_flow(pk_scan *out, size_t ri, const evvec *flow, pk_error
         const event *e = &flow->v[i];
         if (e->kind == EV_TARGET)
             mark_target(&m, e->count);
-        else if (!opaque_push(out, r->vaddr + e->off))
+        else if (!pk_push_address(&out->opaque_jumps, &out->nopaque_jumps, r->vaddr + e->off))
             return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     return PK_OK;
-}
-
-static int compare_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
 }
 
 /* Sorts the opaque jumps both sweeps found and drops duplicates. */
@@ -585,7 +566,8 @@ static void sort_opaque(pk_scan *out)
 {
     if (!out->nopaque_jumps)
         return;
-    qsort(out->opaque_jumps, out->nopaque_jumps, sizeof *out->opaque_jumps, compare_u64);
+    qsort(out->opaque_jumps, out->nopaque_jumps, sizeof *out->opaque_jumps,
+          pk_compare_addresses);
     size_t n = 1;
     for (size_t i = 1; i < out->nopaque_jumps; i++)
         if (out->opaque_jumps[i] != out->opaque_jumps[n - 1])
@@ -702,7 +684,8 @@ static void rd_walk(rd_state *rd, uint32_t ri, uint64_t off)
             rd_push(rd, branch_target(r, off, &insn), ri);
         if (rd->flow) {
             named_addresses(sw, off, &insn, mark_target, &(struct target_mark){ rd->out, ri });
-            if (is_opaque_jump(&insn) && !opaque_push(rd->out, r->vaddr + off))
+            if (is_opaque_jump(&insn) &&
+                !pk_push_address(&rd->out->opaque_jumps, &rd->out->nopaque_jumps, r->vaddr + off))
                 rd->oom = true;
         }
         if (pk_insn_ends_path(&insn))
