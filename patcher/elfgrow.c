@@ -350,8 +350,10 @@ const uint8_t *pk_elf_loaded_bytes(const uint8_t *data, size_t len, uint64_t vad
     return found;
 }
 
-bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, size_t *desc_len)
+bool pk_elf_note(const uint8_t *data, size_t len, uint32_t segment_type, const char *name,
+                 uint32_t type, const uint8_t **desc, size_t *desc_len)
 {
+    size_t name_size = strlen(name) + 1;
     if (elf_version(EV_CURRENT) == EV_NONE)
         return false;
     Elf *elf = elf_memory((char *)data, len);
@@ -362,7 +364,7 @@ bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, siz
     if (elf_kind(elf) == ELF_K_ELF && elf_getphdrnum(elf, &phnum) == 0) {
         for (size_t i = 0; i < phnum && !found; i++) {
             GElf_Phdr ph;
-            if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_NOTE ||
+            if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != segment_type ||
                 ph.p_offset > len || ph.p_filesz > len - ph.p_offset)
                 continue;
             Elf_Data *d = elf_getdata_rawchunk(elf, (int64_t)ph.p_offset, ph.p_filesz,
@@ -370,8 +372,8 @@ bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, siz
             GElf_Nhdr nh;
             size_t off = 0, name_at, desc_at;
             while (d && !found && (off = gelf_getnote(d, off, &nh, &name_at, &desc_at)) > 0)
-                if (nh.n_type == PK_NOTE_PATCH_TABLE && nh.n_namesz == sizeof PK_NOTE_NAME &&
-                    !memcmp(data + ph.p_offset + name_at, PK_NOTE_NAME, sizeof PK_NOTE_NAME)) {
+                if (nh.n_type == type && nh.n_namesz == name_size &&
+                    !memcmp(data + ph.p_offset + name_at, name, name_size)) {
                     *desc = data + ph.p_offset + desc_at;
                     *desc_len = nh.n_descsz;
                     found = true;
@@ -380,4 +382,9 @@ bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, siz
     }
     elf_end(elf);
     return found;
+}
+
+bool pk_elf_find_note(const uint8_t *data, size_t len, const uint8_t **desc, size_t *desc_len)
+{
+    return pk_elf_note(data, len, PT_NOTE, PK_NOTE_NAME, PK_NOTE_PATCH_TABLE, desc, desc_len);
 }

@@ -388,40 +388,26 @@ static pk_status restore_patched(pk_image *img, uint64_t phoff, bool from_segmen
 /* The x86 feature bits of the GNU property note (PT_GNU_PROPERTY), which
  * say whether the program runs with IBT or a shadow stack. Properties are
  * {type, size, data padded to 8 (ELF64) or 4 bytes}. */
-static uint32_t x86_features(pk_image *img, Elf *elf)
+static uint32_t x86_features(const pk_image *img, Elf *elf)
 {
-    size_t phnum;
-    if (elf_getphdrnum(elf, &phnum))
+    const uint8_t *desc;
+    size_t len;
+    if (!pk_elf_note(img->data, img->data_len, PT_GNU_PROPERTY, "GNU", NT_GNU_PROPERTY_TYPE_0,
+                     &desc, &len))
         return 0;
     unsigned align = gelf_getclass(elf) == ELFCLASS64 ? 8 : 4;
-    for (size_t i = 0; i < phnum; i++) {
-        GElf_Phdr ph;
-        if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_GNU_PROPERTY ||
-            ph.p_offset > img->data_len || ph.p_filesz > img->data_len - ph.p_offset)
-            continue;
-        Elf_Data *d = elf_getdata_rawchunk(elf, (int64_t)ph.p_offset, ph.p_filesz,
-                                           align == 8 ? ELF_T_NHDR8 : ELF_T_NHDR);
-        GElf_Nhdr nh;
-        size_t off = 0, name_at, desc_at;
-        while (d && (off = gelf_getnote(d, off, &nh, &name_at, &desc_at)) > 0) {
-            const uint8_t *desc = (const uint8_t *)d->d_buf + desc_at;
-            if (nh.n_type != NT_GNU_PROPERTY_TYPE_0 || nh.n_namesz != 4 ||
-                memcmp((const char *)d->d_buf + name_at, "GNU", 4))
-                continue;
-            for (size_t p = 0; p + 8 <= nh.n_descsz;) {
-                uint32_t type, size;
-                memcpy(&type, desc + p, 4);
-                memcpy(&size, desc + p + 4, 4);
-                if (size > nh.n_descsz - p - 8)
-                    break;
-                if (type == GNU_PROPERTY_X86_FEATURE_1_AND && size >= 4) {
-                    uint32_t bits;
-                    memcpy(&bits, desc + p + 8, 4);
-                    return bits;
-                }
-                p += 8 + (size + align - 1) / align * align;
-            }
+    for (size_t p = 0; p + 8 <= len;) {
+        uint32_t type, size;
+        memcpy(&type, desc + p, 4);
+        memcpy(&size, desc + p + 4, 4);
+        if (size > len - p - 8)
+            break;
+        if (type == GNU_PROPERTY_X86_FEATURE_1_AND && size >= 4) {
+            uint32_t bits;
+            memcpy(&bits, desc + p + 8, 4);
+            return bits;
         }
+        p += 8 + (size + align - 1) / align * align;
     }
     return 0;
 }

@@ -49,6 +49,12 @@ pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, uint64_t *vaddr, p
 const uint8_t *pk_elf_loaded_bytes(const uint8_t *data, size_t len, uint64_t vaddr, size_t size,
                                    bool code);
 
+/* Finds the first note of this name and type in the segments of
+ * segment_type (PT_NOTE, PT_GNU_PROPERTY) of an ELF image. Sets *desc and
+ * *desc_len to its descriptor inside data; false when there is none. */
+bool pk_elf_note(const uint8_t *data, size_t len, uint32_t segment_type, const char *name,
+                 uint32_t type, const uint8_t **desc, size_t *desc_len);
+
 /* Finds the popek note in an ELF image through its program headers (no
  * section headers needed). Sets *desc and *len to its descriptor inside
  * data; returns false when there is none. */

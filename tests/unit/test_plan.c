@@ -1,6 +1,7 @@
 /* popek — unit tests: the patch plan's choice of tactic (patch.c), on an
  * ELF file assembled here: one function per rule, each with a PUSHF site. */
 #include <criterion/criterion.h>
+#include <elf.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,7 +181,7 @@ static const char source[] =
     "    .quad pointed_at_pop\n";
 
 static char dir[] = "/tmp/popek-plan-XXXXXX";
-static char path[300];
+static char path[300], shstk_path[300];
 
 static void build(void)
 {
@@ -194,6 +195,11 @@ static void build(void)
     fclose(f);
     snprintf(cmd, sizeof cmd, "gcc -nostdlib -static -no-pie -Wl,--build-id=none %s -o %s", src,
              path);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    /* The same, marked as running with IBT and a shadow stack. */
+    snprintf(shstk_path, sizeof shstk_path, "%s/plan-shstk", dir);
+    snprintf(cmd, sizeof cmd, "gcc -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-z,shstk "
+             "-Wl,-z,ibt %s -o %s", src, shstk_path);
     cr_assert_eq(system(cmd), 0, "%s", cmd);
 }
 
@@ -213,10 +219,10 @@ typedef struct planned {
     pk_plan plan;
 } planned;
 
-static void plan_file(planned *p, pk_tactic_choice tactic, bool passthrough)
+static void plan_path(planned *p, const char *file, pk_tactic_choice tactic, bool passthrough)
 {
     pk_error err;
-    cr_assert_eq(pk_image_load_file(&p->img, path, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(pk_image_load_file(&p->img, file, &err), PK_OK, "%s", err.msg);
     pk_scan_options so = { .sets = PK_SET_PG, .flow = true };
     cr_assert_eq(pk_scan_image(&p->img, &so, &p->scan, &err), PK_OK, "%s", err.msg);
     cr_assert_eq(pk_flow_build(&p->img, &p->flow, &err), PK_OK, "%s", err.msg);
@@ -225,6 +231,11 @@ static void plan_file(planned *p, pk_tactic_choice tactic, bool passthrough)
     pk_plan_options po = { .tactic = tactic, .passthrough = passthrough };
     cr_assert_eq(pk_patch_plan(&p->img, &p->scan, &p->flow, code, &po, &p->plan, &err), PK_OK,
                  "%s", err.msg);
+}
+
+static void plan_file(planned *p, pk_tactic_choice tactic, bool passthrough)
+{
+    plan_path(p, path, tactic, passthrough);
 }
 
 static void planned_free(planned *p)
@@ -387,6 +398,22 @@ Test(plan, a_relative_call_moved_still_calls_the_same_target)
     }
     cr_assert(ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &ops[0], at - insn.length, &addr)));
     cr_assert_eq(addr, symbol(&p.img, "moves_load"), "the call's target");
+    planned_free(&p);
+}
+
+Test(plan, no_call_moves_under_a_shadow_stack)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    cr_assert_eq(p.img.x86_features, 0);
+    planned_free(&p);
+    plan_path(&p, shstk_path, PK_CHOOSE_AUTO, false);
+    cr_assert_eq(p.img.x86_features,
+                 GNU_PROPERTY_X86_FEATURE_1_IBT | GNU_PROPERTY_X86_FEATURE_1_SHSTK,
+                 "read from the GNU property note");
+    cr_assert_eq(pushf_patch(&p, "calls", 0)->tactic, PK_TACTIC_INT3,
+                 "the callee's RET would find no shadow-stack entry");
+    cr_assert_eq(pushf_patch(&p, "moves_load", 0)->tactic, PK_TACTIC_JMP_DISPLACED);
     planned_free(&p);
 }
 
