@@ -66,6 +66,23 @@ static const char source[] =
     "    pop %rax\n"
     "    ret\n"
     "    .size calls_indirect, .-calls_indirect\n"
+    /* An instruction that would read the jump's own bytes never moves. */
+    "    .p2align 4\n"
+    "    .type reads_itself, @function\n"
+    "reads_itself: pushf\n"
+    "    movzbl reads_itself(%rip), %eax\n"
+    "    pop %rcx\n"
+    "    ret\n"
+    "    .size reads_itself, .-reads_itself\n"
+    /* SYSCALL leaves its return address in RCX: it never moves. */
+    "    .p2align 4\n"
+    "    .type moves_syscall, @function\n"
+    "moves_syscall: pushf\n"
+    "    syscall\n"
+    "    pop %rcx\n"
+    "    pop %rcx\n"
+    "    ret\n"
+    "    .size moves_syscall, .-moves_syscall\n"
     /* A call through memory is no relative call: it cannot end a jump. */
     "    .p2align 4\n"
     "    .type calls_memory, @function\n"
@@ -423,6 +440,8 @@ Test(plan, what_cannot_move_forces_int3)
     plan_file(&p, PK_CHOOSE_AUTO, false);
     cr_assert_eq(pushf_patch(&p, "calls_indirect", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "calls_memory", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "reads_itself", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "moves_syscall", 0)->tactic, PK_TACTIC_INT3);
     const pk_patch *lret = pk_patch_table_find(&p.plan.table, symbol(&p.img, "far_return"));
     cr_assert_not_null(lret);
     cr_assert_eq(lret->tactic, PK_TACTIC_INT3, "no dead bytes after a far return");
@@ -436,7 +455,7 @@ Test(plan, what_cannot_move_forces_int3)
     cr_assert_eq(pushf_patch(&p, "endbr", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "opaque", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "in_ex_table", 0)->tactic, PK_TACTIC_INT3);
-    cr_assert_eq(p.plan.nojump[PK_NOJUMP_RELOCATE], 2);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_RELOCATE], 3);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_ENDBR], 1);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_OPAQUE], 1);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_PINNED], 1);
@@ -488,5 +507,26 @@ Test(plan, passthrough_leaves_int3_sites_alone)
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
     decode_trampoline(&p.plan, patch->trampoline, &insn, ops);
     cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_PUSHFQ);
+    planned_free(&p);
+}
+
+Test(plan, a_jump_never_reaches_past_its_region)
+{
+    /* nop; pushf; ret, and the region ends: the bytes a jump would call
+     * dead after the RET are not there. */
+    static const uint8_t code[] = { 0x90, 0x9c, 0xc3 };
+    planned p = { 0 };
+    pk_error err;
+    cr_assert_eq(pk_image_load_raw_memory(&p.img, code, sizeof code, "raw", 64, 0x1000, &err),
+                 PK_OK);
+    pk_scan_options so = { .sets = PK_SET_PG, .flow = true };
+    cr_assert_eq(pk_scan_image(&p.img, &so, &p.scan, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(pk_flow_build(&p.img, &p.flow, &err), PK_OK, "%s", err.msg);
+    pk_plan_options po = { .tactic = PK_CHOOSE_AUTO };
+    cr_assert_eq(pk_patch_plan(&p.img, &p.scan, &p.flow, 0x100000, &po, &p.plan, &err), PK_OK,
+                 "%s", err.msg);
+    cr_assert_eq(p.plan.table.count, 1);
+    cr_assert_eq(p.plan.table.patches[0].tactic, PK_TACTIC_INT3);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_SHORT], 1);
     planned_free(&p);
 }

@@ -376,6 +376,21 @@ Test(sweep, flow_notes_the_code_addresses_instructions_name)
     pk_image_free(&img);
 }
 
+Test(sweep, flow_notes_of_32_bit_code_high_in_memory)
+{
+    /* push $0xd0000010 is sign-extended to 64 bits by the decoder; the code
+     * address is the low 32 (an i386 kernel lives at 0xc0000000 and up). */
+    uint8_t code[0x20];
+    memset(code, 0x90, sizeof code);
+    static const uint8_t push[] = { 0x68, 0x10, 0x00, 0x00, 0xd0 };
+    memcpy(code, push, sizeof push);
+    pk_image img = load(code, sizeof code, 32, 0xd0000000);
+    pk_scan s = scan_flow(&img, PK_FOUND_LINEAR, 0, 0);
+    cr_assert(pk_scan_has_target(&s, 0xd0000010, 0xd0000011));
+    pk_scan_free(&s);
+    pk_image_free(&img);
+}
+
 Test(sweep, flow_notes_of_the_parallel_sweep_equal_a_sequential_one, .timeout = 60)
 {
     static const uint64_t chunks[] = { 1, 7, 333, 4096 };
