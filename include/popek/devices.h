@@ -19,21 +19,28 @@ typedef struct pk_devices pk_devices;
 pk_devices *pk_devices_new(FILE *uart_out, uint64_t now_ns);
 void pk_devices_free(pk_devices *dev);
 
-/* Port reads and writes of size 1, 2 or 4 bytes. Ports no device claims
- * read as all ones and ignore writes, as on a PC; *claimed (when not NULL)
- * says whether a device answered. */
+/* Port reads and writes of size 1, 2 or 4 bytes. Every device is 8 bits
+ * wide, so a wider access is split into bytes at port, port+1, ... (low byte
+ * first), as the ISA bus does. Ports no device claims read as all ones and
+ * ignore writes, as on a PC; *claimed (when not NULL) says whether a device
+ * answered any byte. Another size claims nothing and reads all ones. Each
+ * access first advances the devices to now_ns. */
 uint32_t pk_devices_in(pk_devices *dev, uint16_t port, unsigned size,
                        uint64_t now_ns, bool *claimed);
 void pk_devices_out(pk_devices *dev, uint16_t port, unsigned size,
                     uint32_t value, uint64_t now_ns, bool *claimed);
 
-/* True once the guest wrote to the exit port; *status is the value. */
+/* True once the guest wrote to the exit port 0xF4; *status (when not NULL)
+ * is the first byte written there, 0–255: an exit status has 8 bits. */
 bool pk_devices_exit_requested(const pk_devices *dev, int *status);
 
-/* Raises the interrupt lines whose time has come (the PIT's IRQ 0). */
+/* Raises the interrupt lines whose time has come (the PIT's IRQ 0). Several
+ * periods due at once raise it once, as an edge-triggered PIC latches one
+ * request; the next edge stays on the timer's own period grid. */
 void pk_devices_advance(pk_devices *dev, uint64_t now_ns);
 
-/* When the PIT next raises IRQ 0, or UINT64_MAX when it never will. */
+/* When the PIT next raises IRQ 0 (absolute host ns), or UINT64_MAX when it
+ * never will. */
 uint64_t pk_devices_next_event(const pk_devices *dev);
 
 /* The vector the PIC pair presents to the CPU now (highest-priority
