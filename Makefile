@@ -8,6 +8,7 @@
 #   make bench         run the benchmarks in bench/
 #   make docs          regenerate docs/catalog.md from the catalog
 #   make fuzz          fuzz the loader and scanner (FUZZ_SECONDS, default 60)
+#   make guest32       build the sample 32-bit guest kernel (samples/guest32)
 
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -35,13 +36,27 @@ LIB   := $(BUILD)/libpopek.a
 POPEK := $(BUILD)/popek
 UNIT  := $(BUILD)/unit-tests
 
-.PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean
+# The sample guest kernel: freestanding i386, Multiboot, linked at 1 MiB.
+# Always gcc (it boots under QEMU and `popek boot`, never links with popek).
+GUEST_CC     ?= gcc
+GUEST_CFLAGS := -m32 -ffreestanding -fno-pic -no-pie -nostdlib -static \
+                -fno-stack-protector -O2 -Wall -Wextra -Werror -Wl,--build-id=none
+GUEST32      := $(BUILD)/samples/guest32.elf
+GUEST32_SRC  := samples/guest32/entry.S samples/guest32/guest32.c
 
-all: $(POPEK) $(LIB)
+.PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean guest32
+
+all: $(POPEK) $(LIB) $(GUEST32)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(GUEST32): $(GUEST32_SRC) samples/guest32/arch.h samples/guest32/link.ld
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -T samples/guest32/link.ld $(GUEST32_SRC) -o $@
+
+guest32: $(GUEST32)
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -71,7 +86,7 @@ test: deps
 unit: $(UNIT) $(POPEK)
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(UNIT) --jobs 2
 
-e2e: $(POPEK) $(BENCH_BIN)
+e2e: $(POPEK) $(BENCH_BIN) $(GUEST32)
 	POPEK=$(abspath $(POPEK)) BUILD=$(abspath $(BUILD)) tests/e2e/run
 
 check-kernel: deps
@@ -103,6 +118,6 @@ docs: $(POPEK)
 	$(POPEK) explain --format markdown > docs/catalog.md
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-guest
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
