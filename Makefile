@@ -8,7 +8,7 @@
 #   make bench         run the benchmarks in bench/
 #   make docs          regenerate docs/catalog.md from the catalog
 #   make fuzz          fuzz the loader and scanner (FUZZ_SECONDS, default 60)
-#   make guest32       build the sample 32-bit guest kernel (samples/guest32)
+#   make guests        build the guest kernels in samples/
 
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -36,27 +36,32 @@ LIB   := $(BUILD)/libpopek.a
 POPEK := $(BUILD)/popek
 UNIT  := $(BUILD)/unit-tests
 
-# The sample guest kernel: freestanding i386, Multiboot, linked at 1 MiB.
-# Always gcc (it boots under QEMU and `popek boot`, never links with popek).
+# Guest kernels: freestanding i386, Multiboot, linked at 1 MiB. Always gcc
+# (they boot under QEMU and `popek boot`, and never link with popek).
 GUEST_CC     ?= gcc
 GUEST_CFLAGS := -m32 -ffreestanding -fno-pic -no-pie -nostdlib -static \
                 -fno-stack-protector -O2 -Wall -Wextra -Werror -Wl,--build-id=none
 GUEST32      := $(BUILD)/samples/guest32.elf
-GUEST32_SRC  := samples/guest32/entry.S samples/guest32/guest32.c
+HOSTILE32    := $(BUILD)/samples/hostile32.elf
+PROBE32      := $(BUILD)/samples/probe32.elf
+GUESTS       := $(GUEST32) $(HOSTILE32) $(PROBE32)
 
-.PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean guest32
+.PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean guests
 
-all: $(POPEK) $(LIB) $(GUEST32)
+all: $(POPEK) $(LIB) $(GUESTS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(GUEST32): $(GUEST32_SRC) samples/guest32/arch.h samples/guest32/link.ld
+$(GUEST32): samples/guest32/entry.S samples/guest32/guest32.c samples/guest32/arch.h
+$(HOSTILE32): samples/hostile32/hostile32.c samples/guest32/arch.h
+$(PROBE32): samples/probe32/probe32.c
+$(GUESTS): samples/guest32/link.ld
 	@mkdir -p $(dir $@)
-	$(GUEST_CC) $(GUEST_CFLAGS) -T samples/guest32/link.ld $(GUEST32_SRC) -o $@
+	$(GUEST_CC) $(GUEST_CFLAGS) -T samples/guest32/link.ld $(filter %.c %.S,$^) -o $@
 
-guest32: $(GUEST32)
+guests: $(GUESTS)
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -86,7 +91,7 @@ test: deps
 unit: $(UNIT) $(POPEK)
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(UNIT) --jobs 2
 
-e2e: $(POPEK) $(BENCH_BIN) $(GUEST32)
+e2e: $(POPEK) $(BENCH_BIN) $(GUESTS)
 	POPEK=$(abspath $(POPEK)) BUILD=$(abspath $(BUILD)) tests/e2e/run
 
 check-kernel: deps

@@ -11,9 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "popek/popek.h"
-
-enum { EXIT_BAD = 2 };
+#include "cli.h"
 
 static const char usage_main[] =
     "usage: popek COMMAND [OPTIONS] [ARGS]\n"
@@ -25,9 +23,10 @@ static const char usage_main[] =
     "  explain   print the catalog of sensitive instructions, or one row of it\n"
     "  patch     rewrite an ELF file so that its sensitive instructions trap\n"
     "  extract   write the vmlinux inside a bzImage (/boot/vmlinuz-*)\n"
+    "  boot      run a guest kernel deprivileged at ring 3 under the monitor\n"
     "\n"
     "`popek COMMAND --help` describes each command. Exit status: 0 on success,\n"
-    "2 on bad usage or bad input.\n";
+    "2 on bad usage or bad input (boot: see popek boot --help).\n";
 
 static const char usage_scan[] =
     "usage: popek scan [OPTIONS] FILE\n"
@@ -101,10 +100,7 @@ static const char usage_extract[] =
     "  -o, --output OUT    the file to write (required)\n"
     "  -h, --help          show this help\n";
 
-/* Reports bad usage on stderr and returns the exit status for it. */
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -116,15 +112,13 @@ static int usage_error(const char *fmt, ...)
     return EXIT_BAD;
 }
 
-static int input_error(const char *what, const pk_error *err)
+int input_error(const char *what, const pk_error *err)
 {
     fprintf(stderr, "popek: %s: %s\n", what, err->msg);
     return EXIT_BAD;
 }
 
-/* A decimal, 0x hex or 0 octal number; strtoull alone would also take
- * leading blanks and a minus sign. */
-static bool parse_u64(const char *s, uint64_t *v)
+bool parse_u64(const char *s, uint64_t *v)
 {
     if (!isxdigit((unsigned char)s[0]))
         return false;
@@ -159,8 +153,7 @@ static bool parse_only(const char *list, bool only[PK_CLASS_COUNT], char *bad, s
     return true;
 }
 
-/* Flushes stdout; a failed write (a full disk, a closed pipe) is an error. */
-static int finish_output(void)
+int finish_output(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "popek: writing the output: %s\n", strerror(errno));
@@ -169,9 +162,7 @@ static int finish_output(void)
     return 0;
 }
 
-/* Takes --set (only = false) or --only into so; only[] holds the rows.
- * Returns 0, or reports bad usage and returns EXIT_BAD. */
-static int filter_option(bool is_only, const char *arg, pk_scan_options *so,
+int filter_option(bool is_only, const char *arg, pk_scan_options *so,
                          bool only[PK_CLASS_COUNT])
 {
     char bad[128];
@@ -626,5 +617,7 @@ int main(int argc, char **argv)
         return cmd_extract(argc - 1, argv + 1);
     if (!strcmp(cmd, "patch"))
         return cmd_patch(argc - 1, argv + 1);
+    if (!strcmp(cmd, "boot"))
+        return cmd_boot(argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);
 }

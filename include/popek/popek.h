@@ -14,5 +14,8 @@
 #include "popek/flow.h"
 #include "popek/trampoline.h"
 #include "popek/elfgrow.h"
+#include "popek/vcpu.h"
+#include "popek/devices.h"
+#include "popek/boot.h"
 
 #endif

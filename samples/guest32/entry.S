@@ -63,9 +63,13 @@ _start:
     jmp isr_common
 .endm
 
+/* Code labels are typed as functions here: popek's scanner starts its
+ * recursive descent at function symbols, and a linear sweep alone can fall
+ * out of step in the zero fill that .org leaves before isr_common. */
     .altmacro                   /* so that STUB %vec passes the number */
     .align 16
     .globl isr_stubs
+    .type isr_stubs, @function
 isr_stubs:
     .set vec, 0
     .rept 256
@@ -75,6 +79,7 @@ isr_stubs:
     .org isr_stubs + 256 * 16   /* an error here: a stub outgrew 16 bytes */
     .noaltmacro
 
+    .type isr_common, @function
 isr_common:
     pusha
     push %ds
@@ -98,6 +103,7 @@ isr_common:
  * far_target_imm: the same, returning with `lret $8`, which also drops the
  * two arguments the caller pushed. */
     .globl far_target, far_target_imm
+    .type far_target, @function
 far_target:
     mov 0(%esp), %eax
     mov %eax, far_pushed_eip
@@ -107,6 +113,7 @@ far_target:
     mov %eax, far_callee_cs
     lret
 
+    .type far_target_imm, @function
 far_target_imm:
     mov 4(%esp), %eax
     mov %eax, far_pushed_cs
@@ -124,6 +131,7 @@ far_target_imm:
  * CPL (SDM Vol. 2, IRET, "RETURN-TO-OUTER-PRIVILEGE-LEVEL"), so ring 3 finds
  * FS = 0. */
     .globl ring3_run, ring3_leave, ring3_code
+    .type ring3_run, @function
 ring3_run:
     push %ebx
     push %esi
@@ -143,6 +151,7 @@ ring3_run:
     push $ring3_code            /* EIP */
     iret
 
+    .type ring3_code, @function
 ring3_code:                     /* CPL 3 from here to the int $0x80 */
     mov %cs, %eax
     mov %eax, ring3_cs
@@ -165,6 +174,7 @@ ring3_code:                     /* CPL 3 from here to the int $0x80 */
 /* save_fault(EAX = destination): copies the 16-byte last_fault record
  * (ring-3 code cannot call C without a C-compatible stack frame; this is
  * simpler). */
+    .type save_fault, @function
 save_fault:
     mov last_fault, %ecx
     mov %ecx, 0(%eax)
@@ -176,6 +186,7 @@ save_fault:
     mov %ecx, 12(%eax)
     ret
 
+    .type ring3_leave, @function
 ring3_leave:                    /* called from trap_entry on the ring-0 */
     mov ring3_saved_esp, %esp   /* stack; that frame is abandoned       */
     mov $SEL_KDATA, %eax

@@ -1,0 +1,250 @@
+/* popek — guest code pages: scanned before they run, patched, watched.
+ *
+ * The guest image's code is scanned once, as a whole, at boot: both sweeps,
+ * with its symbols, so sites are found as `popek patch` finds them. Code
+ * that appears later (written by the guest, or in a page the image did not
+ * mark as code) is scanned a page at a time when it first executes, by a
+ * linear sweep from the page's start and another from where the guest
+ * jumped in. A jump into the middle of an instruction the sweeps decoded
+ * differently is the blind spot every scan-and-patch design has; the
+ * seccomp sandbox still keeps such code from the host. */
+#include "internal/codepages.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "popek/flow.h"
+#include "popek/scan.h"
+
+enum { PAGE = 4096 };
+
+static uint64_t int3_address(const pk_patch *p)
+{
+    return p->tactic == PK_TACTIC_INT3 ? p->site : p->trampoline;
+}
+
+/* The index of the first patch whose INT3 address is at least addr. */
+static size_t lower_bound(const pk_codepages *cp, uint64_t addr)
+{
+    size_t lo = 0, hi = cp->npatches;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (int3_address(&cp->patches[mid]) < addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+const pk_patch *pk_codepages_patch_at(const pk_codepages *cp, uint64_t addr)
+{
+    size_t i = lower_bound(cp, addr);
+    return i < cp->npatches && int3_address(&cp->patches[i]) == addr ? &cp->patches[i] : NULL;
+}
+
+static bool in_ram(const pk_codepages *cp, uint64_t addr, uint64_t len)
+{
+    const pk_tracee *t = cp->tracee;
+    return addr >= t->ram_low && addr <= t->ram_size && len <= t->ram_size - addr;
+}
+
+bool pk_codepages_read_original(const pk_codepages *cp, uint64_t addr, uint8_t *buf, size_t len)
+{
+    if (!in_ram(cp, addr, len))
+        return false;
+    memcpy(buf, cp->tracee->ram + addr, len);
+    for (size_t i = lower_bound(cp, addr); i < cp->npatches; i++) {
+        const pk_patch *p = &cp->patches[i];
+        if (int3_address(p) >= addr + len)
+            break;
+        if (p->tactic == PK_TACTIC_INT3)
+            buf[p->site - addr] = p->bytes[0];
+    }
+    return true;
+}
+
+bool pk_codepages_is_code(const pk_codepages *cp, uint64_t addr)
+{
+    uint64_t page = addr / PAGE;
+    return page < cp->npages && cp->is_code[page];
+}
+
+/* Gives pages [first, last] the protection of their new state. */
+static pk_status set_pages(pk_codepages *cp, uint64_t first, uint64_t last, bool code,
+                           pk_error *err)
+{
+    uint64_t lo = first * PAGE, hi = (last + 1) * PAGE;
+    if (lo < cp->tracee->ram_low)
+        lo = cp->tracee->ram_low;
+    if (lo >= hi)
+        return PK_OK;
+    int prot = code ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE;
+    PK_CHECK(pk_tracee_protect(cp->tracee, lo, hi - lo, prot, err));
+    memset(cp->is_code + first, code, last - first + 1);
+    return PK_OK;
+}
+
+pk_status pk_codepages_init(pk_codepages *cp, pk_tracee *t, unsigned bits, unsigned sets,
+                            const bool *only, bool patching, pk_error *err)
+{
+    memset(cp, 0, sizeof *cp);
+    cp->tracee = t;
+    cp->bits = bits;
+    cp->sets = sets ? sets : PK_SET_PG;
+    cp->only = only;
+    cp->patching = patching;
+    cp->npages = t->ram_size / PAGE;
+    cp->is_code = calloc(cp->npages, 1);
+    if (!cp->is_code)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    if (!patching)
+        return pk_tracee_protect(t, t->ram_low, t->ram_size - t->ram_low,
+                                 PROT_READ | PROT_WRITE | PROT_EXEC, err);
+    return PK_OK;
+}
+
+void pk_codepages_free(pk_codepages *cp)
+{
+    free(cp->is_code);
+    free(cp->patches);
+    memset(cp, 0, sizeof *cp);
+}
+
+/* Adds a patch and writes its INT3 (for jump patches the file already
+ * holds everything). Keeps the array sorted. */
+static pk_status add_patch(pk_codepages *cp, const pk_patch *p, pk_error *err)
+{
+    if (cp->npatches == cp->cap) {
+        size_t cap = cp->cap ? 2 * cp->cap : 64;
+        pk_patch *grown = realloc(cp->patches, cap * sizeof *grown);
+        if (!grown)
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+        cp->patches = grown;
+        cp->cap = cap;
+    }
+    size_t i = lower_bound(cp, int3_address(p));
+    if (i < cp->npatches && int3_address(&cp->patches[i]) == int3_address(p))
+        return PK_OK; /* patched already */
+    memmove(cp->patches + i + 1, cp->patches + i, (cp->npatches - i) * sizeof *p);
+    cp->patches[i] = *p;
+    cp->npatches++;
+    if (p->tactic == PK_TACTIC_INT3)
+        cp->tracee->ram[p->site] = 0xCC;
+    return PK_OK;
+}
+
+static void drop_patch(pk_codepages *cp, size_t i)
+{
+    memmove(cp->patches + i, cp->patches + i + 1, (cp->npatches - i - 1) * sizeof *cp->patches);
+    cp->npatches--;
+}
+
+pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_error *err)
+{
+    if (!cp->patching)
+        return PK_OK;
+    if (img->is_patched) {
+        for (size_t i = 0; i < img->patched.count; i++)
+            PK_CHECK(add_patch(cp, &img->patched.patches[i], err));
+    } else {
+        pk_scan_options so = { .sets = cp->sets, .only = cp->only, .flow = true };
+        pk_plan_options po = { .tactic = PK_CHOOSE_INT3, .allow_skip = true, .only = cp->only };
+        pk_scan scan = { 0 };
+        pk_plan plan = { 0 };
+        pk_status s = pk_scan_image(img, &so, &scan, err);
+        if (s == PK_OK)
+            s = pk_patch_plan(img, &scan, NULL, 0, &po, &plan, err);
+        for (size_t i = 0; s == PK_OK && i < plan.table.count; i++) {
+            const pk_patch *p = &plan.table.patches[i];
+            s = in_ram(cp, p->site, p->len)
+                    ? add_patch(cp, p, err)
+                    : pk_fail(err, PK_ERR_UNSUPPORTED, "site 0x%llx lies outside guest RAM",
+                              (unsigned long long)p->site);
+        }
+        pk_plan_free(&plan);
+        pk_scan_free(&scan);
+        PK_CHECK(s);
+    }
+    for (size_t r = 0; r < img->nregions; r++) {
+        const pk_region *region = &img->regions[r];
+        if (region->size && in_ram(cp, region->vaddr, region->size))
+            PK_CHECK(set_pages(cp, region->vaddr / PAGE,
+                               (region->vaddr + region->size - 1) / PAGE, true, err));
+    }
+    /* A patched file's trampolines lie in a segment of their own. */
+    for (size_t i = 0; i < img->patched.njumps; i++) {
+        const pk_jump *j = &img->patched.jumps[i];
+        if (in_ram(cp, j->trampoline, j->trampoline_len))
+            PK_CHECK(set_pages(cp, j->trampoline / PAGE,
+                               (j->trampoline + j->trampoline_len - 1) / PAGE, true, err));
+    }
+    return PK_OK;
+}
+
+/* Sweeps [from, end) and patches the sites that start before limit. */
+static pk_status sweep(pk_codepages *cp, uint64_t from, uint64_t end, uint64_t limit,
+                       pk_error *err)
+{
+    uint8_t buf[PAGE + 16];
+    size_t len = (size_t)(end - from);
+    if (!pk_codepages_read_original(cp, from, buf, len))
+        return pk_fail(err, PK_ERR_INTERNAL, "sweep outside RAM");
+    pk_image img;
+    PK_CHECK(pk_image_load_raw_memory(&img, buf, len, "guest page", cp->bits, from, err));
+    pk_scan_options so = { .sets = cp->sets, .only = cp->only, .sweeps = PK_FOUND_LINEAR,
+                           .threads = 1 };
+    pk_scan scan = { 0 };
+    pk_status s = pk_scan_image(&img, &so, &scan, err);
+    for (size_t i = 0; s == PK_OK && i < scan.nsites; i++) {
+        const pk_site *site = &scan.sites[i];
+        const pk_class *c = pk_class_get((pk_class_id)site->cls);
+        if (site->vaddr >= limit || ((c->flags & PK_CLASS_OPT_IN) && !(cp->only && cp->only[c->id])))
+            continue;
+        pk_patch p = { .site = site->vaddr, .len = site->len, .cls = (pk_class_id)site->cls,
+                       .tactic = PK_TACTIC_INT3 };
+        memcpy(p.bytes, site->bytes, site->len);
+        s = add_patch(cp, &p, err);
+    }
+    pk_scan_free(&scan);
+    pk_image_free(&img);
+    return s;
+}
+
+pk_status pk_codepages_execute(pk_codepages *cp, uint64_t addr, uint64_t rip, pk_error *err)
+{
+    uint64_t page = addr / PAGE, start = page * PAGE, end = start + PAGE;
+    if (!cp->patching || page >= cp->npages || start < cp->tracee->ram_low)
+        return pk_fail(err, PK_ERR_INTERNAL, "execute fault at 0x%llx outside patchable RAM",
+                       (unsigned long long)addr);
+    /* Patches on this page whose INT3 the guest overwrote are gone. */
+    for (size_t i = lower_bound(cp, start); i < cp->npatches && int3_address(&cp->patches[i]) < end;) {
+        const pk_patch *p = &cp->patches[i];
+        if (p->tactic == PK_TACTIC_INT3 && cp->tracee->ram[p->site] != 0xCC)
+            drop_patch(cp, i);
+        else
+            i++;
+    }
+    /* Decode up to 15 bytes past the page, for an instruction that ends there. */
+    uint64_t tail = end + 15 <= cp->tracee->ram_size ? end + 15 : cp->tracee->ram_size;
+    PK_CHECK(sweep(cp, start, tail, end, err));
+    if (rip > start && rip < end)
+        PK_CHECK(sweep(cp, rip, tail, end, err));
+    cp->pages_scanned++;
+    return set_pages(cp, page, page, true, err);
+}
+
+pk_status pk_codepages_written(pk_codepages *cp, uint64_t addr, uint64_t len, pk_error *err)
+{
+    if (!cp->patching || len == 0)
+        return PK_OK;
+    uint64_t last = (addr + len - 1) / PAGE;
+    for (uint64_t page = addr / PAGE; page <= last && page < cp->npages; page++) {
+        if (cp->is_code[page]) {
+            PK_CHECK(set_pages(cp, page, page, false, err));
+            cp->pages_released++;
+        }
+    }
+    return PK_OK;
+}

@@ -1,0 +1,93 @@
+/* samples/probe32 — a Multiboot guest that does one thing, named on its
+ * command line: for bench/boot, the loop of one sensitive instruction, and
+ * for the tests, each way a guest can end.
+ *
+ *   smsw N     SMSW N times (patched with INT3 under popek boot), exit 0
+ *   clisti N   CLI and STI N times each (both fault at ring 3), exit 0
+ *   exit N     write N to the exit port
+ *   ud2        an invalid opcode with no IDT: a triple fault
+ *   halt       HLT with interrupts off: nothing can wake it
+ *   spin       loop forever (for --timeout)
+ *   rdpmc      an instruction the monitor does not emulate
+ *
+ * Anything else exits with status 1. */
+#include <stdint.h>
+
+__asm__(".pushsection .multiboot, \"a\"\n"
+        ".align 4\n"
+        ".long 0x1BADB002, 0x00000003, -(0x1BADB002 + 0x00000003)\n"
+        ".popsection\n"
+        ".pushsection .text\n"
+        ".globl _start\n"
+        "_start:\n"
+        "    mov $stack_top, %esp\n"
+        "    push %ebx\n"
+        "    call guest_main\n"
+        "1:  hlt\n"
+        "    jmp 1b\n"
+        ".popsection\n"
+        ".pushsection .bss\n"
+        ".align 16\n"
+        "    .skip 16384\n"
+        "stack_top:\n"
+        ".popsection\n");
+
+struct multiboot_info {
+    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+};
+
+static void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static int starts_with(const char *s, const char *prefix)
+{
+    while (*prefix)
+        if (*s++ != *prefix++)
+            return 0;
+    return 1;
+}
+
+static uint32_t number_after_space(const char *s)
+{
+    while (*s && *s != ' ')
+        s++;
+    uint32_t n = 0;
+    while (*s == ' ')
+        s++;
+    while (*s >= '0' && *s <= '9')
+        n = n * 10 + (uint32_t)(*s++ - '0');
+    return n;
+}
+
+void guest_main(const struct multiboot_info *mbi);
+
+void guest_main(const struct multiboot_info *mbi)
+{
+    const char *cmdline = (mbi->flags & 4) ? (const char *)(uintptr_t)mbi->cmdline : "";
+    uint32_t n = number_after_space(cmdline);
+    if (starts_with(cmdline, "smsw")) {
+        for (uint32_t i = 0; i < n; i++) {
+            uint16_t msw;
+            __asm__ volatile("smsw %0" : "=r"(msw));
+        }
+    } else if (starts_with(cmdline, "clisti")) {
+        for (uint32_t i = 0; i < n; i++)
+            __asm__ volatile("cli; sti");
+    } else if (starts_with(cmdline, "exit")) {
+        outb(0xF4, (uint8_t)n);
+    } else if (starts_with(cmdline, "ud2")) {
+        __asm__ volatile("ud2");
+    } else if (starts_with(cmdline, "halt")) {
+        __asm__ volatile("cli; hlt");
+    } else if (starts_with(cmdline, "spin")) {
+        for (;;)
+            __asm__ volatile("" ::: "memory");
+    } else if (starts_with(cmdline, "rdpmc")) {
+        __asm__ volatile("rdpmc" : : "c"(0) : "eax", "edx");
+    } else {
+        outb(0xF4, 1);
+    }
+    outb(0xF4, 0);
+}
