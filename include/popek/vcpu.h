@@ -67,14 +67,15 @@ typedef struct pk_table_register {
     uint16_t limit;
 } pk_table_register;
 
-/* Model-specific registers the monitor knows (pk_msr_* in emulate.c). */
+/* Model-specific registers the guest wrote (the table is in monitor/system.c). */
 #define PK_VCPU_MSRS 32
 
 typedef struct pk_vcpu {
     unsigned bits;          /* 32 or 64: the mode the guest runs in */
     unsigned cpl;           /* the privilege level the guest believes in */
-    uint64_t vflags;        /* virtual IF, IOPL, NT, AC, ID: the bits of
-                               EFLAGS the real process cannot hold */
+    uint64_t vflags;        /* virtual IF, IOPL, NT, ID: the bits of EFLAGS
+                               the real process cannot hold (AC stays real:
+                               see monitor/vcpu.c) */
     pk_segment seg[PK_SEG_COUNT];
     pk_table_register gdtr, idtr;
     uint64_t cr0, cr2, cr3, cr4, cr8;
@@ -154,7 +155,8 @@ typedef struct pk_emu_result {
 void pk_vcpu_reset(pk_vcpu *vcpu, unsigned bits);
 
 /* The EFLAGS image the guest sees: the real arithmetic and control flags of
- * regs with the vcpu's IF, IOPL, NT, AC and ID; RF and VM as 0. */
+ * regs (AC included) with the vcpu's IF, IOPL, NT and ID; RF, VM, VIF and
+ * VIP as 0. */
 uint64_t pk_vcpu_flags(const pk_vcpu *vcpu, const pk_regs *regs);
 
 /* Emulates the instruction at regs->rip, which insn/ops decode (decoded in
@@ -184,7 +186,10 @@ typedef enum pk_event_kind {
  * from pk_vcpu_flags, clears virtual IF for interrupt gates, and enters the
  * handler. regs->rip must be the return address the frame records. Returns
  * DONE, or FAULT with the fault the delivery itself raised (the caller
- * escalates: a fault while delivering a fault is #DF, then triple fault). */
+ * escalates: a fault while delivering a fault is #DF, then triple fault),
+ * leaving vcpu and regs unchanged; UNSUPPORTED for task gates, 16-bit
+ * gates or TSSs, or when has_error_code disagrees with the vector (only
+ * exceptions 8, 10-14 and 17 push one). */
 pk_emu_result pk_deliver(pk_vcpu *vcpu, pk_regs *regs,
                          const pk_guest_mem *mem, uint8_t vector,
                          pk_event_kind kind, bool has_error_code,
