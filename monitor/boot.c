@@ -256,6 +256,23 @@ static void emulate_patch(boot *b, const pk_patch *patch)
     emulate(b, &insn, ops, patch->bytes, patch);
 }
 
+/* Linux reports #OF (INTO with OF set) as it reports #GP, but with RIP
+ * past the INTO: an INTO just before a RIP that did not fault is it. */
+static bool overflow_trap(boot *b)
+{
+    uint8_t before = 0;
+    if (b->vcpu.bits == 64 || !(b->regs.rflags & PK_FLAG_OF) ||
+        !mem_read(b, b->regs.rip - 1, &before, 1) || before != 0xCE)
+        return false;
+    b->regs.rip -= 1;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    uint8_t bytes[ZYDIS_MAX_INSTRUCTION_LENGTH];
+    if (decode_at(b, b->regs.rip, &insn, ops, bytes))
+        emulate(b, &insn, ops, bytes, NULL);
+    return true;
+}
+
 /* The CPU refused the instruction at rip (#GP, #UD): emulate it when it is
  * one the catalog names, else give the guest the exception. */
 static void emulate_faulting(boot *b, uint8_t vector)
@@ -264,6 +281,8 @@ static void emulate_faulting(boot *b, uint8_t vector)
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
     uint8_t bytes[ZYDIS_MAX_INSTRUCTION_LENGTH];
     if (!decode_at(b, b->regs.rip, &insn, ops, bytes) || pk_classify(&insn) == PK_CLASS_NONE) {
+        if (vector == PK_VEC_GP && overflow_trap(b))
+            return;
         raise_exception(b, vector, 0, 0);
         return;
     }
@@ -281,11 +300,22 @@ static void host_syscall(boot *b, const pk_stop *stop)
         monitor_failed(b, &err);
         return;
     }
+    /* Entering the kernel replaced rAX with -ENOSYS; the guest's own value
+     * is the system call number. */
+    b->regs.gpr[PK_RAX] = (uint64_t)stop->syscall_nr;
+    b->regs_dirty = true;
     uint8_t insn[2] = { 0 };
     uint64_t at = b->regs.rip - 2;
-    mem_read(b, at, insn, 2);
-    fprintf(stderr, "popek: contained: the guest made host system call %ld at 0x%llx; "
-            "it did not run\n", stop->syscall_nr, (unsigned long long)at);
+    /* SYSENTER, and SYSCALL from 32-bit code, leave no return address: the
+     * kernel points the process at its vDSO instead. */
+    bool known = mem_read(b, at, insn, 2) &&
+                 ((insn[0] == 0xCD && insn[1] == 0x80) || (insn[0] == 0x0F && insn[1] == 0x05));
+    if (known)
+        fprintf(stderr, "popek: contained: the guest made host system call %ld at 0x%llx; "
+                "it did not run\n", stop->syscall_nr, (unsigned long long)at);
+    else
+        fprintf(stderr, "popek: contained: the guest made host system call %ld from an "
+                "unknown address; it did not run\n", stop->syscall_nr);
     if (insn[0] == 0xCD && insn[1] == 0x80) {
         b->regs.rip = at;
         emulate_faulting(b, PK_VEC_GP);
@@ -297,8 +327,8 @@ static void host_syscall(boot *b, const pk_stop *stop)
         return;
     }
     end(b, PK_GUEST_UNSUPPORTED,
-        "the guest entered the host kernel (system call %ld, near 0x%llx) by a way the "
-        "monitor cannot emulate; stopped", stop->syscall_nr, (unsigned long long)b->regs.rip);
+        "the guest entered the host kernel (system call %ld) from an address it did not "
+        "leave; the monitor cannot resume it", stop->syscall_nr);
 }
 
 /* The monitor stepped one instruction with TF, the way ptrace steps. A

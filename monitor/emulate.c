@@ -15,10 +15,11 @@
  *   selectors  LAR/LSL/VERR/VERW, LLDT/LTR/SLDT/STR, MOV/PUSH/POP
  *              Sreg, LDS/LES/LSS/LFS/LGS                          (descriptors.c)
  *   I/O        IN, OUT, INS, OUTS                                 (io.c)
- *   transfers  far JMP/CALL/RET, IRET, INT n/INT3/INTO/INT1       (transfer.c)
+ *   transfers  far JMP/CALL/RET, IRET, INT n/INT3/INTO/INT1,
+ *              SYSCALL/SYSRET/SYSENTER/SYSEXIT                    (transfer.c)
  *
  * Every other row returns UNSUPPORTED with nothing changed: CPUID, RDTSC,
- * RDTSCP, RDPID, RDPMC, RDPRU, SYSCALL/SYSENTER/SYSRET/SYSEXIT, INVPCID,
+ * RDTSCP, RDPID, RDPMC, RDPRU, INVPCID,
  * MONITOR/MWAIT, XSAVES/XRSTORS, XGETBV, RD/WRFSBASE, ENCLS, SEV-SNP,
  * TDCALL, WRUSS. */
 #include "internal/emu.h"
@@ -79,6 +80,7 @@ static bool sets_rip(pk_class_id row)
     case PK_CLASS_JMP_FAR: case PK_CLASS_CALL_FAR: case PK_CLASS_RET_FAR:
     case PK_CLASS_IRET: case PK_CLASS_INT_N: case PK_CLASS_INT80: case PK_CLASS_INT3:
     case PK_CLASS_INTO: case PK_CLASS_INT1:
+    case PK_CLASS_SYSCALL: case PK_CLASS_SYSRET: case PK_CLASS_SYSENTER: case PK_CLASS_SYSEXIT:
     case PK_CLASS_IN: case PK_CLASS_OUT: case PK_CLASS_INS: case PK_CLASS_OUTS:
         return true;
     default:
@@ -109,7 +111,8 @@ static pk_emu_status dispatch(pk_emu *e, pk_class_id row)
         return pk_emu_io_insn(e, row);
     case PK_CLASS_JMP_FAR: case PK_CLASS_CALL_FAR: case PK_CLASS_RET_FAR: case PK_CLASS_IRET:
     case PK_CLASS_INT_N: case PK_CLASS_INT80: case PK_CLASS_INT3: case PK_CLASS_INTO:
-    case PK_CLASS_INT1:
+    case PK_CLASS_INT1: case PK_CLASS_SYSCALL: case PK_CLASS_SYSRET: case PK_CLASS_SYSENTER:
+    case PK_CLASS_SYSEXIT:
         return pk_emu_transfer_insn(e, row);
     default:
         return pk_emu_unsupported(e, "not emulated");

@@ -293,6 +293,12 @@ static uint64_t msr_value(const pk_vcpu *v, const msr_def *d)
     return d->reset;
 }
 
+uint64_t pk_emu_msr(const pk_vcpu *v, uint32_t index)
+{
+    const msr_def *d = msr_find(index);
+    return d ? msr_value(v, d) : 0;
+}
+
 static void msr_store(pk_vcpu *v, uint32_t index, uint64_t value)
 {
     unsigned i = 0;

@@ -12,8 +12,14 @@
  * switching to the stack the guest TSS names when the handler is more
  * privileged.
  *
- * Returns UNSUPPORTED, changing nothing: far JMP/CALL through call gates,
- * task gates or TSSs (task switches), IRET with NT=1 (task return) and IRET
+ * Far JMP/CALL through 32-bit call gates, with the stack switch and the
+ * parameter copy of a CALL to a more privileged level.
+ *
+ * SYSCALL/SYSRET (64-bit mode; #UD elsewhere, as on Intel) and
+ * SYSENTER/SYSEXIT, against the virtual MSRs.
+ *
+ * Returns UNSUPPORTED, changing nothing: far JMP/CALL through 64-bit call
+ * gates, task gates or TSSs (task switches), IRET with NT=1 (task return) and IRET
  * to virtual-8086 mode, 16-bit interrupt/trap gates and task gates in the
  * IDT, 16-bit TSSs, transfers to 16-bit code or, in 64-bit mode, to
  * compatibility-mode code: the guest's real code runs in one mode only.
@@ -78,6 +84,16 @@ static pk_emu_status far_target(pk_emu *e, uint16_t *sel, uint64_t *off)
     return PK_EMU_DONE;
 }
 
+static pk_emu_status through_call_gate(pk_emu *e, uint16_t gate_sel, const pk_desc *gate,
+                                       bool call);
+
+/* A 32-bit call gate (type 0xC) where a far JMP or CALL names a selector. */
+static bool is_call_gate(pk_emu *e, uint16_t sel, pk_desc *d)
+{
+    return e->vcpu.bits == 32 && (sel & 0xFFFC) && pk_desc_read(e, sel, false, d) == PK_DESC_OK &&
+           !pk_desc_s(d) && pk_desc_type(d) == 0xC;
+}
+
 static pk_emu_status far_jmp_call(pk_emu *e, bool call)
 {
     unsigned size = e->insn->operand_width / 8;
@@ -85,6 +101,8 @@ static pk_emu_status far_jmp_call(pk_emu *e, bool call)
     uint64_t off;
     pk_desc d = { 0 };
     PK_EMU_TRY(far_target(e, &sel, &off));
+    if (is_call_gate(e, sel, &d))
+        return through_call_gate(e, sel, &d, call);
     PK_EMU_TRY(pk_code_seg_check(e, sel, false, &d));
     if (size == 2)
         off &= 0xFFFF;
@@ -203,6 +221,91 @@ static pk_emu_status software_interrupt(pk_emu *e, pk_class_id row)
     return pk_emu_deliver(e, vector, row == PK_CLASS_INT1 ? PK_EVENT_EXCEPTION : PK_EVENT_SOFTWARE, 0);
 }
 
+/* ---- SYSCALL, SYSRET, SYSENTER, SYSEXIT ------------------------------------------------ */
+
+enum {
+    MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175, MSR_SYSENTER_EIP = 0x176,
+    MSR_STAR = 0xC0000081, MSR_LSTAR = 0xC0000082, MSR_FMASK = 0xC0000084,
+};
+
+/* The flat segments the fast system calls load without reading the GDT
+ * (SDM vol. 2, SYSCALL: "the descriptors are not loaded from the GDT"). */
+static void load_flat(pk_emu *e, uint16_t cs, uint16_t ss, unsigned cpl, bool code64)
+{
+    uint16_t dpl = (uint16_t)(cpl << PK_ATTR_DPL_SHIFT);
+    e->vcpu.seg[PK_CS] = (pk_segment){ cs, 0, 0xFFFFFFFF,
+                                       (uint16_t)((code64 ? 0xA09B : 0xC09B) | dpl) };
+    e->vcpu.seg[PK_SS] = (pk_segment){ ss, 0, 0xFFFFFFFF, (uint16_t)(0xC093 | dpl) };
+    e->vcpu.cpl = cpl;
+}
+
+/* SYSCALL exists in 64-bit mode with EFER.SCE; elsewhere it is #UD (as on
+ * Intel CPUs, which the host is). */
+static pk_emu_status syscall_insn(pk_emu *e)
+{
+    if (e->vcpu.bits != 64 || !(e->vcpu.efer & PK_EFER_SCE))
+        return pk_emu_ud(e);
+    uint64_t star = pk_emu_msr(&e->vcpu, MSR_STAR), fmask = pk_emu_msr(&e->vcpu, MSR_FMASK);
+    uint16_t cs = (uint16_t)(star >> 32) & 0xFFFC;
+    uint64_t flags = pk_vcpu_flags(&e->vcpu, &e->regs);
+    e->regs.gpr[PK_RCX] = pk_emu_next_rip(e);
+    e->regs.gpr[PK_R11] = flags;
+    pk_emu_flags_load(e, flags & ~fmask & ~(uint64_t)PK_FLAG_RF, 64, 0, true);
+    load_flat(e, cs, (uint16_t)(cs + 8), 0, true);
+    e->regs.rip = pk_emu_msr(&e->vcpu, MSR_LSTAR);
+    return pk_emu_effect(e, "syscall to 0x%x:0x%" PRIx64, cs, e->regs.rip);
+}
+
+/* SYSRET with REX.W returns to 64-bit code at CPL 3; without it, to
+ * compatibility mode, which the guest's process cannot enter. */
+static pk_emu_status sysret_insn(pk_emu *e)
+{
+    if (e->vcpu.bits != 64 || !(e->vcpu.efer & PK_EFER_SCE))
+        return pk_emu_ud(e);
+    if (e->vcpu.cpl != 0 || !pk_emu_canonical(e->regs.gpr[PK_RCX]))
+        return pk_emu_gp(e, 0);
+    if (e->insn->operand_width != 64)
+        return pk_emu_unsupported(e, "SYSRET to compatibility mode");
+    uint16_t base = (uint16_t)(pk_emu_msr(&e->vcpu, MSR_STAR) >> 48);
+    pk_emu_flags_load(e, (e->regs.gpr[PK_R11] & 0x3C7FD7) | 2, 64, 0, true);
+    load_flat(e, (uint16_t)((base + 16) | 3), (uint16_t)((base + 8) | 3), 3, true);
+    e->regs.rip = e->regs.gpr[PK_RCX];
+    return pk_emu_effect(e, "sysret to 0x%" PRIx64 " (CPL 0 -> 3)", e->regs.rip);
+}
+
+/* SYSENTER: #GP(0) until IA32_SYSENTER_CS names a segment. */
+static pk_emu_status sysenter_insn(pk_emu *e)
+{
+    uint16_t cs = (uint16_t)pk_emu_msr(&e->vcpu, MSR_SYSENTER_CS) & 0xFFFC;
+    if (!cs)
+        return pk_emu_gp(e, 0);
+    bool is64 = e->vcpu.bits == 64;
+    uint64_t flags = pk_vcpu_flags(&e->vcpu, &e->regs);
+    pk_emu_flags_load(e, flags & ~(uint64_t)(PK_FLAG_IF | PK_FLAG_RF | PK_FLAG_VM), 64, 0, true);
+    load_flat(e, cs, (uint16_t)(cs + 8), 0, is64);
+    uint64_t esp = pk_emu_msr(&e->vcpu, MSR_SYSENTER_ESP);
+    uint64_t eip = pk_emu_msr(&e->vcpu, MSR_SYSENTER_EIP);
+    e->regs.gpr[PK_RSP] = is64 ? esp : (uint32_t)esp;
+    e->regs.rip = is64 ? eip : (uint32_t)eip;
+    return pk_emu_effect(e, "sysenter to 0x%x:0x%" PRIx64, cs, e->regs.rip);
+}
+
+/* SYSEXIT: back to CPL 3 at rDX with the stack at rCX. */
+static pk_emu_status sysexit_insn(pk_emu *e)
+{
+    uint16_t base = (uint16_t)pk_emu_msr(&e->vcpu, MSR_SYSENTER_CS) & 0xFFFC;
+    if (e->vcpu.cpl != 0 || !base)
+        return pk_emu_gp(e, 0);
+    bool wide = e->insn->operand_width == 64;
+    if (wide != (e->vcpu.bits == 64))
+        return pk_emu_unsupported(e, "SYSEXIT to another mode");
+    unsigned cs_off = wide ? 32 : 16;
+    load_flat(e, (uint16_t)((base + cs_off) | 3), (uint16_t)((base + cs_off + 8) | 3), 3, wide);
+    e->regs.gpr[PK_RSP] = wide ? e->regs.gpr[PK_RCX] : (uint32_t)e->regs.gpr[PK_RCX];
+    e->regs.rip = wide ? e->regs.gpr[PK_RDX] : (uint32_t)e->regs.gpr[PK_RDX];
+    return pk_emu_effect(e, "sysexit to 0x%" PRIx64 " (CPL 0 -> 3)", e->regs.rip);
+}
+
 pk_emu_status pk_emu_transfer_insn(pk_emu *e, pk_class_id row)
 {
     switch (row) {
@@ -215,6 +318,10 @@ pk_emu_status pk_emu_transfer_insn(pk_emu *e, pk_class_id row)
     case PK_CLASS_INT3:
     case PK_CLASS_INTO:
     case PK_CLASS_INT1: return software_interrupt(e, row);
+    case PK_CLASS_SYSCALL: return syscall_insn(e);
+    case PK_CLASS_SYSRET: return sysret_insn(e);
+    case PK_CLASS_SYSENTER: return sysenter_insn(e);
+    case PK_CLASS_SYSEXIT: return sysexit_insn(e);
     default: return pk_emu_unsupported(e, "not a control transfer");
     }
 }
@@ -331,6 +438,61 @@ static pk_emu_status switch_stack32(pk_emu *e, unsigned new_cpl, uint32_t ext)
     PK_EMU_TRY(pk_desc_set_accessed(e, &d));
     enter_stack(e, ss, &d, false, esp);
     return PK_EMU_DONE;
+}
+
+/* A far JMP or CALL through a 32-bit call gate (SDM vol. 2, CALL and JMP,
+ * "CALL-GATE"; vol. 3A §5.8.5): the gate names the code segment and the
+ * offset. A CALL to a more privileged non-conforming segment switches to
+ * the stack the TSS gives that level, and copies the gate's count of
+ * parameter dwords from the caller's stack; a JMP never changes level. */
+static pk_emu_status through_call_gate(pk_emu *e, uint16_t gate_sel, const pk_desc *gate,
+                                       bool call)
+{
+    unsigned cpl = e->vcpu.cpl, nparams = gate->hi & 0x1F;
+    uint16_t sel = (uint16_t)(gate->lo >> 16), old_ss = e->vcpu.seg[PK_SS].selector;
+    uint64_t off = (gate->lo & 0xFFFF) | (gate->hi & 0xFFFF0000u);
+    uint32_t gate_ec = gate_sel & 0xFFFC, ec = sel & 0xFFFC;
+    pk_desc d = { 0 };
+
+    if (pk_desc_dpl(gate) < cpl || pk_desc_dpl(gate) < (gate_sel & 3u))
+        return pk_emu_gp(e, gate_ec);
+    if (!pk_desc_present(gate))
+        return pk_emu_fault(e, PK_VEC_NP, true, gate_ec);
+    if (!ec)
+        return pk_emu_gp(e, 0);
+    switch (pk_desc_read(e, sel, false, &d)) {
+    case PK_DESC_OK: break;
+    case PK_DESC_MISSING: return pk_emu_gp(e, ec);
+    case PK_DESC_FAULT: return PK_EMU_FAULT;
+    }
+    unsigned dpl = pk_desc_dpl(&d);
+    bool same_level = pk_desc_conforming(&d) || dpl == cpl;
+    if (!pk_desc_code(&d) || dpl > cpl || (!call && !same_level))
+        return pk_emu_gp(e, ec);
+    if (!pk_desc_present(&d))
+        return pk_emu_fault(e, PK_VEC_NP, true, ec);
+    if (!pk_desc_big(&d))
+        return pk_emu_unsupported(e, "call gate to 16-bit code");
+    PK_EMU_TRY(rip_check(e, &d, off, 0));
+    unsigned new_cpl = same_level ? cpl : dpl;
+    uint64_t ret = pk_emu_next_rip(e);
+    if (call && new_cpl < cpl) {
+        uint32_t old_esp = (uint32_t)pk_emu_gpr_get(e, PK_RSP, pk_emu_stack_bits(e));
+        uint32_t params[31] = { 0 };
+        PK_EMU_TRY(pk_emu_read(e, old_esp, params, 4 * nparams, PK_ACC_STACK));
+        PK_EMU_TRY(switch_stack32(e, new_cpl, 0));
+        PK_EMU_TRY(pk_emu_push(e, old_ss, 4, 4));
+        PK_EMU_TRY(pk_emu_push(e, old_esp, 4, 4));
+        for (unsigned i = nparams; i-- > 0;)
+            PK_EMU_TRY(pk_emu_push(e, params[i], 4, 4));
+    }
+    if (call) {
+        PK_EMU_TRY(pk_emu_push(e, e->vcpu.seg[PK_CS].selector, 4, 4));
+        PK_EMU_TRY(pk_emu_push(e, ret, 4, 4));
+    }
+    PK_EMU_TRY(enter_code(e, sel, &d, new_cpl, off));
+    return pk_emu_effect(e, "far %s through gate 0x%x to 0x%x:0x%" PRIx64 " (CPL %u -> %u)",
+                         call ? "call" : "jmp", gate_sel, sel, off, cpl, new_cpl);
 }
 
 /* 64-bit: RSPn or IST[n] from the 64-bit TSS; SS becomes null with RPL =

@@ -169,6 +169,10 @@ pk_emu_status pk_stack_seg_check(pk_emu *e, uint16_t sel, unsigned new_cpl, pk_d
  * when TR is not loaded or the range passes its limit. */
 pk_desc_lookup pk_tss_read(pk_emu *e, uint32_t off, void *buf, size_t len);
 
+/* The value of a model-specific register the table in system.c has (as
+ * reset or as the guest wrote it); 0 for one it lacks. */
+uint64_t pk_emu_msr(const pk_vcpu *vcpu, uint32_t index);
+
 /* ---- instruction families (one file each) ---------------------------------- */
 
 pk_emu_status pk_emu_descriptor_insn(pk_emu *e, pk_class_id row);  /* descriptors.c */

@@ -55,7 +55,7 @@ static uint64_t gdt[3] __attribute__((aligned(8))) = {
 static struct gate idt[256] __attribute__((aligned(8)));
 
 /* What the last event was, set by the handler, read by the attempt. */
-static volatile uint32_t seen_vector, seen_error, seen_eax;
+static volatile uint32_t seen_vector, seen_error;
 static volatile uint32_t resume_at;
 
 /* One stub per vector the attempts can raise; each records its vector and
@@ -68,9 +68,10 @@ static volatile uint32_t resume_at;
             push_zero                                                          \
             "    movl $" #vector ", seen_vector\n"                             \
             "    popl seen_error\n"                                            \
-            "    movl %eax, seen_eax\n"                                        \
+            "    pushl %eax\n"                                                 \
             "    movl resume_at, %eax\n"                                       \
-            "    movl %eax, (%esp)\n"  /* the frame's EIP */                    \
+            "    movl %eax, 4(%esp)\n"  /* the frame's EIP */                   \
+            "    popl %eax\n"                                                  \
             "    iret\n"                                                      \
             ".popsection\n")
 STUB(on_ud, 6, NO_ERROR);
@@ -164,7 +165,8 @@ static void try_far_jump_to_64bit(void)
                      ".byte 0x48, 0x89, 0xce\n\t"   /* mov %rcx, %rsi */
                      "syscall\n"
                      "1:"
-                     : : "a"(SYS64_CREAT), "b"(path_gate), "c"(0644) : "memory", "edx");
+                     : : "a"(SYS64_CREAT), "b"(path_gate), "c"(0644)
+                     : "memory", "edx", "esi", "edi");
     report("far_jump_64bit");
 }
 
@@ -231,11 +233,13 @@ void kmain(void)
     setup_tables();
     puts_uart("hostile32: start\n");
     try_int80();
-    try_syscall();
     try_far_jump_to_64bit();
     try_jump_into_site();
     try_write_code();
     try_read_past_ram();
+    /* Last: from 32-bit code these enter the host without leaving their
+     * address, so a monitor that does not patch them can only stop. */
+    try_syscall();
     try_sysenter();
     puts_uart("hostile32: done\n");
     outl(0xf4, 0);
