@@ -48,6 +48,7 @@ typedef struct boot {
     bool regs_dirty;
     bool halted;
     bool ended;
+    bool signal_pending;        /* the last stop left a fault's signal queued */
     uint64_t step_from;         /* where a single step for an interrupt shadow began */
     uint64_t deadline_ns;       /* --timeout, or 0 */
 } boot;
@@ -475,6 +476,7 @@ static void handle_stop(boot *b, const pk_stop *stop, bool stepped)
         monitor_failed(b, &err);
         return;
     }
+    b->signal_pending = stop->kind == PK_STOP_INTERRUPTED && stop->signal_pending;
     if (stop->kind == PK_STOP_SYSCALL)
         host_syscall(b, stop);
     else if (stop->kind == PK_STOP_SIGNAL)
@@ -495,7 +497,9 @@ static void run(boot *b)
             break;
         }
         pk_devices_advance(b->devices, now);
-        deliver_interrupt(b);
+        if (!b->signal_pending)
+            deliver_interrupt(b);
+        b->signal_pending = false;
         if (b->ended)
             break;
         if (b->halted) {

@@ -297,7 +297,14 @@ static void stop_from_status(pk_tracee *t, int status, pk_stop *stop)
         return;
     }
     if (event == PTRACE_EVENT_STOP) {
+        /* The interrupt can win the race with a fault of the same moment:
+         * the kernel reports this stop before it delivers the fault's
+         * signal, which is then still queued, with RIP at the faulting
+         * instruction. */
+        struct __ptrace_peeksiginfo_args one = { .off = 0, .flags = 0, .nr = 1 };
+        siginfo_t si;
         stop->kind = PK_STOP_INTERRUPTED;
+        stop->signal_pending = ptrace(PTRACE_PEEKSIGINFO, t->pid, &one, &si) > 0;
         return;
     }
     stop->kind = PK_STOP_SIGNAL;

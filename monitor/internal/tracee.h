@@ -48,6 +48,9 @@ typedef struct pk_stop {
     uint64_t fault_addr;    /* siginfo si_addr */
     int status;             /* PK_STOP_EXITED: the wait status */
     long syscall_nr;        /* PK_STOP_SYSCALL */
+    /* PK_STOP_INTERRUPTED: a signal (a fault's) waits to be delivered as
+     * soon as the guest resumes; nothing may change the guest before. */
+    bool signal_pending;
 } pk_stop;
 
 /* Creates the stopped guest process with ram_size bytes of RAM, backed

@@ -43,7 +43,6 @@ Test(emu_far_jmp, checks, .init = setup32)
     expect_fault(EMU(0xEA, 0, 0, 0, 0, SEL_CODE3, 0), PK_VEC_GP, SEL_CODE3); /* DPL 3 != 0 */
     expect_fault(EMU(0xEA, 0, 0, 0, 0, SEL_DATA0, 0), PK_VEC_GP, SEL_DATA0);
     expect_fault(EMU(0xEA, 0, 0, 0, 0, 0, 0), PK_VEC_GP, 0);
-    expect_unsupported(EMU(0xEA, 0, 0, 0, 0, SEL_CALLGATE, 0));
     expect_unsupported(EMU(0xEA, 0, 0, 0, 0, SEL_CODE16, 0));
     gdt_set(SEL_CODE0, 0x00CF1A000000FFFFull); /* not present */
     expect_fault(EMU(0xEA, 0, 0, 0, 0, SEL_CODE0, 0), PK_VEC_NP, SEL_CODE0);
@@ -98,6 +97,159 @@ Test(emu_far_call, indirect_m16_64, .init = setup64)
     cr_assert_eq(R.gpr[PK_RSP], STACK_TOP - 16);
     cr_assert_eq(rd(STACK_TOP - 16, 8), CODE + 3);
     cr_assert_eq(rd(STACK_TOP - 8, 8), SEL_CODE64);
+}
+
+/* ---- call gates ------------------------------------------------------------ */
+
+/* A 32-bit call gate (SDM vol. 3A figure 5-8): offset 31:16 | P | DPL |
+ * type 0xC | parameter count, then selector | offset 15:0. */
+static void call_gate(uint16_t sel, uint32_t off, unsigned dpl, unsigned params, bool present)
+{
+    uint32_t lo = (uint32_t)sel << 16 | (off & 0xFFFF);
+    uint32_t hi = (off & 0xFFFF0000) | (present ? 0x8000u : 0) | dpl << 13 | 0xC00 | params;
+    gdt_set(SEL_CALLGATE, (uint64_t)hi << 32 | lo);
+}
+
+Test(emu_call_gate, jmp_and_call_at_the_same_level, .init = setup32)
+{
+    call_gate(SEL_CODE0, 0x401000, 3, 0, true);
+    /* jmp far 0x68:0 (the offset in the instruction is ignored) */
+    expect_done(EMU(0xEA, 0, 0, 0, 0, SEL_CALLGATE, 0));
+    cr_assert_eq(R.rip, 0x401000);
+    cr_assert_eq(V.seg[PK_CS].selector, SEL_CODE0);
+    R.rip = CODE;
+    /* call far 0x68:0 pushes CS and the return EIP on the same stack */
+    expect_done(EMU(0x9A, 0, 0, 0, 0, SEL_CALLGATE, 0));
+    cr_assert_eq(R.rip, 0x401000);
+    cr_assert_eq(R.gpr[PK_RSP], STACK_TOP - 8);
+    cr_assert_eq(rd(STACK_TOP - 4, 4), SEL_CODE0);
+    cr_assert_eq(rd(STACK_TOP - 8, 4), CODE + 7);
+    cr_assert_eq(V.cpl, 0);
+}
+
+/* From ring 3 through a DPL-3 gate to ring-0 code: the stack switches to
+ * SS0:ESP0 of the TSS, which receives the old SS:ESP, the gate's count of
+ * parameters copied in order, then CS:EIP (SDM vol. 3A figure 5-13); RET
+ * with imm16 climbs back, dropping the parameters on both stacks. */
+Test(emu_call_gate, call_to_inner_level_copies_parameters, .init = setup32)
+{
+    call_gate(SEL_CODE0, 0x401000, 3, 2, true);
+    tss_loaded(0x67);
+    wr(TSS + 4, STACK0_TOP, 4);
+    wr(TSS + 8, SEL_DATA0, 2);
+    enter_ring3();
+    R.gpr[PK_RSP] = STACK_TOP - 8;
+    wr(STACK_TOP - 8, 0x11111111, 4); /* parameter 0 */
+    wr(STACK_TOP - 4, 0x22222222, 4); /* parameter 1 */
+    expect_done(EMU(0x9A, 0, 0, 0, 0, SEL_CALLGATE | 3, 0));
+    cr_assert_eq(V.cpl, 0);
+    cr_assert_eq(V.seg[PK_CS].selector, SEL_CODE0);
+    cr_assert_eq(V.seg[PK_SS].selector, SEL_DATA0);
+    cr_assert_eq(rd(STACK0_TOP - 4, 4), SEL_DATA3 | 3);
+    cr_assert_eq(rd(STACK0_TOP - 8, 4), STACK_TOP - 8);
+    cr_assert_eq(rd(STACK0_TOP - 12, 4), 0x22222222);
+    cr_assert_eq(rd(STACK0_TOP - 16, 4), 0x11111111);
+    cr_assert_eq(rd(STACK0_TOP - 20, 4), SEL_CODE3 | 3);
+    cr_assert_eq(rd(STACK0_TOP - 24, 4), CODE + 7);
+    cr_assert_eq(R.gpr[PK_RSP], STACK0_TOP - 24);
+    R.rip = 0x401000;
+    expect_done(EMU(0xCA, 0x08, 0x00)); /* ret far 8 */
+    cr_assert_eq(V.cpl, 3);
+    cr_assert_eq(R.rip, CODE + 7);
+    cr_assert_eq(R.gpr[PK_RSP], STACK_TOP);
+    cr_assert_eq(V.seg[PK_SS].selector, SEL_DATA3 | 3);
+}
+
+Test(emu_call_gate, checks, .init = setup32)
+{
+    enter_ring3();
+    call_gate(SEL_CODE0, 0x401000, 0, 0, true);  /* gate DPL 0 < CPL 3 */
+    expect_fault(EMU(0x9A, 0, 0, 0, 0, SEL_CALLGATE | 3, 0), PK_VEC_GP, SEL_CALLGATE);
+    call_gate(SEL_CODE0, 0x401000, 3, 0, true);  /* JMP never changes level */
+    expect_fault(EMU(0xEA, 0, 0, 0, 0, SEL_CALLGATE | 3, 0), PK_VEC_GP, SEL_CODE0);
+    call_gate(SEL_CODE0, 0x401000, 3, 0, false); /* not present */
+    expect_fault(EMU(0x9A, 0, 0, 0, 0, SEL_CALLGATE | 3, 0), PK_VEC_NP, SEL_CALLGATE);
+    call_gate(SEL_DATA0, 0x401000, 3, 0, true);  /* names a data segment */
+    expect_fault(EMU(0x9A, 0, 0, 0, 0, SEL_CALLGATE | 3, 0), PK_VEC_GP, SEL_DATA0);
+    cr_assert_eq(R.rip, CODE);
+    cr_assert_eq(V.cpl, 3);
+}
+
+/* ---- SYSCALL, SYSRET, SYSENTER, SYSEXIT ------------------------------------------- */
+
+static void wrmsr(uint32_t index, uint64_t value)
+{
+    unsigned cpl = V.cpl;
+    V.cpl = 0;
+    R.gpr[PK_RCX] = index;
+    R.gpr[PK_RAX] = (uint32_t)value;
+    R.gpr[PK_RDX] = value >> 32;
+    expect_done(EMU(0x0F, 0x30));
+    V.cpl = cpl;
+    R.rip = CODE;
+}
+
+Test(emu_syscall, ud_outside_long_mode_or_without_sce, .init = setup32)
+{
+    expect_fault(EMU(0x0F, 0x05), PK_VEC_UD, 0);
+    setup64();
+    expect_fault(EMU(0x0F, 0x05), PK_VEC_UD, 0); /* EFER.SCE is 0 after reset */
+}
+
+/* SDM vol. 2, SYSCALL and SYSRET: RCX and R11 keep the return address and
+ * the flags; CS and SS come from STAR[47:32] and STAR[63:48]. */
+Test(emu_syscall, round_trip, .init = setup64)
+{
+    wrmsr(0xC0000080, 0x501);                      /* EFER: SCE, LME, LMA */
+    wrmsr(0xC0000081, 0x0018000800000000ull);      /* STAR */
+    wrmsr(0xC0000082, 0x401000);                   /* LSTAR */
+    wrmsr(0xC0000084, PK_FLAG_IF | PK_FLAG_TF);    /* FMASK */
+    enter_ring3();
+    V.vflags = PK_FLAG_IF;
+    expect_done(EMU(0x0F, 0x05));
+    cr_assert_eq(R.gpr[PK_RCX], CODE + 2);
+    cr_assert_eq(R.gpr[PK_R11], 0x202);
+    cr_assert_eq(R.rip, 0x401000);
+    cr_assert_eq(V.cpl, 0);
+    cr_assert_eq(V.seg[PK_CS].selector, 0x08);
+    cr_assert_eq(V.seg[PK_SS].selector, 0x10);
+    cr_assert(V.seg[PK_CS].attributes & (1u << 13), "64-bit code (L=1)");
+    cr_assert(!(V.vflags & PK_FLAG_IF), "FMASK clears IF");
+    expect_done(EMU(0x48, 0x0F, 0x07)); /* sysretq */
+    cr_assert_eq(R.rip, CODE + 2);
+    cr_assert_eq(V.cpl, 3);
+    cr_assert_eq(V.seg[PK_CS].selector, (0x18 + 16) | 3);
+    cr_assert_eq(V.seg[PK_SS].selector, (0x18 + 8) | 3);
+    cr_assert(V.vflags & PK_FLAG_IF, "R11 restores IF");
+    expect_fault(EMU(0x48, 0x0F, 0x07), PK_VEC_GP, 0); /* SYSRET at CPL 3 */
+}
+
+/* SDM vol. 2, SYSENTER and SYSEXIT: #GP(0) while IA32_SYSENTER_CS is 0;
+ * then CS = SYSENTER_CS, SS = CS + 8, and back to CS + 16 | 3, SS + 24 | 3. */
+Test(emu_sysenter, round_trip, .init = setup32)
+{
+    enter_ring3();
+    expect_fault(EMU(0x0F, 0x34), PK_VEC_GP, 0);
+    wrmsr(0x174, SEL_CODE0);
+    wrmsr(0x175, STACK0_TOP);
+    wrmsr(0x176, 0x401000);
+    V.vflags = PK_FLAG_IF;
+    expect_done(EMU(0x0F, 0x34));
+    cr_assert_eq(R.rip, 0x401000);
+    cr_assert_eq(R.gpr[PK_RSP], STACK0_TOP);
+    cr_assert_eq(V.cpl, 0);
+    cr_assert_eq(V.seg[PK_CS].selector, SEL_CODE0);
+    cr_assert_eq(V.seg[PK_SS].selector, SEL_DATA0);
+    cr_assert(!(V.vflags & PK_FLAG_IF));
+    R.gpr[PK_RDX] = CODE + 2;
+    R.gpr[PK_RCX] = STACK_TOP;
+    expect_done(EMU(0x0F, 0x35));
+    cr_assert_eq(R.rip, CODE + 2);
+    cr_assert_eq(R.gpr[PK_RSP], STACK_TOP);
+    cr_assert_eq(V.cpl, 3);
+    cr_assert_eq(V.seg[PK_CS].selector, (SEL_CODE0 + 16) | 3);
+    cr_assert_eq(V.seg[PK_SS].selector, (SEL_CODE0 + 24) | 3);
+    expect_fault(EMU(0x0F, 0x35), PK_VEC_GP, 0); /* SYSEXIT at CPL 3 */
 }
 
 /* ---- far RET ------------------------------------------------------------------ */
