@@ -49,6 +49,7 @@ typedef struct boot {
     bool halted;
     bool ended;
     bool signal_pending;        /* the last stop left a fault's signal queued */
+    uint64_t release_after_step; /* a code page opened for one instruction, or 0 */
     uint64_t step_from;         /* where a single step for an interrupt shadow began */
     uint64_t deadline_ns;       /* --timeout, or 0 */
 } boot;
@@ -375,10 +376,18 @@ static void page_fault(boot *b, uint64_t addr)
     }
     if (ram) {
         /* Code pages can be read and run: this was a write. The page goes
-         * back to data; an instruction on that same page then faults on
-         * its next fetch and the page is scanned again. */
-        if (pk_codepages_written(&b->pages, addr, 1, &err) != PK_OK)
+         * back to data and is scanned again before it next runs; when the
+         * writing instruction itself lies on it, only after that one
+         * instruction has run. */
+        uint64_t page = addr / PK_GUEST_PAGE, rip = b->regs.rip;
+        bool on_page = rip / PK_GUEST_PAGE == page ||
+                       (rip + ZYDIS_MAX_INSTRUCTION_LENGTH - 1) / PK_GUEST_PAGE == page;
+        pk_status s = on_page ? pk_codepages_open(&b->pages, addr, &err)
+                              : pk_codepages_written(&b->pages, addr, 1, &err);
+        if (s != PK_OK)
             monitor_failed(b, &err);
+        if (on_page)
+            b->release_after_step = addr;
         return;
     }
     /* Outside RAM: not present; a fetch when it is where the guest runs. */
@@ -513,8 +522,9 @@ static void run(boot *b)
         b->regs_dirty = false;
         /* After STI or MOV SS the next instruction runs before any interrupt:
          * step over it when one is waiting. */
-        bool step = b->vcpu.interrupt_shadow && (b->vcpu.vflags & PK_FLAG_IF) &&
-                    pk_devices_pending_vector(b->devices) >= 0;
+        bool step = b->release_after_step ||
+                    (b->vcpu.interrupt_shadow && (b->vcpu.vflags & PK_FLAG_IF) &&
+                     pk_devices_pending_vector(b->devices) >= 0);
         uint64_t wake = step ? 0 : pk_devices_next_event(b->devices);
         if (wake == UINT64_MAX)
             wake = 0;
@@ -530,6 +540,12 @@ static void run(boot *b)
             monitor_failed(b, &err);
             break;
         }
+        if (b->release_after_step &&
+            pk_codepages_written(&b->pages, b->release_after_step, 1, &err) != PK_OK) {
+            monitor_failed(b, &err);
+            break;
+        }
+        b->release_after_step = 0;
         handle_stop(b, &stop, step);
     }
     uint64_t finish = pk_now_ns();

@@ -17,8 +17,6 @@
 #include "popek/flow.h"
 #include "popek/scan.h"
 
-enum { PAGE = 4096 };
-
 static uint64_t int3_address(const pk_patch *p)
 {
     return p->tactic == PK_TACTIC_INT3 ? p->site : p->trampoline;
@@ -67,7 +65,7 @@ bool pk_codepages_read_original(const pk_codepages *cp, uint64_t addr, uint8_t *
 
 bool pk_codepages_is_code(const pk_codepages *cp, uint64_t addr)
 {
-    uint64_t page = addr / PAGE;
+    uint64_t page = addr / PK_GUEST_PAGE;
     return page < cp->npages && cp->is_code[page];
 }
 
@@ -75,7 +73,7 @@ bool pk_codepages_is_code(const pk_codepages *cp, uint64_t addr)
 static pk_status set_pages(pk_codepages *cp, uint64_t first, uint64_t last, bool code,
                            pk_error *err)
 {
-    uint64_t lo = first * PAGE, hi = (last + 1) * PAGE;
+    uint64_t lo = first * PK_GUEST_PAGE, hi = (last + 1) * PK_GUEST_PAGE;
     if (lo < cp->tracee->ram_low)
         lo = cp->tracee->ram_low;
     if (lo >= hi)
@@ -95,7 +93,7 @@ pk_status pk_codepages_init(pk_codepages *cp, pk_tracee *t, unsigned bits, unsig
     cp->sets = sets ? sets : PK_SET_PG;
     cp->only = only;
     cp->patching = patching;
-    cp->npages = t->ram_size / PAGE;
+    cp->npages = t->ram_size / PK_GUEST_PAGE;
     cp->is_code = calloc(cp->npages, 1);
     if (!cp->is_code)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
@@ -170,15 +168,15 @@ pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_erro
     for (size_t r = 0; r < img->nregions; r++) {
         const pk_region *region = &img->regions[r];
         if (region->size && in_ram(cp, region->vaddr, region->size))
-            PK_CHECK(set_pages(cp, region->vaddr / PAGE,
-                               (region->vaddr + region->size - 1) / PAGE, true, err));
+            PK_CHECK(set_pages(cp, region->vaddr / PK_GUEST_PAGE,
+                               (region->vaddr + region->size - 1) / PK_GUEST_PAGE, true, err));
     }
     /* A patched file's trampolines lie in a segment of their own. */
     for (size_t i = 0; i < img->patched.njumps; i++) {
         const pk_jump *j = &img->patched.jumps[i];
         if (in_ram(cp, j->trampoline, j->trampoline_len))
-            PK_CHECK(set_pages(cp, j->trampoline / PAGE,
-                               (j->trampoline + j->trampoline_len - 1) / PAGE, true, err));
+            PK_CHECK(set_pages(cp, j->trampoline / PK_GUEST_PAGE,
+                               (j->trampoline + j->trampoline_len - 1) / PK_GUEST_PAGE, true, err));
     }
     return PK_OK;
 }
@@ -187,7 +185,7 @@ pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_erro
 static pk_status sweep(pk_codepages *cp, uint64_t from, uint64_t end, uint64_t limit,
                        pk_error *err)
 {
-    uint8_t buf[PAGE + 16];
+    uint8_t buf[PK_GUEST_PAGE + 16];
     size_t len = (size_t)(end - from);
     if (!pk_codepages_read_original(cp, from, buf, len))
         return pk_fail(err, PK_ERR_INTERNAL, "sweep outside RAM");
@@ -214,7 +212,7 @@ static pk_status sweep(pk_codepages *cp, uint64_t from, uint64_t end, uint64_t l
 
 pk_status pk_codepages_execute(pk_codepages *cp, uint64_t addr, uint64_t rip, pk_error *err)
 {
-    uint64_t page = addr / PAGE, start = page * PAGE, end = start + PAGE;
+    uint64_t page = addr / PK_GUEST_PAGE, start = page * PK_GUEST_PAGE, end = start + PK_GUEST_PAGE;
     if (!cp->patching || page >= cp->npages || start < cp->tracee->ram_low)
         return pk_fail(err, PK_ERR_INTERNAL, "execute fault at 0x%llx outside patchable RAM",
                        (unsigned long long)addr);
@@ -239,12 +237,18 @@ pk_status pk_codepages_written(pk_codepages *cp, uint64_t addr, uint64_t len, pk
 {
     if (!cp->patching || len == 0)
         return PK_OK;
-    uint64_t last = (addr + len - 1) / PAGE;
-    for (uint64_t page = addr / PAGE; page <= last && page < cp->npages; page++) {
+    uint64_t last = (addr + len - 1) / PK_GUEST_PAGE;
+    for (uint64_t page = addr / PK_GUEST_PAGE; page <= last && page < cp->npages; page++) {
         if (cp->is_code[page]) {
             PK_CHECK(set_pages(cp, page, page, false, err));
             cp->pages_released++;
         }
     }
     return PK_OK;
+}
+
+pk_status pk_codepages_open(pk_codepages *cp, uint64_t addr, pk_error *err)
+{
+    uint64_t start = addr / PK_GUEST_PAGE * PK_GUEST_PAGE;
+    return pk_tracee_protect(cp->tracee, start, PK_GUEST_PAGE, PROT_READ | PROT_WRITE | PROT_EXEC, err);
 }

@@ -19,6 +19,9 @@
 #include "popek/patch.h"
 #include "popek/status.h"
 
+/* The unit of protection and scanning. */
+enum { PK_GUEST_PAGE = 4096 };
+
 typedef struct pk_codepages {
     pk_tracee *tracee;
     unsigned bits;          /* how the guest's code decodes: 32 or 64 */
@@ -51,6 +54,12 @@ pk_status pk_codepages_execute(pk_codepages *cp, uint64_t addr, uint64_t rip, pk
 /* The guest (or an emulated instruction) writes [addr, addr + len): the
  * code pages among them become data again. */
 pk_status pk_codepages_written(pk_codepages *cp, uint64_t addr, uint64_t len, pk_error *err);
+
+/* Opens the code page holding addr for writing and running at once, for
+ * one instruction that writes the page it lies on: opened for writes
+ * alone, its own next fetch would close it again, forever. The engine
+ * single-steps that instruction, then calls pk_codepages_written. */
+pk_status pk_codepages_open(pk_codepages *cp, uint64_t addr, pk_error *err);
 
 /* True when the page holding addr is code. */
 bool pk_codepages_is_code(const pk_codepages *cp, uint64_t addr);

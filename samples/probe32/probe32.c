@@ -9,6 +9,8 @@
  *   halt       HLT with interrupts off: nothing can wake it
  *   spin       loop forever (for --timeout)
  *   rdpmc      an instruction the monitor does not emulate
+ *   selfmod    rewrite an instruction on the page the rewriting code runs
+ *              from, then run it: exit with what it returns (7)
  *
  * Anything else exits with status 1. */
 #include <stdint.h>
@@ -61,6 +63,14 @@ static uint32_t number_after_space(const char *s)
     return n;
 }
 
+/* mov $1, %eax; ret: selfmod rewrites the 1. */
+uint32_t selfmod_target(void);
+__asm__(".pushsection .text\n"
+        "selfmod_target:\n"
+        "    movl $1, %eax\n"
+        "    ret\n"
+        ".popsection\n");
+
 void guest_main(const struct multiboot_info *mbi);
 
 void guest_main(const struct multiboot_info *mbi)
@@ -84,6 +94,11 @@ void guest_main(const struct multiboot_info *mbi)
     } else if (starts_with(cmdline, "spin")) {
         for (;;)
             __asm__ volatile("" ::: "memory");
+    } else if (starts_with(cmdline, "selfmod")) {
+        /* The store and the instruction it changes share a page. */
+        volatile uint8_t *imm = (volatile uint8_t *)(uintptr_t)selfmod_target + 1;
+        *imm = 7;
+        outb(0xF4, (uint8_t)selfmod_target());
     } else if (starts_with(cmdline, "rdpmc")) {
         __asm__ volatile("rdpmc" : : "c"(0) : "eax", "edx");
     } else {
