@@ -161,6 +161,10 @@ static void raise_exception(boot *b, uint8_t vector, uint32_t error_code, uint64
     b->res->stats.exceptions++;
     b->regs_dirty = true;
     b->halted = false;
+    /* A fault of an instruction a jump moved into a trampoline is the
+     * original instruction's: the guest's handler (a kernel's exception
+     * table, say) knows it by its own address. */
+    b->regs.rip = pk_codepages_original_of(&b->pages, b->regs.rip);
     uint64_t at = b->regs.rip;
     pk_emu_result r = pk_deliver(&b->vcpu, &b->regs, &b->mem, vector, PK_EVENT_EXCEPTION,
                                  vector_has_error_code(vector), error_code);
@@ -240,9 +244,9 @@ static void emulate(boot *b, const ZydisDecodedInstruction *insn, const ZydisDec
     }
     if (r.status == PK_EMU_HALT)
         b->halted = true;
-    /* A jump patch's trampoline goes on after its INT3. */
-    if (patch && patch->tactic != PK_TACTIC_INT3 && b->regs.rip == patch->site + patch->len)
-        b->regs.rip = patch->trampoline + 1;
+    /* After a site a jump covers (or a return into the middle of one) the
+     * guest goes on in the trampoline. */
+    b->regs.rip = pk_codepages_resume_at(&b->pages, b->regs.rip);
 }
 
 static void emulate_patch(boot *b, const pk_patch *patch)
@@ -400,10 +404,16 @@ static void handle_signal(boot *b, const pk_stop *stop, bool stepped)
     case SIGTRAP:
         if (stop->code == SI_KERNEL) {
             const pk_patch *p = pk_codepages_patch_at(&b->pages, b->regs.rip - 1);
-            if (p)
+            uint64_t resume = pk_codepages_resume_at(&b->pages, b->regs.rip - 1);
+            if (p) {
                 emulate_patch(b, p);
-            else
+            } else if (resume != b->regs.rip - 1) {
+                /* A native return into a jump's INT3 fill. */
+                b->regs.rip = resume;
+                b->regs_dirty = true;
+            } else {
                 guest_breakpoint(b);
+            }
         } else if (stepped) {
             stepped_over_shadow(b);
         } else {

@@ -16,6 +16,7 @@
 
 #include "popek/flow.h"
 #include "popek/scan.h"
+#include "popek/trampoline.h"
 
 static uint64_t int3_address(const pk_patch *p)
 {
@@ -107,6 +108,8 @@ void pk_codepages_free(pk_codepages *cp)
 {
     free(cp->is_code);
     free(cp->patches);
+    free(cp->jumps);
+    free(cp->counterparts);
     memset(cp, 0, sizeof *cp);
 }
 
@@ -139,13 +142,82 @@ static void drop_patch(pk_codepages *cp, size_t i)
     cp->npatches--;
 }
 
+/* Guest RAM as a pk_code_at. */
+static uint8_t *ram_at(void *ctx, uint64_t addr, size_t len)
+{
+    pk_codepages *cp = ctx;
+    return in_ram(cp, addr, len) ? cp->tracee->ram + addr : NULL;
+}
+
+static pk_status keep_counterparts(pk_codepages *cp, const pk_patch_table *t, pk_error *err)
+{
+    if (!t->njumps)
+        return PK_OK;
+    cp->jumps = malloc(t->njumps * sizeof *cp->jumps);
+    cp->counterparts = malloc(t->njumps * sizeof *cp->counterparts);
+    if (!cp->jumps || !cp->counterparts)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    memcpy(cp->jumps, t->jumps, t->njumps * sizeof *cp->jumps);
+    cp->njumps = t->njumps;
+    return pk_patch_table_counterparts(t, ram_at, cp, cp->counterparts, err);
+}
+
+uint64_t pk_codepages_resume_at(const pk_codepages *cp, uint64_t addr)
+{
+    size_t lo = 0, hi = cp->njumps;
+    while (lo < hi) { /* the last jump that starts at or before addr */
+        size_t mid = lo + (hi - lo) / 2;
+        if (cp->jumps[mid].site <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return addr;
+    const pk_jump *j = &cp->jumps[lo - 1];
+    uint64_t off = addr - j->site;
+    if (off == 0 || off >= j->len || !cp->counterparts[lo - 1][off])
+        return addr;
+    return cp->counterparts[lo - 1][off];
+}
+
+uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr)
+{
+    size_t lo = 0, hi = cp->njumps;
+    while (lo < hi) { /* trampolines follow in the order of their jumps */
+        size_t mid = lo + (hi - lo) / 2;
+        if (cp->jumps[mid].trampoline <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0 || addr >= cp->jumps[lo - 1].trampoline + cp->jumps[lo - 1].trampoline_len)
+        return addr;
+    const pk_jump *j = &cp->jumps[lo - 1];
+    for (unsigned off = 0; off < j->len; off++)
+        if (cp->counterparts[lo - 1][off] == addr)
+            return j->site + off;
+    return addr;
+}
+
 pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_error *err)
 {
     if (!cp->patching)
         return PK_OK;
     if (img->is_patched) {
-        for (size_t i = 0; i < img->patched.count; i++)
-            PK_CHECK(add_patch(cp, &img->patched.patches[i], err));
+        /* Loading the image put the original bytes back (so that it scans
+         * as before patching); the guest runs the patched ones. */
+        const pk_patch_table *t = &img->patched;
+        for (size_t i = 0; i < t->njumps; i++) {
+            const pk_jump *j = &t->jumps[i];
+            if (!in_ram(cp, j->site, j->len))
+                return pk_fail(err, PK_ERR_UNSUPPORTED, "jump 0x%llx lies outside guest RAM",
+                               (unsigned long long)j->site);
+            PK_CHECK(pk_jump_emit(j, t->bits, cp->tracee->ram + j->site, err));
+        }
+        for (size_t i = 0; i < t->count; i++)
+            PK_CHECK(add_patch(cp, &t->patches[i], err));
+        PK_CHECK(keep_counterparts(cp, t, err));
     } else {
         pk_scan_options so = { .sets = cp->sets, .only = cp->only, .flow = true };
         pk_plan_options po = { .tactic = PK_CHOOSE_INT3, .allow_skip = true, .only = cp->only };

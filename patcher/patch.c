@@ -703,7 +703,26 @@ pk_status pk_patch_verify(const pk_image *img, pk_error *err)
                            (unsigned long long)j->trampoline, j->trampoline_len);
         size_t n = jump_sites(t, j, &p);
         PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, passthrough, code,
-                                     j->trampoline_len, err));
+                                     j->trampoline_len, NULL, err));
+    }
+    return PK_OK;
+}
+
+pk_status pk_patch_table_counterparts(const pk_patch_table *t, pk_code_at at, void *ctx,
+                                      uint64_t (*out)[PK_JUMP_MAX_LEN], pk_error *err)
+{
+    size_t p = 0;
+    for (size_t i = 0; i < t->njumps; i++) {
+        const pk_jump *j = &t->jumps[i];
+        const uint8_t *code = at(ctx, j->trampoline, j->trampoline_len);
+        if (!code)
+            return pk_fail(err, PK_ERR_FORMAT, "the trampoline of 0x%llx (0x%llx, %u bytes) is "
+                           "not there", (unsigned long long)j->site,
+                           (unsigned long long)j->trampoline, j->trampoline_len);
+        size_t n = jump_sites(t, j, &p);
+        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits,
+                                     t->flags & PK_TABLE_PASSTHROUGH, code, j->trampoline_len,
+                                     out[i], err));
     }
     return PK_OK;
 }

@@ -546,10 +546,12 @@ pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *
 
 pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
                               unsigned bits, bool passthrough, const uint8_t *tramp,
-                              size_t tramp_len, pk_error *err)
+                              size_t tramp_len, uint64_t *counterparts, pk_error *err)
 {
     ZydisDecoder dec;
     PK_CHECK(jump_start(j, nsites, bits, &dec, PK_ERR_FORMAT, err));
+    if (counterparts)
+        memset(counterparts, 0, j->len * sizeof *counterparts);
     char s[128], c[128];
     const unsigned long long site = j->site, back = j->site + j->len;
     size_t k = 0, toff = 0, i = 0;
@@ -562,6 +564,8 @@ pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t ns
         PK_CHECK(original(&dec, j, off, &o, PK_ERR_FORMAT, err));
         PK_CHECK(next_site(j, sites, nsites, &k, &o, &is_site, PK_ERR_FORMAT, err));
         dead = pk_insn_ends_path(&o.insn);
+        if (counterparts)
+            counterparts[off] = t;
         size_t n;
         if (!is_site && pk_call_can_end_jump(&o.insn, bits) && off + o.insn.length == j->len) {
             if (!is_call_counterpart(&dec, &o, tramp + toff, tramp_len - toff, t, &n))

@@ -202,4 +202,12 @@ pk_status pk_patch_write_elf(const struct pk_image *img, const pk_plan *plan, ui
  * when img is not a patched file. */
 pk_status pk_patch_verify(const struct pk_image *img, pk_error *err);
 
+/* Where code that resumes inside a jump's bytes goes on, for every jump of
+ * t: out[i] is pk_trampoline_check's counterparts for jump i, whose
+ * trampoline code at(ctx) gives. A monitor sends a guest returning into
+ * the middle of a jump (after an emulated IRET or far RET, say) there.
+ * Errors: PK_ERR_FORMAT when a trampoline is missing or does not match. */
+pk_status pk_patch_table_counterparts(const pk_patch_table *t, pk_code_at at, void *ctx,
+                                      uint64_t (*out)[PK_JUMP_MAX_LEN], pk_error *err);
+
 #endif

@@ -58,11 +58,14 @@ pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *
  * the same addresses (mnemonic, operands, absolute branch targets and
  * RIP-relative addresses equal); then a jump back to j->site + j->len.
  * Each site's trampoline field must be the address of its counterpart,
- * and nothing may follow the jump back. Errors: PK_ERR_FORMAT naming the
- * jump, the instruction's index and addresses, and the first difference;
+ * and nothing may follow the jump back. counterparts, when not NULL, gets
+ * j->len entries: at each offset of j's bytes where an instruction starts,
+ * the address of its counterpart (where code resuming at that instruction
+ * goes on instead), else 0. Errors: PK_ERR_FORMAT naming the jump, the
+ * instruction's index and addresses, and the first difference;
  * PK_ERR_UNSUPPORTED for 16-bit code. */
 pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
                               unsigned bits, bool passthrough, const uint8_t *tramp,
-                              size_t tramp_len, pk_error *err);
+                              size_t tramp_len, uint64_t *counterparts, pk_error *err);
 
 #endif

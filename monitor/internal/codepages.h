@@ -32,6 +32,11 @@ typedef struct pk_codepages {
     uint64_t npages;
     pk_patch *patches;      /* live patches, sorted by site */
     size_t npatches, cap;
+    /* A patched file's jumps, sorted, and for each where code resuming
+     * inside its bytes goes on (pk_patch_table_counterparts). */
+    pk_jump *jumps;
+    uint64_t (*counterparts)[PK_JUMP_MAX_LEN];
+    size_t njumps;
     uint64_t pages_scanned, pages_released;
 } pk_codepages;
 
@@ -67,6 +72,17 @@ bool pk_codepages_is_code(const pk_codepages *cp, uint64_t addr);
 /* The patch whose INT3 is at addr: a site patched with INT3, or the INT3
  * of a jump patch's trampoline. NULL when none. */
 const pk_patch *pk_codepages_patch_at(const pk_codepages *cp, uint64_t addr);
+
+/* Where the guest goes on when it resumes at addr: addr itself, unless
+ * addr lies inside the bytes a jump patch replaced (past the jump's first
+ * byte), where it goes on at that instruction's counterpart in the
+ * trampoline instead. */
+uint64_t pk_codepages_resume_at(const pk_codepages *cp, uint64_t addr);
+
+/* The other way: where an instruction running at addr in a trampoline
+ * came from (a fault there is the original instruction's fault); addr
+ * itself when it is no counterpart. */
+uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr);
 
 /* Reads len guest bytes at addr as the guest's code was before patching
  * (INT3 bytes of live patches replaced by the originals). False when the

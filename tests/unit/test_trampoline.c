@@ -95,8 +95,14 @@ static void emit(fixture *f, bool passthrough)
     for (size_t k = 0; k < f->nsites; k++)
         cr_assert_eq(fields[k], f->sites[k].trampoline, "measuring sets the same fields");
     f->j.trampoline_len = (uint16_t)f->len;
+    uint64_t counterparts[PK_JUMP_MAX_LEN];
     cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, f->bits, passthrough, f->t,
-                                     f->len, &err), PK_OK, "%s", err.msg);
+                                     f->len, counterparts, &err), PK_OK, "%s", err.msg);
+    /* Resuming at the jump's first instruction goes on at the trampoline's
+     * start; at a site, at the site's own counterpart. */
+    cr_assert_eq(counterparts[0], f->j.trampoline);
+    for (size_t k = 0; k < f->nsites; k++)
+        cr_assert_eq(counterparts[f->sites[k].site - f->j.site], f->sites[k].trampoline);
 }
 
 /* The trampoline's instruction at *off, which must be want; returns the
@@ -429,7 +435,7 @@ static void rejected(fixture *f, size_t tramp_len, bool passthrough, const char 
 {
     pk_error err;
     cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, 64, passthrough, f->t, tramp_len,
-                                     &err), PK_ERR_FORMAT, "refuses %s", what);
+                                     NULL, &err), PK_ERR_FORMAT, "refuses %s", what);
     cr_assert(strstr(err.msg, "jump at 0x401000") && strstr(err.msg, what), "'%s' names '%s'",
               err.msg, what);
 }
