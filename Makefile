@@ -36,15 +36,24 @@ LIB   := $(BUILD)/libpopek.a
 POPEK := $(BUILD)/popek
 UNIT  := $(BUILD)/unit-tests
 
-# Guest kernels: freestanding i386, Multiboot, linked at 1 MiB. Always gcc
-# (they boot under QEMU and `popek boot`, and never link with popek).
+# Guest kernels: freestanding, Multiboot, linked at 1 MiB. Always gcc
+# (they boot under QEMU and `popek boot`, and never link with popek). The
+# 64-bit one: no red zone (interrupts push on the kernel's stack), no SSE
+# (the monitor does not keep vector state apart), the small code model at
+# low addresses, and 4 KiB file pages so that QEMU's Multiboot loader and
+# the ELF program headers agree (samples/guest64/link.ld).
 GUEST_CC     ?= gcc
 GUEST_CFLAGS := -m32 -ffreestanding -fno-pic -no-pie -nostdlib -static \
                 -fno-stack-protector -O2 -Wall -Wextra -Werror -Wl,--build-id=none
+GUEST64_CFLAGS := -m64 -ffreestanding -fno-pic -no-pie -mno-red-zone -mgeneral-regs-only \
+                -nostdlib -static -fno-stack-protector -O2 -Wall -Wextra -Werror \
+                -Wl,--build-id=none -Wl,-z,max-page-size=0x1000
 GUEST32      := $(BUILD)/samples/guest32.elf
+GUEST64      := $(BUILD)/samples/guest64.elf
 HOSTILE32    := $(BUILD)/samples/hostile32.elf
 PROBE32      := $(BUILD)/samples/probe32.elf
-GUESTS       := $(GUEST32) $(HOSTILE32) $(PROBE32)
+GUESTS32     := $(GUEST32) $(HOSTILE32) $(PROBE32)
+GUESTS       := $(GUESTS32) $(GUEST64)
 
 .PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean guests
 
@@ -54,12 +63,18 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(GUEST32): samples/guest32/entry.S samples/guest32/guest32.c samples/guest32/arch.h
-$(HOSTILE32): samples/hostile32/hostile32.c samples/guest32/arch.h
+$(GUEST32): samples/guest32/entry.S samples/guest32/guest32.c samples/guest32/arch.h \
+             samples/common/x86.h
+$(HOSTILE32): samples/hostile32/hostile32.c samples/guest32/arch.h samples/common/x86.h
 $(PROBE32): samples/probe32/probe32.c
-$(GUESTS): samples/guest32/link.ld
+$(GUESTS32): samples/guest32/link.ld
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -T samples/guest32/link.ld $(filter %.c %.S,$^) -o $@
+
+$(GUEST64): samples/guest64/entry.S samples/guest64/guest64.c samples/guest64/arch64.h \
+            samples/common/x86.h samples/guest64/link.ld
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST64_CFLAGS) -T samples/guest64/link.ld $(filter %.c %.S,$^) -o $@
 
 guests: $(GUESTS)
 

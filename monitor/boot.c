@@ -332,6 +332,15 @@ static void host_syscall(boot *b, const pk_stop *stop)
         raise_exception(b, PK_VEC_UD, 0, 0);
         return;
     }
+    /* A 64-bit guest's own SYSCALL (unpatched: a trap-only run) leaves its
+     * address, and it has lost nothing the instruction keeps: the real one
+     * overwrote RCX and R11, which SYSCALL itself sets. The vcpu's LSTAR,
+     * STAR and FMASK take it from here. */
+    if (insn[0] == 0x0F && insn[1] == 0x05 && b->vcpu.bits == 64) {
+        b->regs.rip = at;
+        emulate_faulting(b, PK_VEC_UD);
+        return;
+    }
     end(b, PK_GUEST_UNSUPPORTED,
         "the guest entered the host kernel (system call %ld) from an address it did not "
         "leave; the monitor cannot resume it", stop->syscall_nr);

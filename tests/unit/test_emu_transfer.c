@@ -567,6 +567,25 @@ Test(emu_deliver, long_mode_bad_gate_type, .init = setup64)
                  0x22 * 8 + 2 + 1);
 }
 
+/* INT n at CPL 3 through a DPL-0 64-bit gate (SDM vol. 2 INT n, IA-32e
+ * mode: "IF software interrupt and gate DPL < CPL THEN #GP(error_code
+ * (vector, IDT = 1, EXT = 0))"): the error code's index is the vector,
+ * not a byte offset into the 16-byte-gate IDT, so 0x81 gives 0x81 * 8 + 2
+ * = 0x40A (a 64-bit Linux process sees the same REG_ERR; QEMU 7.2's TCG
+ * pushes 0x812). The guest's state is left as it was. */
+Test(emu_deliver, long_mode_int_dpl0_gate_from_ring3, .init = setup64)
+{
+    V.idtr = (pk_table_register){ IDT, 0xFFF };
+    gate64(0x81, SEL_CODE64, 0xFFFFFFFF81000000ull, 0xF, 0, 0);
+    V.cpl = 3;
+    V.seg[PK_CS].selector = SEL_CODE64_3 | 3;
+    R.gpr[PK_RSP] = 0x107008;
+    expect_fault(EMU(0xCD, 0x81), PK_VEC_GP, 0x40A);
+    cr_assert_eq(V.cpl, 3);
+    cr_assert_eq(R.rip, CODE);
+    cr_assert_eq(R.gpr[PK_RSP], 0x107008);
+}
+
 Test(emu_deliver, error_code_must_match_vector, .init = setup32)
 {
     expect_unsupported(pk_deliver(&V, &R, &MEM, 3, PK_EVENT_EXCEPTION, true, 0));
