@@ -1,4 +1,5 @@
 /* popek — `popek boot`: argument parsing; the monitor is in monitor/. */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -21,9 +22,9 @@ static const char usage_boot[] =
     "options:\n"
     "  --no-patch          trap-and-emulate only: patch nothing (and see what breaks)\n"
     "  --set SETS          the sets to patch: pg (default), privileged, extended, all\n"
-    "  --only ROWS         patch only these catalog rows (comma list)\n"
+    "  --only ROWS         patch only these catalog rows (comma list; instead of --set)\n"
     "  --patch-privileged  also patch the privileged set, so CLI/STI never fault\n"
-    "  --mem SIZE          guest RAM, 1M to 3G (default 64M)\n"
+    "  --mem SIZE          guest RAM, 1M to 3G in whole pages (default 64M)\n"
     "  --timeout SECONDS   stop the guest after this much time (exit status 122)\n"
     "  --cmdline TEXT      the Multiboot command line\n"
     "  --trace             print each emulated event on stderr\n"
@@ -33,10 +34,10 @@ static const char usage_boot[] =
     "\n"
     "Exit status: the value the guest wrote to port 0xF4; 120 the guest stopped for\n"
     "good (triple fault, or HLT with nothing to wake it), 121 an instruction the\n"
-    "monitor cannot emulate, 122 --timeout, 125 a monitor error, 2 bad usage or a\n"
-    "file that is not a guest kernel.\n";
+    "monitor cannot emulate, 122 --timeout, 125 a monitor error (or the guest's\n"
+    "output lost), 2 bad usage or a file that is not a guest kernel.\n";
 
-/* A size such as 64M, 1G, 4096K or 1048576. */
+/* A size in decimal, such as 64M, 1G, 4096K or 1048576. */
 static bool parse_size(const char *s, uint64_t *bytes)
 {
     char digits[32];
@@ -52,10 +53,12 @@ static bool parse_size(const char *s, uint64_t *bytes)
     }
     if (shift)
         digits[n - 1] = 0;
-    uint64_t v;
-    if (!parse_u64(digits, &v) || v > (UINT64_MAX >> shift))
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(digits, &end, 10);
+    if (!isdigit((unsigned char)digits[0]) || *end || errno || v > (UINT64_MAX >> shift))
         return false;
-    *bytes = v << shift;
+    *bytes = (uint64_t)v << shift;
     return true;
 }
 
@@ -98,8 +101,9 @@ int cmd_boot(int argc, char **argv)
         case O_PATCH_PRIVILEGED: privileged = true; break;
         case O_MEM:
             if (!parse_size(optarg, &bo.mem_size) || bo.mem_size < (1u << 20) ||
-                bo.mem_size > (3ull << 30))
-                return usage_error("--mem: '%s' is not a size from 1M to 3G", optarg);
+                bo.mem_size > (3ull << 30) || bo.mem_size % 4096)
+                return usage_error("--mem: '%s' is not a size from 1M to 3G in whole "
+                                   "4 KiB pages", optarg);
             break;
         case O_TIMEOUT:
             errno = 0;
@@ -116,6 +120,9 @@ int cmd_boot(int argc, char **argv)
     }
     if (argc - optind != 1)
         return usage_error(argc - optind ? "boot: one guest at a time" : "boot: no guest given");
+    if (so.only && (so.sets || privileged))
+        return usage_error("boot: --only names the rows to patch; drop --set and "
+                           "--patch-privileged");
     if (bo.no_patch && (so.sets || so.only || privileged))
         return usage_error("boot: --no-patch patches nothing; drop --set, --only and "
                            "--patch-privileged");
@@ -130,22 +137,30 @@ int cmd_boot(int argc, char **argv)
 
     pk_boot_result result;
     pk_error err = { { 0 } };
-    if (pk_boot(path, &bo, &result, &err) != PK_OK) {
+    pk_status s = pk_boot(path, &bo, &result, &err);
+    if (s != PK_OK) {
         if (report_file) {
             fclose(report_file);
             remove(report);
         }
-        return input_error(path, &err);
+        /* The guest never started: its file was bad, or the monitor failed. */
+        if (s != PK_ERR_INTERNAL && s != PK_ERR_NOMEM)
+            return input_error(path, &err);
+        fprintf(stderr, "popek: monitor error: %s\n", err.msg);
+        return PK_STATUS_MONITOR_ERROR;
     }
-    fflush(stdout);
+    int out_status = finish_output();
     if (result.end != PK_GUEST_EXIT)
         fprintf(stderr, "popek: %s\n", result.report);
     if (stats)
         pk_boot_print_stats(stderr, &result);
     if (report_file) {
         pk_boot_write_report(report_file, path, &result);
-        if (fclose(report_file) != 0)
+        if (fclose(report_file) != 0) {
             fprintf(stderr, "popek: %s: %s\n", report, strerror(errno));
+            out_status = EXIT_BAD;
+        }
     }
-    return result.status;
+    /* The guest's transcript lost is the monitor's failure, not the guest's. */
+    return out_status ? PK_STATUS_MONITOR_ERROR : result.status;
 }

@@ -99,10 +99,11 @@ static bool mem_write(void *ctx, uint64_t addr, const void *buf, size_t size)
     pk_tracee *t = &b->tracee;
     if (addr < t->ram_low || addr > t->ram_size || size > t->ram_size - addr)
         return false;
-    memcpy(t->ram + addr, buf, size);
+    /* Release first: releasing puts original bytes back under INT3s. */
     pk_error err;
     if (pk_codepages_written(&b->pages, addr, size, &err) != PK_OK)
         monitor_failed(b, &err);
+    memcpy(t->ram + addr, buf, size);
     return true;
 }
 
@@ -170,6 +171,11 @@ static void raise_exception(boot *b, uint8_t vector, uint32_t error_code, uint64
                                  vector_has_error_code(vector), error_code);
     if (r.status == PK_EMU_DONE) {
         trace(b, at, "<exception>", what);
+        return;
+    }
+    if (r.status == PK_EMU_UNSUPPORTED) {
+        end(b, PK_GUEST_UNSUPPORTED, "cannot deliver %s at 0x%llx: %s", what,
+            (unsigned long long)at, r.effect);
         return;
     }
     if (vector != PK_VEC_DF && r.status == PK_EMU_FAULT) {
@@ -328,7 +334,10 @@ static void host_syscall(boot *b, const pk_stop *stop)
         return;
     }
     if (insn[0] == 0x0F && insn[1] == 0x05 && !(b->vcpu.efer & 1)) {
-        b->regs.rip = at; /* SYSCALL with EFER.SCE clear is #UD */
+        /* SYSCALL with EFER.SCE clear is #UD. Unpatched (trap-only), the
+         * real SYSCALL has already overwritten RCX and R11, which the
+         * guest would have kept: a difference no monitor can undo. */
+        b->regs.rip = at;
         raise_exception(b, PK_VEC_UD, 0, 0);
         return;
     }
@@ -409,6 +418,8 @@ static void page_fault(boot *b, uint64_t addr)
 
 static void handle_signal(boot *b, const pk_stop *stop, bool stepped)
 {
+    if (stop->code <= 0)
+        return; /* sent by a process (kill, tgkill), not raised by the guest */
     switch (stop->signal) {
     case SIGTRAP:
         if (stop->code == SI_KERNEL) {
@@ -461,14 +472,17 @@ static void deliver_interrupt(boot *b)
     uint64_t at = b->regs.rip;
     b->halted = false;
     b->regs_dirty = true;
-    b->res->stats.interrupts++;
     pk_emu_result r = pk_deliver(&b->vcpu, &b->regs, &b->mem, (uint8_t)vector,
                                  PK_EVENT_EXTERNAL, false, 0);
+    b->res->stats.interrupts += r.status == PK_EMU_DONE;
     char what[32];
     snprintf(what, sizeof what, "vector 0x%02x", vector);
     trace(b, at, "<interrupt>", what);
     if (r.status == PK_EMU_FAULT)
         raise_exception(b, r.fault.vector, r.fault.error_code, r.fault.address);
+    else if (r.status == PK_EMU_UNSUPPORTED)
+        end(b, PK_GUEST_UNSUPPORTED, "cannot deliver interrupt vector 0x%02x at 0x%llx: %s",
+            vector, (unsigned long long)at, r.effect);
 }
 
 static uint64_t earlier(uint64_t a, uint64_t b)
@@ -479,11 +493,12 @@ static uint64_t earlier(uint64_t a, uint64_t b)
 /* HLT: nothing runs until the next virtual interrupt (or the timeout). */
 static void wait_halted(boot *b)
 {
-    uint64_t tick = pk_devices_next_event(b->devices);
+    uint64_t tick = pk_devices_next_interrupt(b->devices);
     if (!(b->vcpu.vflags & PK_FLAG_IF) || tick == UINT64_MAX) {
         end(b, PK_GUEST_TRIPLE_FAULT, "the guest halted at 0x%llx with %s: nothing can wake it",
             (unsigned long long)b->regs.rip - 1,
-            b->vcpu.vflags & PK_FLAG_IF ? "no timer running" : "interrupts disabled");
+            b->vcpu.vflags & PK_FLAG_IF ? "no timer interrupt that can reach it"
+                                        : "interrupts disabled");
         return;
     }
     uint64_t until = earlier(tick, b->deadline_ns);
@@ -544,7 +559,9 @@ static void run(boot *b)
         bool step = b->release_after_step ||
                     (b->vcpu.interrupt_shadow && (b->vcpu.vflags & PK_FLAG_IF) &&
                      pk_devices_pending_vector(b->devices) >= 0);
-        uint64_t wake = step ? 0 : pk_devices_next_event(b->devices);
+        /* Stop the guest for the next tick only when it could take it. */
+        uint64_t wake = step || !(b->vcpu.vflags & PK_FLAG_IF)
+                            ? 0 : pk_devices_next_interrupt(b->devices);
         if (wake == UINT64_MAX)
             wake = 0;
         wake = earlier(wake, b->deadline_ns);
@@ -554,7 +571,10 @@ static void run(boot *b)
         pk_status s = pk_tracee_run(&b->tracee, step, wake, &stop, &err);
         stopped_at = pk_now_ns();
         b->res->stats.stops++;
-        b->vcpu.interrupt_shadow = false;
+        /* The shadow lasts one instruction; an interrupt stop before that
+         * instruction ran leaves it in place. */
+        if (!(stop.kind == PK_STOP_INTERRUPTED && stop.rip == b->step_from))
+            b->vcpu.interrupt_shadow = false;
         if (s != PK_OK) {
             monitor_failed(b, &err);
             break;
@@ -626,8 +646,9 @@ pk_status pk_boot(const char *path, const pk_boot_options *opts, pk_boot_result 
                   pk_error *err)
 {
     memset(result, 0, sizeof *result);
-    if (opts->mem_size && (opts->mem_size < (1u << 20) || opts->mem_size > (3ull << 30)))
-        return pk_fail(err, PK_ERR_USAGE, "guest memory must be 1 MiB to 3 GiB");
+    if (opts->mem_size && (opts->mem_size < (1u << 20) || opts->mem_size > (3ull << 30) ||
+                           opts->mem_size % PK_GUEST_PAGE))
+        return pk_fail(err, PK_ERR_USAGE, "guest memory must be 1 MiB to 3 GiB in whole pages");
     boot b = { .opts = opts, .res = result };
     b.tracee.pid = -1;
     b.tracee.ram_fd = -1;

@@ -110,13 +110,17 @@ void pk_codepages_free(pk_codepages *cp)
     free(cp->patches);
     free(cp->jumps);
     free(cp->counterparts);
+    free(cp->regions);
     memset(cp, 0, sizeof *cp);
 }
 
-/* Adds a patch and writes its INT3 (for jump patches the file already
- * holds everything). Keeps the array sorted. */
+/* Adds a patch and writes its INT3 (the INT3 of a jump patch is in its
+ * trampoline, which the file holds). Keeps the array sorted. */
 static pk_status add_patch(pk_codepages *cp, const pk_patch *p, pk_error *err)
 {
+    if (p->tactic == PK_TACTIC_INT3 ? !in_ram(cp, p->site, p->len) : !in_ram(cp, p->trampoline, 1))
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "the patch of 0x%llx lies outside guest RAM",
+                       (unsigned long long)p->site);
     if (cp->npatches == cp->cap) {
         size_t cap = cp->cap ? 2 * cp->cap : 64;
         pk_patch *grown = realloc(cp->patches, cap * sizeof *grown);
@@ -200,6 +204,17 @@ uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr)
     return addr;
 }
 
+/* Remembers a code region of the image, for rescans of its pages. */
+static pk_status keep_region(pk_codepages *cp, uint64_t vaddr, uint64_t size, pk_error *err)
+{
+    pk_range *grown = realloc(cp->regions, (cp->nregions + 1) * sizeof *grown);
+    if (!grown)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    cp->regions = grown;
+    cp->regions[cp->nregions++] = (pk_range){ vaddr, vaddr + size };
+    return PK_OK;
+}
+
 pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_error *err)
 {
     if (!cp->patching)
@@ -226,22 +241,19 @@ pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_erro
         pk_status s = pk_scan_image(img, &so, &scan, err);
         if (s == PK_OK)
             s = pk_patch_plan(img, &scan, NULL, 0, &po, &plan, err);
-        for (size_t i = 0; s == PK_OK && i < plan.table.count; i++) {
-            const pk_patch *p = &plan.table.patches[i];
-            s = in_ram(cp, p->site, p->len)
-                    ? add_patch(cp, p, err)
-                    : pk_fail(err, PK_ERR_UNSUPPORTED, "site 0x%llx lies outside guest RAM",
-                              (unsigned long long)p->site);
-        }
+        for (size_t i = 0; s == PK_OK && i < plan.table.count; i++)
+            s = add_patch(cp, &plan.table.patches[i], err);
         pk_plan_free(&plan);
         pk_scan_free(&scan);
         PK_CHECK(s);
     }
     for (size_t r = 0; r < img->nregions; r++) {
         const pk_region *region = &img->regions[r];
-        if (region->size && in_ram(cp, region->vaddr, region->size))
-            PK_CHECK(set_pages(cp, region->vaddr / PK_GUEST_PAGE,
-                               (region->vaddr + region->size - 1) / PK_GUEST_PAGE, true, err));
+        if (!region->size || !in_ram(cp, region->vaddr, region->size))
+            continue;
+        PK_CHECK(keep_region(cp, region->vaddr, region->size, err));
+        PK_CHECK(set_pages(cp, region->vaddr / PK_GUEST_PAGE,
+                           (region->vaddr + region->size - 1) / PK_GUEST_PAGE, true, err));
     }
     /* A patched file's trampolines lie in a segment of their own. */
     for (size_t i = 0; i < img->patched.njumps; i++) {
@@ -253,12 +265,15 @@ pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_erro
     return PK_OK;
 }
 
-/* Sweeps [from, end) and patches the sites that start before limit. */
-static pk_status sweep(pk_codepages *cp, uint64_t from, uint64_t end, uint64_t limit,
-                       pk_error *err)
+/* Sweeps [from, decode_end) and patches the sites that start before
+ * keep_end or, with whole, also end by it. */
+static pk_status sweep(pk_codepages *cp, uint64_t from, uint64_t decode_end, uint64_t keep_end,
+                       bool whole, pk_error *err)
 {
     uint8_t buf[PK_GUEST_PAGE + 16];
-    size_t len = (size_t)(end - from);
+    size_t len = (size_t)(decode_end - from);
+    if (len == 0)
+        return PK_OK;
     if (!pk_codepages_read_original(cp, from, buf, len))
         return pk_fail(err, PK_ERR_INTERNAL, "sweep outside RAM");
     pk_image img;
@@ -270,7 +285,8 @@ static pk_status sweep(pk_codepages *cp, uint64_t from, uint64_t end, uint64_t l
     for (size_t i = 0; s == PK_OK && i < scan.nsites; i++) {
         const pk_site *site = &scan.sites[i];
         const pk_class *c = pk_class_get((pk_class_id)site->cls);
-        if (site->vaddr >= limit || ((c->flags & PK_CLASS_OPT_IN) && !(cp->only && cp->only[c->id])))
+        if (site->vaddr >= keep_end || (whole && site->vaddr + site->len > keep_end) ||
+            ((c->flags & PK_CLASS_OPT_IN) && !(cp->only && cp->only[c->id])))
             continue;
         pk_patch p = { .site = site->vaddr, .len = site->len, .cls = (pk_class_id)site->cls,
                        .tactic = PK_TACTIC_INT3 };
@@ -282,27 +298,113 @@ static pk_status sweep(pk_codepages *cp, uint64_t from, uint64_t end, uint64_t l
     return s;
 }
 
+/* A page of the image's code, scanned again after a write: only the parts
+ * of it the image's code sections cover are swept (the rest is the
+ * sections' neighbours, .rodata as a rule, whose bytes a sweep would
+ * mistake for code). *any says whether the page holds any of them. */
+static pk_status sweep_image_code(pk_codepages *cp, uint64_t start, uint64_t end, uint64_t tail,
+                                  uint64_t entry, bool *any, pk_error *err)
+{
+    *any = false;
+    for (size_t i = 0; i < cp->nregions; i++) {
+        const pk_range *r = &cp->regions[i];
+        if (r->hi <= start || r->lo >= end)
+            continue;
+        *any = true;
+        /* A section that began on an earlier page enters this one at an
+         * instruction boundary the sweep does not know: from the page's
+         * start, the best it can do. */
+        uint64_t lo = r->lo > start ? r->lo : start, hi = r->hi < entry ? r->hi : entry;
+        if (lo < hi)
+            PK_CHECK(sweep(cp, lo, tail < r->hi ? tail : r->hi, hi, true, err));
+    }
+    return PK_OK;
+}
+
+/* Where the instruction at rip ends, when it starts before page_start and
+ * crosses into that page (the fetch of its tail faulted); else page_start. */
+static uint64_t first_boundary(const pk_codepages *cp, uint64_t rip, uint64_t page_start)
+{
+    uint8_t bytes[ZYDIS_MAX_INSTRUCTION_LENGTH];
+    ZydisDecoder dec;
+    ZydisDecodedInstruction insn;
+    if (rip >= page_start || page_start - rip >= ZYDIS_MAX_INSTRUCTION_LENGTH ||
+        !pk_codepages_read_original(cp, rip, bytes, sizeof bytes))
+        return page_start;
+    ZydisDecoderInit(&dec, cp->bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64
+                                          : ZYDIS_MACHINE_MODE_LEGACY_32,
+                     cp->bits == 64 ? ZYDIS_STACK_WIDTH_64 : ZYDIS_STACK_WIDTH_32);
+    if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&dec, NULL, bytes, sizeof bytes, &insn)) ||
+        rip + insn.length <= page_start)
+        return page_start;
+    return rip + insn.length;
+}
+
 pk_status pk_codepages_execute(pk_codepages *cp, uint64_t addr, uint64_t rip, pk_error *err)
 {
     uint64_t page = addr / PK_GUEST_PAGE, start = page * PK_GUEST_PAGE, end = start + PK_GUEST_PAGE;
     if (!cp->patching || page >= cp->npages || start < cp->tracee->ram_low)
         return pk_fail(err, PK_ERR_INTERNAL, "execute fault at 0x%llx outside patchable RAM",
                        (unsigned long long)addr);
-    /* Patches on this page whose INT3 the guest overwrote are gone. */
-    for (size_t i = lower_bound(cp, start); i < cp->npatches && int3_address(&cp->patches[i]) < end;) {
-        const pk_patch *p = &cp->patches[i];
-        if (p->tactic == PK_TACTIC_INT3 && cp->tracee->ram[p->site] != 0xCC)
-            drop_patch(cp, i);
-        else
-            i++;
-    }
-    /* Decode up to 15 bytes past the page, for an instruction that ends there. */
+    /* Where the guest entered the page is an instruction for certain: the
+     * sweep from there wins; the one from the page's start (or from the end
+     * of an instruction crossing into it) keeps only what lies wholly
+     * before. Decode up to 15 bytes past the page, for an instruction that
+     * ends there. */
     uint64_t tail = end + 15 <= cp->tracee->ram_size ? end + 15 : cp->tracee->ram_size;
-    PK_CHECK(sweep(cp, start, tail, end, err));
-    if (rip > start && rip < end)
-        PK_CHECK(sweep(cp, rip, tail, end, err));
+    uint64_t entry = rip > start && rip < end ? rip : end;
+    bool image_code;
+    PK_CHECK(sweep_image_code(cp, start, end, tail, entry, &image_code, err));
+    if (!image_code)
+        PK_CHECK(sweep(cp, first_boundary(cp, rip, start), tail, entry, true, err));
+    if (entry < end)
+        PK_CHECK(sweep(cp, entry, tail, end, false, err));
     cp->pages_scanned++;
     return set_pages(cp, page, page, true, err);
+}
+
+/* A released page holds no patches: the INT3 bytes of its sites get their
+ * original bytes back, and a jump over any of its bytes is undone (the
+ * pages it spans are released too). The scan before it next runs starts
+ * afresh, so a byte 0xCC there is the guest's own. */
+static pk_status release_page(pk_codepages *cp, uint64_t page, pk_error *err);
+
+static pk_status undo_jumps(pk_codepages *cp, uint64_t start, uint64_t end, pk_error *err)
+{
+    for (size_t i = 0; i < cp->njumps;) {
+        pk_jump j = cp->jumps[i];
+        if (j.site >= end || j.site + j.len <= start) {
+            i++;
+            continue;
+        }
+        memcpy(cp->tracee->ram + j.site, j.bytes, j.len);
+        memmove(cp->jumps + i, cp->jumps + i + 1, (cp->njumps - i - 1) * sizeof *cp->jumps);
+        memmove(cp->counterparts + i, cp->counterparts + i + 1,
+                (cp->njumps - i - 1) * sizeof *cp->counterparts);
+        cp->njumps--;
+        for (uint64_t pg = j.site / PK_GUEST_PAGE; pg <= (j.site + j.len - 1) / PK_GUEST_PAGE; pg++)
+            PK_CHECK(release_page(cp, pg, err));
+    }
+    return PK_OK;
+}
+
+static pk_status release_page(pk_codepages *cp, uint64_t page, pk_error *err)
+{
+    if (page >= cp->npages || !cp->is_code[page])
+        return PK_OK;
+    uint64_t start = page * PK_GUEST_PAGE, end = start + PK_GUEST_PAGE;
+    PK_CHECK(set_pages(cp, page, page, false, err));
+    cp->pages_released++;
+    for (size_t i = lower_bound(cp, start); i < cp->npatches && int3_address(&cp->patches[i]) < end;) {
+        const pk_patch *p = &cp->patches[i];
+        if (p->tactic != PK_TACTIC_INT3) {
+            i++; /* an INT3 in a trampoline: the jump is undone below */
+            continue;
+        }
+        cp->tracee->ram[p->site] = p->bytes[0];
+        drop_patch(cp, i);
+    }
+    return undo_jumps(cp, start, end, err);
 }
 
 pk_status pk_codepages_written(pk_codepages *cp, uint64_t addr, uint64_t len, pk_error *err)
@@ -310,12 +412,8 @@ pk_status pk_codepages_written(pk_codepages *cp, uint64_t addr, uint64_t len, pk
     if (!cp->patching || len == 0)
         return PK_OK;
     uint64_t last = (addr + len - 1) / PK_GUEST_PAGE;
-    for (uint64_t page = addr / PK_GUEST_PAGE; page <= last && page < cp->npages; page++) {
-        if (cp->is_code[page]) {
-            PK_CHECK(set_pages(cp, page, page, false, err));
-            cp->pages_released++;
-        }
-    }
+    for (uint64_t page = addr / PK_GUEST_PAGE; page <= last; page++)
+        PK_CHECK(release_page(cp, page, err));
     return PK_OK;
 }
 

@@ -170,6 +170,11 @@ uint64_t pk_devices_next_event(const pk_devices *dev)
     return dev ? pk_pit_next_event(&dev->pit) : UINT64_MAX;
 }
 
+uint64_t pk_devices_next_interrupt(const pk_devices *dev)
+{
+    return dev && pk_pic_would_present(&dev->pic, 0) ? pk_pit_next_event(&dev->pit) : UINT64_MAX;
+}
+
 int pk_devices_pending_vector(const pk_devices *dev)
 {
     return dev ? pk_pic_pending_vector(&dev->pic) : -1;

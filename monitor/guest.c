@@ -160,10 +160,10 @@ pk_status pk_multiboot_write(const pk_guest *g, uint8_t *ram, uint64_t low, uint
      * last 128 KiB of RAM, which the firmware keeps for its tables. A guest
      * sees the same mem_lower and mem_upper under both. */
     enum { PAGE = 4096, LOWER_END = 0x9F000, EBDA = 0x9FC00, BIOS = 0xF0000, HIGH = 0x100000,
-           FIRMWARE = 128 << 10 };
+           FIRMWARE = 128 << 10, MMAP_ENTRIES = 5 };
     static const char loader[] = "popek";
     size_t cmd_len = strlen(cmdline) + 1;
-    if (cmd_len > PAGE - MBI_SIZE - 4 * 24 - sizeof loader)
+    if (cmd_len > PAGE - MBI_SIZE - MMAP_ENTRIES * 24 - sizeof loader)
         return pk_fail(err, PK_ERR_USAGE, "the guest command line is too long");
     /* The first page below 640 KiB that no segment uses. */
     uint64_t page = (low + PAGE - 1) / PAGE * PAGE;

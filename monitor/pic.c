@@ -250,6 +250,13 @@ void pk_pic_set_irq(pk_pic *pic, unsigned irq, bool level)
     pk_pic_update_cascade(pic);
 }
 
+bool pk_pic_would_present(const pk_pic *pic, unsigned irq)
+{
+    pk_pic_chip master = pic->chip[0];
+    master.irr |= (uint8_t)(1u << irq);
+    return pk_pic_chip_irq(&master) == (int)irq;
+}
+
 int pk_pic_pending_vector(const pk_pic *pic)
 {
     const pk_pic_chip *m = &pic->chip[0], *s = &pic->chip[1];

@@ -46,15 +46,20 @@ __asm__(".pushsection .text\n"
         ".size pk_syscall_stub, . - pk_syscall_stub\n"
         ".popsection\n");
 
-/* The guest the timer interrupts (one per monitor process). */
-static volatile pid_t running_guest;
+/* The guest the timer interrupts: set only while pk_tracee_run waits for
+ * it, so that the monitor's own uses of the stopped guest (an injected
+ * mprotect) are not interrupted. An interrupt can still reach a guest that
+ * has just stopped on its own; it then shows as an extra stop at the next
+ * resume, which every waiter here accepts. One guest per process. */
+static volatile sig_atomic_t running_guest;
 
 static void interrupt_guest(int sig)
 {
     (void)sig;
     int saved = errno;
-    if (running_guest > 0)
-        ptrace(PTRACE_INTERRUPT, running_guest, 0, 0);
+    pid_t pid = running_guest;
+    if (pid > 0)
+        ptrace(PTRACE_INTERRUPT, pid, 0, 0);
     errno = saved;
 }
 
@@ -129,6 +134,7 @@ pk_status pk_tracee_spawn(pk_tracee *t, uint64_t ram_size, bool long_mode, pk_er
 {
     memset(t, 0, sizeof *t);
     t->pid = -1;
+    t->ram_fd = -1;
     t->long_mode = long_mode;
     t->ram_size = ram_size;
     t->ram_low = lowest_mappable_address();
@@ -182,20 +188,24 @@ pk_status pk_tracee_spawn(pk_tracee *t, uint64_t ram_size, bool long_mode, pk_er
         become_guest(t, sync[0]);
     }
     close(sync[0]);
-    running_guest = t->pid;
-    long seized = ptrace(PTRACE_SEIZE, t->pid, 0,
-                         PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP);
-    int seize_errno = errno;
+    if (ptrace(PTRACE_SEIZE, t->pid, 0, PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP) != 0) {
+        int seize_errno = errno;
+        close(sync[1]);
+        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SEIZE): %s", strerror(seize_errno));
+    }
     ssize_t told = write(sync[1], "g", 1);
     close(sync[1]);
-    if (seized != 0 || told != 1)
-        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SEIZE): %s", strerror(seize_errno));
+    if (told != 1)
+        return pk_fail(err, PK_ERR_INTERNAL, "starting the guest process: %s", strerror(errno));
 
     int status;
     PK_CHECK(wait_stop(t, &status, err));
-    if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP || (status >> 16) != 0)
+    if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP || (status >> 16) != 0) {
+        if (!WIFSTOPPED(status))
+            t->pid = -1; /* reaped */
         return pk_fail(err, PK_ERR_INTERNAL, "the guest process did not start: %s",
                        WIFSTOPPED(status) ? "it stopped unexpectedly" : child_failure(status));
+    }
     return PK_OK;
 }
 
@@ -305,6 +315,8 @@ static void stop_from_status(pk_tracee *t, int status, pk_stop *stop)
         siginfo_t si;
         stop->kind = PK_STOP_INTERRUPTED;
         stop->signal_pending = ptrace(PTRACE_PEEKSIGINFO, t->pid, &one, &si) > 0;
+        struct user_regs_struct raw;
+        stop->rip = ptrace(PTRACE_GETREGS, t->pid, 0, &raw) == 0 ? raw.rip : 0;
         return;
     }
     stop->kind = PK_STOP_SIGNAL;
@@ -333,10 +345,15 @@ pk_status pk_tracee_run(pk_tracee *t, bool single_step, uint64_t deadline_ns,
 {
     PK_CHECK(arm(t, deadline_ns, err));
     t->raw_valid = false;
-    if (ptrace(single_step ? PTRACE_SINGLESTEP : PTRACE_CONT, t->pid, 0, 0) != 0)
+    running_guest = t->pid;
+    if (ptrace(single_step ? PTRACE_SINGLESTEP : PTRACE_CONT, t->pid, 0, 0) != 0) {
+        running_guest = 0;
         return pk_fail(err, PK_ERR_INTERNAL, "resuming the guest: %s", strerror(errno));
+    }
     int status;
-    PK_CHECK(wait_stop(t, &status, err));
+    pk_status s = wait_stop(t, &status, err);
+    running_guest = 0;
+    PK_CHECK(s);
     /* A timer that fired is spent; one still ahead stays armed. */
     if (t->armed_ns && pk_now_ns() >= t->armed_ns)
         t->armed_ns = 0;
@@ -369,9 +386,11 @@ pk_status pk_tracee_protect(pk_tracee *t, uint64_t addr, uint64_t len, int prot,
     call.orig_rax = (unsigned long long)-1;
     PK_CHECK(set_raw(t, &call, err));
 
-    /* The seccomp stop for our own call, then the INT3 after it. */
+    /* The seccomp stop for our own call, then the INT3 after it. A stop
+     * for an interrupt that reached the guest as it stopped comes first,
+     * and is passed over. */
     int status;
-    for (int step = 0; step < 2; step++) {
+    for (int step = 0; step < 2;) {
         if (ptrace(PTRACE_CONT, t->pid, 0, 0) != 0)
             return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_CONT): %s", strerror(errno));
         PK_CHECK(wait_stop(t, &status, err));
@@ -379,10 +398,14 @@ pk_status pk_tracee_protect(pk_tracee *t, uint64_t addr, uint64_t len, int prot,
             t->pid = -1;
             return pk_fail(err, PK_ERR_INTERNAL, "the guest process died during mprotect");
         }
-        bool want_seccomp = step == 0;
-        bool is_seccomp = (status >> 16) == PTRACE_EVENT_SECCOMP;
-        if (want_seccomp != is_seccomp || (!is_seccomp && WSTOPSIG(status) != SIGTRAP))
+        int event = status >> 16;
+        if (event == PTRACE_EVENT_STOP)
+            continue;
+        bool expected = step == 0 ? event == PTRACE_EVENT_SECCOMP
+                                  : event == 0 && WSTOPSIG(status) == SIGTRAP;
+        if (!expected)
             return pk_fail(err, PK_ERR_INTERNAL, "unexpected stop 0x%x during mprotect", status);
+        step++;
     }
     PK_CHECK(get_raw(t, &call, err));
     t->injected_syscalls++;

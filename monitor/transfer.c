@@ -239,19 +239,20 @@ static void load_flat(pk_emu *e, uint16_t cs, uint16_t ss, unsigned cpl, bool co
     e->vcpu.cpl = cpl;
 }
 
-/* SYSCALL exists in 64-bit mode with EFER.SCE; elsewhere it is #UD (as on
- * Intel CPUs, which the host is). */
+/* SYSCALL exists in 64-bit mode with EFER.SCE; elsewhere it is #UD, as on
+ * Intel CPUs (AMD's also run it from 32-bit code; the virtual CPU follows
+ * Intel's SDM throughout). */
 static pk_emu_status syscall_insn(pk_emu *e)
 {
     if (e->vcpu.bits != 64 || !(e->vcpu.efer & PK_EFER_SCE))
         return pk_emu_ud(e);
     uint64_t star = pk_emu_msr(&e->vcpu, MSR_STAR), fmask = pk_emu_msr(&e->vcpu, MSR_FMASK);
-    uint16_t cs = (uint16_t)(star >> 32) & 0xFFFC;
+    uint16_t star_cs = (uint16_t)(star >> 32), cs = star_cs & 0xFFFC;
     uint64_t flags = pk_vcpu_flags(&e->vcpu, &e->regs);
     e->regs.gpr[PK_RCX] = pk_emu_next_rip(e);
     e->regs.gpr[PK_R11] = flags;
     pk_emu_flags_load(e, flags & ~fmask & ~(uint64_t)PK_FLAG_RF, 64, 0, true);
-    load_flat(e, cs, (uint16_t)(cs + 8), 0, true);
+    load_flat(e, cs, (uint16_t)(star_cs + 8), 0, true); /* SS: STAR[47:32] + 8, unmasked */
     e->regs.rip = pk_emu_msr(&e->vcpu, MSR_LSTAR);
     return pk_emu_effect(e, "syscall to 0x%x:0x%" PRIx64, cs, e->regs.rip);
 }
@@ -479,7 +480,8 @@ static pk_emu_status through_call_gate(pk_emu *e, uint16_t gate_sel, const pk_de
     if (call && new_cpl < cpl) {
         uint32_t old_esp = (uint32_t)pk_emu_gpr_get(e, PK_RSP, pk_emu_stack_bits(e));
         uint32_t params[31] = { 0 };
-        PK_EMU_TRY(pk_emu_read(e, old_esp, params, 4 * nparams, PK_ACC_STACK));
+        if (nparams)
+            PK_EMU_TRY(pk_emu_read(e, old_esp, params, 4 * nparams, PK_ACC_STACK));
         PK_EMU_TRY(switch_stack32(e, new_cpl, 0));
         PK_EMU_TRY(pk_emu_push(e, old_ss, 4, 4));
         PK_EMU_TRY(pk_emu_push(e, old_esp, 4, 4));

@@ -43,6 +43,11 @@ void pk_devices_advance(pk_devices *dev, uint64_t now_ns);
  * never will. */
 uint64_t pk_devices_next_event(const pk_devices *dev);
 
+/* When the PIT next raises IRQ 0 such that the PIC would present it to the
+ * CPU (unmasked, not held back by one in service), or UINT64_MAX: what a
+ * monitor waits for. */
+uint64_t pk_devices_next_interrupt(const pk_devices *dev);
+
 /* The vector the PIC pair presents to the CPU now (highest-priority
  * requested, unmasked, not blocked by one in service), or -1. */
 int pk_devices_pending_vector(const pk_devices *dev);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "tracee.h"
+#include "popek/flow.h"
 #include "popek/image.h"
 #include "popek/patch.h"
 #include "popek/status.h"
@@ -37,6 +38,8 @@ typedef struct pk_codepages {
     pk_jump *jumps;
     uint64_t (*counterparts)[PK_JUMP_MAX_LEN];
     size_t njumps;
+    pk_range *regions;      /* the image's code sections: [lo, hi) */
+    size_t nregions;
     uint64_t pages_scanned, pages_released;
 } pk_codepages;
 

@@ -106,6 +106,9 @@ uint8_t pk_pic_read(pk_pic *pic, uint16_t port);
 void pk_pic_write(pk_pic *pic, uint16_t port, uint8_t value);
 void pk_pic_set_irq(pk_pic *pic, unsigned irq, bool level);
 int pk_pic_pending_vector(const pk_pic *pic);
+/* Whether a request on master line irq (0-7) raised now would reach the
+ * CPU: not masked, not held back by one in service. */
+bool pk_pic_would_present(const pk_pic *pic, unsigned irq);
 int pk_pic_acknowledge(pk_pic *pic);
 
 #endif

@@ -47,6 +47,7 @@ typedef struct pk_stop {
     int code;               /* siginfo si_code */
     uint64_t fault_addr;    /* siginfo si_addr */
     int status;             /* PK_STOP_EXITED: the wait status */
+    uint64_t rip;           /* PK_STOP_INTERRUPTED: where the guest stands */
     long syscall_nr;        /* PK_STOP_SYSCALL */
     /* PK_STOP_INTERRUPTED: a signal (a fault's) waits to be delivered as
      * soon as the guest resumes; nothing may change the guest before. */

@@ -63,11 +63,15 @@ static uint32_t number_after_space(const char *s)
     return n;
 }
 
-/* mov $1, %eax; ret: selfmod rewrites the 1. */
-uint32_t selfmod_target(void);
+/* selfmod() writes 7 over the immediate of the `mov $1, %eax` right after
+ * it, then runs it: the store and the instruction it changes lie within
+ * one 32-byte block, so on one page. */
+uint32_t selfmod(void);
 __asm__(".pushsection .text\n"
-        "selfmod_target:\n"
-        "    movl $1, %eax\n"
+        ".balign 32\n"
+        "selfmod:\n"
+        "    movb $7, 1f + 1\n"
+        "1:  movl $1, %eax\n"
         "    ret\n"
         ".popsection\n");
 
@@ -95,10 +99,7 @@ void guest_main(const struct multiboot_info *mbi)
         for (;;)
             __asm__ volatile("" ::: "memory");
     } else if (starts_with(cmdline, "selfmod")) {
-        /* The store and the instruction it changes share a page. */
-        volatile uint8_t *imm = (volatile uint8_t *)(uintptr_t)selfmod_target + 1;
-        *imm = 7;
-        outb(0xF4, (uint8_t)selfmod_target());
+        outb(0xF4, (uint8_t)selfmod());
     } else if (starts_with(cmdline, "rdpmc")) {
         __asm__ volatile("rdpmc" : : "c"(0) : "eax", "edx");
     } else {
