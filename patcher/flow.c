@@ -13,6 +13,8 @@
  *    routine a CIE names directly counts here too;
  *  - a Linux kernel's tables (ktables below), which also pin bytes, and
  *    .altinstructions (img->alts), which only pins.
+ * Resumes, apart from targets: where a kernel's exception table sends a
+ * faulting instruction (ktables: __ex_table).
  * Function extents: FDEs, else sized function symbols, else unsized ones
  * (System.map) up to the next symbol of their region; a weaker source's
  * range that overlaps a stronger one's is dropped. Overlapping FDEs merge:
@@ -60,7 +62,8 @@ typedef struct ctx {
     const pk_region *last;      /* the region code_at found last */
     uint64_t got;               /* the base of DW_EH_PE_datarel, 0 when none */
     pk_range *fdes;             /* FDE ranges */
-    size_t nfdes, cap_fdes, cap_targets, cap_pinned, cap_anchored, cap_functions;
+    size_t nfdes, cap_fdes, cap_targets, cap_resumes, cap_pinned, cap_anchored, cap_looked_up;
+    size_t cap_functions;
     ZydisDecoder dec[3];        /* 16-, 32-, 64-bit */
 } ctx;
 
@@ -319,6 +322,23 @@ static pk_status anchor(ctx *c, uint64_t lo, uint64_t hi)
     return PK_OK;
 }
 
+static pk_status look_up(ctx *c, uint64_t lo, uint64_t hi)
+{
+    pk_flow *f = c->flow;
+    RESERVE(c, f->looked_up, f->nlooked_up, c->cap_looked_up);
+    f->looked_up[f->nlooked_up++] = (pk_range){ lo, hi };
+    return PK_OK;
+}
+
+/* Adds a (in code) to the resumes. */
+static pk_status resume(ctx *c, uint64_t a)
+{
+    pk_flow *f = c->flow;
+    RESERVE(c, f->resumes, f->nresumes, c->cap_resumes);
+    f->resumes[f->nresumes++] = a;
+    return PK_OK;
+}
+
 /* The length of the instruction at b (n bytes left) for what kernel
  * tables mostly name in 32- and 64-bit code: CALL/JMP rel32, Jcc rel32,
  * JMP/Jcc rel8, UD2, ENDBR; 0 for the others. Zydis takes ~100 ns an
@@ -336,20 +356,22 @@ static unsigned quick_length(const uint8_t *b, uint64_t n)
     return 0;
 }
 
-/* Pins (or, with anchored, anchors) the instruction at a (in r), or its
- * first byte where nothing decodes: the patcher moves whole instructions,
- * so one byte holds it. *len gets the length pinned. */
-static pk_status pin_insn(ctx *c, const pk_region *r, uint64_t a, bool anchored, uint64_t *len)
+/* The length of the instruction at a (in r), or 1 where nothing decodes:
+ * the patcher moves whole instructions, so one byte holds it. *load tells
+ * whether it is a MOV load from memory (8B /r). */
+static uint64_t insn_length(ctx *c, const pk_region *r, uint64_t a, bool *load)
 {
-    uint64_t off = a - r->vaddr;
+    uint64_t off = a - r->vaddr, len;
     ZydisDecoderContext zc;
     ZydisDecodedInstruction in;
-    *len = r->bits != 16 ? quick_length(r->bytes + off, r->size - off) : 0;
-    if (!*len)
-        *len = ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(
-                   &c->dec[r->bits == 64 ? 2 : r->bits == 32], &zc, r->bytes + off,
-                   r->size - off, &in)) ? in.length : 1;
-    return anchored ? anchor(c, a, a + *len) : pin(c, a, a + *len);
+    *load = false;
+    if (r->bits != 16 && (len = quick_length(r->bytes + off, r->size - off)))
+        return len;
+    if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&c->dec[r->bits == 64 ? 2 : r->bits == 32],
+                                                  &zc, r->bytes + off, r->size - off, &in)))
+        return 1;
+    *load = in.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && in.opcode == 0x8b;
+    return in.length;
 }
 
 /* ---- relocations ------------------------------------------------------------ */
@@ -773,9 +795,12 @@ static pk_status read_eh_frame(ctx *c)
 enum {
     K_PIN_INSN = 1,             /* an instruction the kernel rewrites */
     K_PIN5 = 2,                 /* code the kernel rewrites with up to 5 bytes */
+    K_PIN_LABEL = 128,          /* a jump label: 2 bytes when it is so short, else 5 */
     K_TARGET = 4,               /* where control goes */
     K_AFTER = 8,                /* control resumes after the instruction */
-    K_ANCHOR = 16,              /* an instruction the kernel finds by its address */
+    K_ANCHOR = 16,              /* an instruction the kernel finds by its address and reads */
+    K_LOOKED_UP = 32,           /* an instruction the kernel finds by its address (below) */
+    K_RESUME = 64,              /* where the kernel resumes after a lookup (flow.h resumes) */
 };
 
 /* A linked vmlinux keeps most tables as sections of their own;
@@ -787,13 +812,22 @@ static const struct ktable {
     uint8_t sizes[4];           /* 0-terminated */
     uint8_t field[2];           /* K_* of the s32 at 0 and at 4 */
 } ktables[] = {
-    /* insn (the kernel finds the fixup by the faulting address), fixup,
-     * then data (6.x) or handler (4.6 to 5.15); 8 bytes before 4.6 */
+    /* insn (the kernel finds the fixup by the faulting address), fixup
+     * (where it resumes, through IRET), then data (6.x) or handler (4.6 to
+     * 5.15); 8 bytes before 4.6. The handlers (arch/x86/mm/extable.c) read
+     * registers, the stack and the entry, not the code, but for
+     * EX_TYPE_ZEROPAD's: it decodes the faulting instruction, a MOV load
+     * (8B /r) whose fixup is the next instruction. Such an entry anchors
+     * its instruction (its type's number varies between versions: the
+     * shape decides). */
     { "__ex_table", "__start___ex_table", "__stop___ex_table", { 12, 8 },
-      { K_ANCHOR, K_TARGET } },
-    /* code (a jmp or a nop of 2 or 5 bytes), target, long key */
+      { K_LOOKED_UP, K_RESUME } },
+    /* code (a jmp or a nop of 2 or 5 bytes), target, long key. Since 5.13
+     * the kernel writes as many bytes as the instruction there has
+     * (arch_jump_entry_size decodes it: JMP rel8 or the 2-byte NOP 66 90,
+     * else 5); before, always 5, and no such instruction began one. */
     { "__jump_table", "__start___jump_table", "__stop___jump_table", { 16, 12 },
-      { K_PIN5, K_TARGET } },
+      { K_PIN_LABEL, K_TARGET } },
     /* a call or jmp rel32, key (whose low bits are flags) */
     { ".static_call_sites", "__start_static_call_sites", "__stop_static_call_sites", { 8 },
       { K_PIN5, 0 } },
@@ -807,7 +841,9 @@ static const struct ktable {
     { ".ibt_endbr_seal", NULL, NULL, { 4 }, { K_PIN_INSN | K_TARGET, 0 } },
     /* bug_addr (a UD2 found by address; a WARN resumes after it), then
      * file, line, flags: 12 bytes in 6.x, 8 without the file and line,
-     * 16 with a format */
+     * 16 with a format. handle_bug reads the UD2 at the faulting address
+     * (decode_bug, is_valid_bugaddr): it never moves, so where a WARN
+     * resumes is never inside a jump's bytes either. */
     { "__bug_table", "__start___bug_table", "__stop___bug_table", { 12, 16, 8 },
       { K_ANCHOR | K_AFTER, 0 } },
 };
@@ -833,7 +869,8 @@ static pk_status read_ktable_as(ctx *c, const struct ktable *t, uint64_t addr, c
                                 uint64_t size, unsigned es, bool *fits)
 {
     pk_flow *f = c->flow;
-    size_t ntargets = f->ntargets, npinned = f->npinned, nanchored = f->nanchored;
+    size_t ntargets = f->ntargets, nresumes = f->nresumes, npinned = f->npinned;
+    size_t nanchored = f->nanchored, nlooked_up = f->nlooked_up;
     size_t entries = f->from.kernel_tables;
     *fits = !(size % es);
     for (uint64_t off = 0; *fits && off < size; off += es) {
@@ -851,12 +888,29 @@ static pk_status read_ktable_as(ctx *c, const struct ktable *t, uint64_t addr, c
                 continue;
             uint64_t a = field_at(addr, b, off + 4 * i), len = 1;
             const pk_region *r = code_at(c, a);
+            bool load = false;
             if (!(*fits = r != NULL))
                 break;
-            if (t->field[i] & (K_PIN_INSN | K_ANCHOR))
-                PK_CHECK(pin_insn(c, r, a, t->field[i] & K_ANCHOR, &len));
-            if (t->field[i] & K_PIN5)
-                PK_CHECK(pin(c, a, r->vaddr + r->size - a < 5 ? r->vaddr + r->size : a + 5));
+            if (t->field[i] & (K_PIN_INSN | K_ANCHOR | K_LOOKED_UP))
+                len = insn_length(c, r, a, &load);
+            if (t->field[i] & K_PIN_INSN)
+                PK_CHECK(pin(c, a, a + len));
+            if ((t->field[i] & K_ANCHOR) ||
+                ((t->field[i] & K_LOOKED_UP) && load && (t->field[1] & K_RESUME) &&
+                 field_at(addr, b, off + 4) == a + len))
+                PK_CHECK(anchor(c, a, a + len)); /* maybe EX_TYPE_ZEROPAD's */
+            else if (t->field[i] & K_LOOKED_UP)
+                PK_CHECK(look_up(c, a, a + len));
+            if (t->field[i] & K_RESUME)
+                PK_CHECK(resume(c, a));
+            if (t->field[i] & (K_PIN5 | K_PIN_LABEL)) {
+                const uint8_t *p = r->bytes + (a - r->vaddr);
+                uint64_t left = r->vaddr + r->size - a, n = 5;
+                if ((t->field[i] & K_PIN_LABEL) && left >= 2 &&
+                    (p[0] == 0xeb || (p[0] == 0x66 && p[1] == 0x90)))
+                    n = 2;
+                PK_CHECK(pin(c, a, a + (left < n ? left : n)));
+            }
             if (t->field[i] & K_TARGET)
                 PK_CHECK(target(c, a, NULL));
             if (t->field[i] & K_AFTER)
@@ -866,8 +920,10 @@ static pk_status read_ktable_as(ctx *c, const struct ktable *t, uint64_t addr, c
     }
     if (!*fits) {
         f->ntargets = ntargets;
+        f->nresumes = nresumes;
         f->npinned = npinned;
         f->nanchored = nanchored;
+        f->nlooked_up = nlooked_up;
         f->from.kernel_tables = entries;
     }
     return PK_OK;
@@ -1066,6 +1122,18 @@ static pk_status read_elf(ctx *c)
     return read_ktables(c);
 }
 
+/* Sorts a[0, *n) and drops duplicates. */
+static pk_status sort_unique(ctx *c, uint64_t *a, size_t *n)
+{
+    PK_CHECK(sort_by_key(c, a, *n, sizeof *a));
+    size_t out = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (!out || a[i] != a[out - 1])
+            a[out++] = a[i];
+    *n = out;
+    return PK_OK;
+}
+
 static pk_status build(ctx *c)
 {
     const pk_image *img = c->img;
@@ -1090,13 +1158,10 @@ static pk_status build(ctx *c)
         PK_CHECK(read_elf(c));
     PK_CHECK(find_functions(c));
 
-    PK_CHECK(sort_by_key(c, f->targets, f->ntargets, sizeof *f->targets));
-    size_t out = 0;
-    for (size_t i = 0; i < f->ntargets; i++)
-        if (!out || f->targets[i] != f->targets[out - 1])
-            f->targets[out++] = f->targets[i];
-    f->ntargets = out;
+    PK_CHECK(sort_unique(c, f->targets, &f->ntargets));
+    PK_CHECK(sort_unique(c, f->resumes, &f->nresumes));
     PK_CHECK(merge_ranges(c, f->anchored, &f->nanchored, true));
+    PK_CHECK(merge_ranges(c, f->looked_up, &f->nlooked_up, true));
     return merge_ranges(c, f->pinned, &f->npinned, true);
 }
 
@@ -1119,8 +1184,10 @@ pk_status pk_flow_build(const pk_image *img, pk_flow *flow, pk_error *err)
 void pk_flow_free(pk_flow *flow)
 {
     free(flow->targets);
+    free(flow->resumes);
     free(flow->pinned);
     free(flow->anchored);
+    free(flow->looked_up);
     free(flow->functions);
     memset(flow, 0, sizeof *flow);
 }
@@ -1137,9 +1204,19 @@ bool pk_flow_is_pinned(const pk_flow *flow, uint64_t lo, uint64_t hi)
     return overlaps(flow->pinned, flow->npinned, lo, hi);
 }
 
+bool pk_flow_has_resume(const pk_flow *flow, uint64_t lo, uint64_t hi)
+{
+    return pk_any_in(flow->resumes, flow->nresumes, lo, hi);
+}
+
 bool pk_flow_is_anchored(const pk_flow *flow, uint64_t lo, uint64_t hi)
 {
     return overlaps(flow->anchored, flow->nanchored, lo, hi);
+}
+
+bool pk_flow_is_looked_up(const pk_flow *flow, uint64_t lo, uint64_t hi)
+{
+    return overlaps(flow->looked_up, flow->nlooked_up, lo, hi);
 }
 
 bool pk_flow_function_at(const pk_flow *flow, uint64_t addr, pk_range *fn)

@@ -7,10 +7,14 @@
  * Safe means control never arrives inside those bytes but at their start:
  * no branch target, symbol, relocation, landing pad, switch case or kernel
  * table names an address there (scan.h targets, flow.h), nothing there is
- * rewritten at run time, the function's jumps through registers have known
- * targets, nothing moved is an ENDBR, a trap or something that cannot run
- * elsewhere, and the code falls through to the end of the bytes (or to a
- * near RET or JMP, after which they are dead). Later sites inside the
+ * rewritten at run time or read at its address; in a table for a monitor
+ * (not passthrough), which maps exception returns into the bytes and
+ * faults out of the trampoline, a kernel's exception fixups may lie there
+ * where a copied instruction begins and its faulting instructions may
+ * move (flow.h resumes, looked_up); the function's jumps through
+ * registers have known targets, nothing moved is an ENDBR, a trap or
+ * something that cannot run elsewhere, and the code falls through to the
+ * end of the bytes (or to a near RET or JMP, after which they are dead). Later sites inside the
  * replaced bytes join the same jump, and a jump may grow to take in the
  * next site. Where no jump is safe the site takes INT3. docs/patching.md
  * tells the rules at length. */
@@ -163,6 +167,38 @@ static size_t read_cases(const planner *pl, uint64_t a, uint64_t base, pk_range 
     return in_fn;
 }
 
+/* Whether the jump through a register jmp (at at, in 64-bit code) goes
+ * where the instruction right before it, prev, says: prev is a MOV of
+ * that very register from a constant that is a code address (which
+ * decoding counts as a target: `mov $1f, %rax; jmp *%rax`), or from one
+ * fixed place, RIP-relative or absolute (`mov saved_rip(%rip), %rax; jmp
+ * *%rax`, as good as the `jmp *saved_rip(%rip)` no rule counts as opaque:
+ * a tail call through a pointer that data or the code storing it names). Only when control
+ * reaches jmp from prev alone: no known target at jmp. */
+static bool set_right_before(const planner *pl, const ZydisDecodedInstruction *prev,
+                             const ZydisDecodedOperand *prev_ops,
+                             const ZydisDecodedInstruction *jmp, const ZydisDecodedOperand *ops,
+                             uint64_t at)
+{
+    if (prev->mnemonic != ZYDIS_MNEMONIC_MOV || prev->operand_count_visible != 2 ||
+        jmp->operand_count_visible != 1 || ops[0].type != ZYDIS_OPERAND_TYPE_REGISTER ||
+        prev_ops[0].type != ZYDIS_OPERAND_TYPE_REGISTER ||
+        prev_ops[0].reg.value != ops[0].reg.value || ops[0].size != 64 ||
+        pk_scan_has_target(pl->scan, at, at + 1) ||
+        (pl->flow && (pk_flow_has_target(pl->flow, at, at + 1) ||
+                      pk_flow_has_resume(pl->flow, at, at + 1))))
+        return false;
+    const ZydisDecodedOperand *src = &prev_ops[1];
+    if (src->type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
+        uint64_t v = src->imm.is_signed ? (uint64_t)src->imm.value.s : src->imm.value.u;
+        return pk_image_region_at(pl->img, v) != NULL;
+    }
+    return src->type == ZYDIS_OPERAND_TYPE_MEMORY &&
+           (src->mem.base == ZYDIS_REGISTER_RIP || src->mem.base == ZYDIS_REGISTER_NONE) &&
+           src->mem.index == ZYDIS_REGISTER_NONE && src->mem.segment != ZYDIS_REGISTER_FS &&
+           src->mem.segment != ZYDIS_REGISTER_GS && src->size == 64;
+}
+
 /* Whether the targets of fn's jumps through registers are known. A switch
  * in position-independent x86-64 code jumps through a table of s32 offsets
  * from the table itself (lea T(%rip), %rdx; movslq (%rdx,%rax,4), %rax;
@@ -171,7 +207,8 @@ static size_t read_cases(const planner *pl, uint64_t a, uint64_t base, pk_range 
  * such base, the cases where they point into code kept as targets
  * (generously: what follows a table may read as more); fn is known when
  * its only opaque jumps go through a register and some table gives at
- * least two cases in fn. */
+ * least two cases in fn, or when each of them is set right before (see
+ * set_right_before), and then no table is read. */
 static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
 {
     switches *sw = pl->sw;
@@ -186,13 +223,16 @@ static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
     sw->fns = grown;
     bool known = r->bits == 64 && fn.lo >= r->vaddr && fn.hi <= r->vaddr + r->size;
     uint64_t tables[MAX_TABLES], bases[MAX_TABLES];
-    size_t ntables = 0, nbases = 0;
+    size_t ntables = 0, nbases = 0, unset = 0;
+    ZydisDecodedInstruction insn, prev;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT], prev_ops[2];
+    bool have_prev = false;
+    memset(prev_ops, 0, sizeof prev_ops);
     for (uint64_t at = fn.lo; known && at < fn.hi;) {
-        ZydisDecodedInstruction insn;
-        ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
         if (ZYAN_FAILED(ZydisDecoderDecodeFull(&pl->decoder[1], r->bytes + (at - r->vaddr),
                                                r->size - (at - r->vaddr), &insn, ops))) {
             at++;
+            have_prev = false;
             continue;
         }
         for (unsigned k = 0; k < insn.operand_count_visible; k++) {
@@ -205,13 +245,19 @@ static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
             else if (!pk_image_region_at(pl->img, a))
                 add_unique(tables, &ntables, a);
         }
-        if (pk_any_in(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, at, at + 1) &&
-            insn.raw.modrm.mod != 3)
-            known = false; /* a jump through memory indexed by a register */
+        if (pk_any_in(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, at, at + 1)) {
+            if (insn.raw.modrm.mod != 3)
+                known = false; /* a jump through memory indexed by a register */
+            else if (!have_prev || !set_right_before(pl, &prev, prev_ops, &insn, ops, at))
+                unset++;
+        }
+        prev = insn;
+        memcpy(prev_ops, ops, sizeof prev_ops);
+        have_prev = true;
         at += insn.length;
     }
     size_t first = sw->ncases, best = 0;
-    for (size_t t = 0; known && t < ntables; t++) {
+    for (size_t t = 0; known && unset && t < ntables; t++) {
         size_t n = read_cases(pl, tables[t], tables[t], fn);
         best = n > best ? n : best;
         for (size_t b = 0; b < nbases; b++) {
@@ -219,7 +265,7 @@ static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
             best = n > best ? n : best;
         }
     }
-    known = known && best >= 2 && !sw->oom;
+    known = known && (!unset || best >= 2) && !sw->oom;
     if (sw->ncases > first)
         qsort(sw->cases, sw->ncases, sizeof *sw->cases, pk_compare_addresses);
     sw->fns[sw->nfns].lo = fn.lo;
@@ -306,6 +352,13 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t
     if (need > r->vaddr + r->size)
         return PK_NOJUMP_SHORT;
     *sp = (span){ .site = start, .first = i };
+    /* A monitor delivers the fault of a moved instruction at its original
+     * address and sends code resuming inside the jump's bytes on to the
+     * counterpart of the instruction there; without one (passthrough)
+     * nothing maps. */
+    bool monitor = !pl->opts->passthrough;
+    uint64_t starts[PK_JUMP_MAX_LEN]; /* the instructions copied, where each begins */
+    size_t nstarts = 0;
     uint64_t at = start;
     while (at < need) {
         uint64_t off = at - r->vaddr;
@@ -323,8 +376,11 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t
             return PK_NOJUMP_TARGET; /* not the stream s (or recursive descent) is in */
         const char *why;
         bool moves = !site || pl->opts->passthrough;
+        bool looked_up = moves && pl->flow && pk_flow_is_looked_up(pl->flow, at, at + insn.length);
         if (moves && pl->flow && pk_flow_is_anchored(pl->flow, at, at + insn.length))
             return PK_NOJUMP_PINNED;
+        if (looked_up && !monitor)
+            return PK_NOJUMP_PINNED; /* a fault would be found at the trampoline's address */
         if (site) {
             sp->nsites++;
             if (pl->opts->passthrough && !pk_relocatable(&insn, at, r->bits, &why))
@@ -337,6 +393,8 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t
                    !(pl->img->x86_features & GNU_PROPERTY_X86_FEATURE_1_SHSTK)) {
             if (at + insn.length < need)
                 return PK_NOJUMP_RELOCATE; /* its return address would be in the trampoline */
+            if (looked_up)
+                return PK_NOJUMP_PINNED; /* it becomes several: no one counterpart faults */
         } else if (!pk_relocatable(&insn, at, r->bits, &why) ||
                    insn.mnemonic == ZYDIS_MNEMONIC_SYSCALL) {
             /* (SYSCALL leaves its return address in RCX. A passthrough table's
@@ -345,6 +403,7 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t
         }
         if (reads_range(&insn, ops, at, start, need))
             return PK_NOJUMP_TARGET; /* it would read the jump, not itself */
+        starts[nstarts++] = at;
         at += insn.length;
         if (at < need && pk_insn_ends_path(&insn)) {
             /* Nothing falls through a near RET or JMP to the bytes left; they
@@ -358,7 +417,8 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t
                  insn.meta.category != ZYDIS_CATEGORY_UNCOND_BR) ||
                 at <= s->vaddr || (next < pl->nsel && pl->sel[next]->vaddr < need))
                 return PK_NOJUMP_SHORT;
-            if (pl->flow && pk_flow_is_anchored(pl->flow, at, need))
+            if (pl->flow && (pk_flow_is_anchored(pl->flow, at, need) ||
+                             pk_flow_is_looked_up(pl->flow, at, need)))
                 return PK_NOJUMP_PINNED;
             at = need;
         }
@@ -369,6 +429,15 @@ static pk_nojump jump_from(const planner *pl, size_t i, uint64_t start, uint64_t
     if (pk_scan_has_target(pl->scan, sp->site + 1, sp->end) ||
         (pl->flow && pk_flow_has_target(pl->flow, sp->site + 1, sp->end)))
         return PK_NOJUMP_TARGET;
+    /* Where a kernel resumes after an exception table lookup: a monitor
+     * sends it to the counterpart of an instruction copied whole, so not
+     * into one, nor into the dead bytes after a RET or JMP (copied: none). */
+    for (size_t k = 0; pl->flow && k < nstarts; k++) {
+        uint64_t lo = monitor ? starts[k] + 1 : sp->site + 1;
+        uint64_t hi = monitor && k + 1 < nstarts ? starts[k + 1] : sp->end;
+        if (pk_flow_has_resume(pl->flow, lo, hi))
+            return PK_NOJUMP_TARGET;
+    }
     /* Where a jump table's targets are unknown, nothing moves in its
      * function, or, where functions are not known, in its region. */
     pk_range fn = { r->vaddr, r->vaddr + r->size };

@@ -8,9 +8,10 @@
  * symbols and the entry point, relocations, code addresses stored in data,
  * exception-handling landing pads, and a Linux kernel's own tables of code
  * addresses. It also knows which bytes must not move at all (a kernel
- * rewrites or looks up some code by address) and where functions begin and
- * end (a function with a jump table whose targets are unknown moves
- * nothing). */
+ * rewrites or reads some code at its address), what a kernel reaches only
+ * through its exception table (which a monitor maps to the moved code),
+ * and where functions begin and end (a function with a jump table whose
+ * targets are unknown moves nothing). */
 #ifndef POPEK_FLOW_H
 #define POPEK_FLOW_H
 
@@ -30,17 +31,35 @@ typedef struct pk_flow {
      * through or by a direct branch: sorted, unique. */
     uint64_t *targets;
     size_t ntargets;
+    /* Addresses a kernel resumes at only after looking up an exception
+     * table (the fixups of __ex_table): it reaches them by returning from
+     * the exception (IRET), never by a branch. A monitor that emulates
+     * that return sends it on to a moved instruction's counterpart
+     * (pk_patch_table_counterparts), so only a table that runs without a
+     * monitor (passthrough) must treat them as targets. Sorted, unique;
+     * an address that is also a target is in targets too. */
+    uint64_t *resumes;
+    size_t nresumes;
     /* Bytes something rewrites at run time (a kernel's alternatives, jump
      * labels, static calls...): no jump may cover them. Sorted by lo, not
      * overlapping. */
     pk_range *pinned;
     size_t npinned;
-    /* Instructions a kernel finds by their address (a faulting
-     * instruction's fixup, a BUG's UD2): they must not move. A patched
-     * site among them may still take a jump: a monitor emulates it at its
-     * own address. Sorted by lo, not overlapping. */
+    /* Instructions a kernel finds by their address and reads (a BUG's UD2,
+     * which handle_bug decodes at the faulting address; a load whose
+     * exception entry may be EX_TYPE_ZEROPAD, whose handler decodes it):
+     * they must not move. A patched site among them may still take a
+     * jump: a monitor emulates it at its own address. Sorted by lo, not
+     * overlapping. */
     pk_range *anchored;
     size_t nanchored;
+    /* Instructions a kernel finds by their address only through a lookup
+     * (the faulting instructions of __ex_table): moved into a trampoline,
+     * a monitor delivers their faults at the original address, so they
+     * may move in a table for a monitor, not in a passthrough one. Sorted
+     * by lo, not overlapping. */
+    pk_range *looked_up;
+    size_t nlooked_up;
     /* Known function extents: sorted by lo, not overlapping. */
     pk_range *functions;
     size_t nfunctions;
@@ -53,8 +72,8 @@ typedef struct pk_flow {
         size_t data_pointers;   /* targets: pointer-sized values that point into code */
         size_t landing_pads;    /* targets: landing pads (.gcc_except_table) and
                                  * personality routines (.eh_frame) */
-        size_t kernel_tables;   /* entries used (targets, pins or both) of __ex_table,
-                                 * __jump_table, ..., .altinstructions */
+        size_t kernel_tables;   /* entries used (targets, resumes, pins or anchors) of
+                                 * __ex_table, __jump_table, ..., .altinstructions */
     } from;
 } pk_flow;
 
@@ -75,8 +94,15 @@ bool pk_flow_has_target(const pk_flow *flow, uint64_t lo, uint64_t hi);
 /* True when some pinned byte lies in [lo, hi). */
 bool pk_flow_is_pinned(const pk_flow *flow, uint64_t lo, uint64_t hi);
 
+/* True when some address a kernel resumes at (resumes) lies in [lo, hi). */
+bool pk_flow_has_resume(const pk_flow *flow, uint64_t lo, uint64_t hi);
+
 /* True when some anchored byte lies in [lo, hi). */
 bool pk_flow_is_anchored(const pk_flow *flow, uint64_t lo, uint64_t hi);
+
+/* True when some byte of an instruction found through a lookup
+ * (looked_up) lies in [lo, hi). */
+bool pk_flow_is_looked_up(const pk_flow *flow, uint64_t lo, uint64_t hi);
 
 /* The known function containing addr, in *fn (fn may be NULL); false when
  * none is known. */

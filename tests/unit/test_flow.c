@@ -445,11 +445,13 @@ Test(flow, eh_frame_that_cannot_be_walked_is_an_error)
 /* ---- Linux kernel tables ------------------------------------------------------------ */
 
 /* One entry in each table, each naming code separated by bytes nothing
- * pins, but for sc_site, pinned twice; .smp_locks ends in padding. */
+ * pins, but for sc_site, pinned twice; .smp_locks ends in padding. Then a
+ * second __ex_table entry shaped like load_unaligned_zeropad's (a MOV
+ * load whose fixup is the next instruction) and a jump label of 2 bytes. */
 static const char kernel_s[] =
     "    .text\n"
     "    .globl _start, ex_insn, ex_fixup, jl_code, jl_target, sc_site, lock_insn\n"
-    "    .globl bug_ud2, alt_instr\n"
+    "    .globl bug_ud2, alt_instr, zp_insn, jl_short\n"
     "_start: nop\n"
     "ex_insn: movl (%rax), %eax\n"
     "    nop\n"
@@ -466,14 +468,24 @@ static const char kernel_s[] =
     "    ret\n"
     "alt_instr: .byte 0x0f, 0x1f, 0x00\n"
     "    ret\n"
+    "zp_insn: mov (%rdi), %rax\n"
+    "zp_next: ret\n"
+    "jl_short: jmp 1f\n"
+    "    nop\n"
+    "    nop\n"
+    "    nop\n"
+    "1:  ret\n"
     "    .section .altinstr_replacement,\"ax\"\n"
     "alt_repl: xor %eax, %eax; nop\n"
     "    .section __ex_table,\"a\"\n"
     "    .balign 4\n"
     "    .long ex_insn - ., ex_fixup - ., 0\n"
+    "    .long zp_insn - ., zp_next - ., 20\n"
     "    .section __jump_table,\"aw\"\n"
     "    .balign 8\n"
     "    .long jl_code - ., jl_target - .\n"
+    "    .quad key - .\n"
+    "    .long jl_short - ., jl_target - .\n"
     "    .quad key - .\n"
     "    .section .static_call_sites,\"a\"\n"
     "    .long sc_site - ., key - . + 1\n"
@@ -493,12 +505,14 @@ static const char kernel_s[] =
 Test(flow, kernel_tables_pin_what_the_kernel_rewrites)
 {
     const char *path = build("kernel", "s", kernel_s, EH_FLAGS);
-    const struct { const char *name; unsigned len; } want[] = {
-        { "ex_insn", 2 }, { "jl_code", 5 }, { "sc_site", 5 },
-        { "lock_insn", 3 }, { "bug_ud2", 2 }, { "alt_instr", 3 },
+    enum { LOOKED_UP, ANCHORED, PINNED };
+    const struct { const char *name; unsigned len, kind; } want[] = {
+        { "ex_insn", 2, LOOKED_UP }, { "jl_code", 5, PINNED }, { "sc_site", 5, PINNED },
+        { "lock_insn", 3, PINNED }, { "bug_ud2", 2, ANCHORED }, { "alt_instr", 3, PINNED },
+        { "zp_insn", 3, ANCHORED }, { "jl_short", 2, PINNED },
     };
-    uint64_t at[6];
-    for (unsigned i = 0; i < 6; i++)
+    uint64_t at[8];
+    for (unsigned i = 0; i < 8; i++)
         at[i] = symbol(path, want[i].name);
     uint64_t start = symbol(path, "_start"), fixup = symbol(path, "ex_fixup");
     uint64_t jl_target = symbol(path, "jl_target");
@@ -506,24 +520,32 @@ Test(flow, kernel_tables_pin_what_the_kernel_rewrites)
     pk_flow flow;
     load_flow(stripped(path), &img, &flow);
     cr_assert_eq(img.nalts, 1);
-    /* The faulting instruction and the UD2 are found by address
-     * (anchored); the others are rewritten (pinned). */
-    cr_assert_eq(flow.npinned, 4);
+    /* The faulting instruction is found through the exception table
+     * (looked up); the UD2 and the zeropad-shaped load are read where they
+     * are (anchored); the others are rewritten (pinned), the short jump
+     * label over its 2 bytes. */
+    cr_assert_eq(flow.npinned, 5);
     cr_assert_eq(flow.nanchored, 2);
-    size_t p = 0, a = 0;
-    for (unsigned i = 0; i < 6; i++) {
-        bool anchored = i == 0 || i == 4;
-        const pk_range *r = anchored ? &flow.anchored[a++] : &flow.pinned[p++];
+    cr_assert_eq(flow.nlooked_up, 1);
+    size_t n[3] = { 0 };
+    for (unsigned i = 0; i < 8; i++) {
+        unsigned k = want[i].kind;
+        const pk_range *r = k == LOOKED_UP ? &flow.looked_up[n[k]++]
+                          : k == ANCHORED ? &flow.anchored[n[k]++] : &flow.pinned[n[k]++];
         cr_assert_eq(r->lo, at[i], "%s", want[i].name);
         cr_assert_eq(r->hi, at[i] + want[i].len, "%s", want[i].name);
     }
-    /* The entry point, the fixup, the jump label's target, and where a
-     * WARN resumes; not the faulting instruction (anchored instead). */
-    cr_assert_eq(flow.ntargets, 4);
-    uint64_t targets[] = { start, fixup, jl_target, at[4] + 2 };
-    for (unsigned i = 0; i < 4; i++)
+    /* The entry point, the jump labels' target, and where a WARN resumes;
+     * not the faulting instructions. The fixups are resumes, apart. */
+    cr_assert_eq(flow.ntargets, 3);
+    uint64_t targets[] = { start, jl_target, at[4] + 2 };
+    for (unsigned i = 0; i < 3; i++)
         cr_assert(pk_flow_has_target(&flow, targets[i], targets[i] + 1), "target %u", i);
-    cr_assert_eq(flow.from.kernel_tables, 7, "padding is no entry");
+    cr_assert_eq(flow.nresumes, 2);
+    cr_assert(pk_flow_has_resume(&flow, fixup, fixup + 1));
+    cr_assert(pk_flow_has_resume(&flow, at[6] + 3, at[6] + 4));
+    cr_assert_not(pk_flow_has_target(&flow, fixup, fixup + 1));
+    cr_assert_eq(flow.from.kernel_tables, 9, "padding is no entry");
     pk_flow_free(&flow);
     pk_image_free(&img);
 }
@@ -644,6 +666,8 @@ Test(flow, queries_are_half_open)
     pk_flow empty = { 0 };
     cr_assert_not(pk_flow_has_target(&empty, 0, UINT64_MAX));
     cr_assert_not(pk_flow_is_pinned(&empty, 0, UINT64_MAX));
+    cr_assert_not(pk_flow_has_resume(&empty, 0, UINT64_MAX));
+    cr_assert_not(pk_flow_is_looked_up(&empty, 0, UINT64_MAX));
     cr_assert_not(pk_flow_function_at(&empty, 0, NULL));
 }
 

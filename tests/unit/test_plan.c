@@ -180,7 +180,9 @@ static const char source[] =
     "    add $1, %rax\n"
     "    ret\n"
     "    .size pointed_at, .-pointed_at\n"
-    /* The kernel's exception table names the instruction after PUSHF. */
+    /* The kernel's exception table names the instruction after PUSHF: a
+     * monitor delivers its fault at this address when it has moved (its
+     * fixup is the function's start, where the jump begins). */
     "    .p2align 4\n"
     "    .type in_ex_table, @function\n"
     "in_ex_table: pushf\n"
@@ -192,10 +194,121 @@ static const char source[] =
     "    .balign 4\n"
     "    .long 2b - ., in_ex_table - ., 0\n"
     "    .popsection\n"
+    /* A fixup resumes at the POP after PUSHF (pushf 1 + pop 1 + mov 3: a
+     * jump of 5 bytes); the faulting load is elsewhere. */
+    "    .p2align 4\n"
+    "    .type ex_resume, @function\n"
+    "ex_resume: pushf\n"
+    "1:  pop %rcx\n"
+    "    mov %rcx, %rax\n"
+    "    ret\n"
+    "2:  movzbl (%rdi), %eax\n"
+    "    ret\n"
+    "    .size ex_resume, .-ex_resume\n"
+    "    .pushsection __ex_table, \"a\"\n"
+    "    .long 2b - ., 1b - ., 0\n"
+    "    .popsection\n"
+    /* A fixup inside the MOV after PUSHF: no instruction of the
+     * trampoline is there. */
+    "    .p2align 4\n"
+    "    .type ex_resume_inside, @function\n"
+    "ex_resume_inside: pushf\n"
+    "1:  mov %rcx, %rax\n"
+    "    pop %rcx\n"
+    "    ret\n"
+    "2:  movzbl (%rdi), %eax\n"
+    "    ret\n"
+    "    .size ex_resume_inside, .-ex_resume_inside\n"
+    "    .pushsection __ex_table, \"a\"\n"
+    "    .long 2b - ., 1b + 1 - ., 0\n"
+    "    .popsection\n"
+    /* A fixup in the dead bytes after a RET: not copied. */
+    "    .p2align 4\n"
+    "    .type ex_resume_dead, @function\n"
+    "ex_resume_dead: pushf\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "1:  nop\n"
+    "    nop\n"
+    "    ret\n"
+    "2:  movzbl (%rdi), %eax\n"
+    "    ret\n"
+    "    .size ex_resume_dead, .-ex_resume_dead\n"
+    "    .pushsection __ex_table, \"a\"\n"
+    "    .long 2b - ., 1b - ., 0\n"
+    "    .popsection\n"
+    /* A fixup that is a loop's target too: the loop reaches it natively. */
+    "    .p2align 4\n"
+    "    .type ex_resume_loop, @function\n"
+    "ex_resume_loop: pushf\n"
+    "1:  dec %ecx\n"
+    "    jnz 1b\n"
+    "    pop %rax\n"
+    "    ret\n"
+    "2:  movzbl (%rdi), %eax\n"
+    "    ret\n"
+    "    .size ex_resume_loop, .-ex_resume_loop\n"
+    "    .pushsection __ex_table, \"a\"\n"
+    "    .long 2b - ., 1b - ., 0\n"
+    "    .popsection\n"
+    /* A MOV load whose fixup is the next instruction may be
+     * load_unaligned_zeropad's, whose handler decodes it where it was. */
+    "    .p2align 4\n"
+    "    .type ex_zeropad, @function\n"
+    "ex_zeropad: pushf\n"
+    "2:  mov (%rdi), %eax\n"
+    "3:  pop %rcx\n"
+    "    ret\n"
+    "    .size ex_zeropad, .-ex_zeropad\n"
+    "    .pushsection __ex_table, \"a\"\n"
+    "    .long 2b - ., 3b - ., 0\n"
+    "    .popsection\n"
+    /* A BUG's UD2 after PUSHF: handle_bug reads it where it was. */
+    "    .p2align 4\n"
+    "    .type bug_ud2, @function\n"
+    "bug_ud2: pushf\n"
+    "2:  ud2\n"
+    "    pop %rcx\n"
+    "    ret\n"
+    "    .size bug_ud2, .-bug_ud2\n"
+    "    .pushsection __bug_table, \"aw\"\n"
+    "    .long 2b - ., 0\n"
+    "    .word 0, 0\n"
+    "    .popsection\n"
+    /* Jumps through a register that the MOV right before sets: to a
+     * label, and through one fixed pointer. */
+    "    .p2align 4\n"
+    "    .type set_jump, @function\n"
+    "set_jump: pushf\n"
+    "    pop %rax\n"
+    "    mov $1f, %rax\n"
+    "    jmp *%rax\n"
+    "1:  ret\n"
+    "    .size set_jump, .-set_jump\n"
+    "    .p2align 4\n"
+    "    .type saved_jump, @function\n"
+    "saved_jump: pushf\n"
+    "    pop %rax\n"
+    "    mov saved(%rip), %rax\n"
+    "    jmp *%rax\n"
+    "    .size saved_jump, .-saved_jump\n"
+    /* The same, but something else jumps to the JMP: its register may
+     * come from there. */
+    "    .p2align 4\n"
+    "    .type set_jump_joined, @function\n"
+    "set_jump_joined: pushf\n"
+    "    pop %rax\n"
+    "    test %rdi, %rdi\n"
+    "    jz 2f\n"
+    "    mov $1f, %rax\n"
+    "2:  jmp *%rax\n"
+    "1:  ret\n"
+    "    .size set_jump_joined, .-set_jump_joined\n"
     "    .data\n"
     "    .p2align 3\n"
     "var: .quad 42\n"
-    "    .quad pointed_at_pop\n";
+    "    .quad pointed_at_pop\n"
+    "saved: .quad 0\n";
 
 static char dir[] = "/tmp/popek-plan-XXXXXX";
 static char path[300], shstk_path[300];
@@ -236,7 +349,7 @@ typedef struct planned {
     pk_plan plan;
 } planned;
 
-static void plan_path(planned *p, const char *file, pk_tactic_choice tactic, bool passthrough)
+static void plan_with(planned *p, const char *file, const pk_plan_options *po)
 {
     pk_error err;
     cr_assert_eq(pk_image_load_file(&p->img, file, &err), PK_OK, "%s", err.msg);
@@ -245,9 +358,14 @@ static void plan_path(planned *p, const char *file, pk_tactic_choice tactic, boo
     cr_assert_eq(pk_flow_build(&p->img, &p->flow, &err), PK_OK, "%s", err.msg);
     uint64_t code;
     cr_assert_eq(pk_elf_code_vaddr(p->img.data, p->img.data_len, &code, &err), PK_OK);
-    pk_plan_options po = { .tactic = tactic, .passthrough = passthrough };
-    cr_assert_eq(pk_patch_plan(&p->img, &p->scan, &p->flow, code, &po, &p->plan, &err), PK_OK,
+    cr_assert_eq(pk_patch_plan(&p->img, &p->scan, &p->flow, code, po, &p->plan, &err), PK_OK,
                  "%s", err.msg);
+}
+
+static void plan_path(planned *p, const char *file, pk_tactic_choice tactic, bool passthrough)
+{
+    pk_plan_options po = { .tactic = tactic, .passthrough = passthrough };
+    plan_with(p, file, &po);
 }
 
 static void plan_file(planned *p, pk_tactic_choice tactic, bool passthrough)
@@ -454,11 +572,13 @@ Test(plan, what_cannot_move_forces_int3)
               (unsigned long long)(j ? j->site : 0));
     cr_assert_eq(pushf_patch(&p, "endbr", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(pushf_patch(&p, "opaque", 0)->tactic, PK_TACTIC_INT3);
-    cr_assert_eq(pushf_patch(&p, "in_ex_table", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "set_jump_joined", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "ex_zeropad", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "bug_ud2", 0)->tactic, PK_TACTIC_INT3);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_RELOCATE], 3);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_ENDBR], 1);
-    cr_assert_eq(p.plan.nojump[PK_NOJUMP_OPAQUE], 1);
-    cr_assert_eq(p.plan.nojump[PK_NOJUMP_PINNED], 1);
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_OPAQUE], 2, "opaque and set_jump_joined");
+    cr_assert_eq(p.plan.nojump[PK_NOJUMP_PINNED], 2, "ex_zeropad and bug_ud2");
     planned_free(&p);
 }
 
@@ -528,5 +648,106 @@ Test(plan, a_jump_never_reaches_past_its_region)
     cr_assert_eq(p.plan.table.count, 1);
     cr_assert_eq(p.plan.table.patches[0].tactic, PK_TACTIC_INT3);
     cr_assert_eq(p.plan.nojump[PK_NOJUMP_SHORT], 1);
+    planned_free(&p);
+}
+
+/* Why the plan left the site at addr alone (passthrough), or NULL. */
+static const char *left_because(const planned *p, uint64_t addr)
+{
+    for (size_t i = 0; i < p->plan.nskips; i++)
+        if (p->plan.skips[i].site == addr)
+            return p->plan.skips[i].reason;
+    return NULL;
+}
+
+/* The jump over the PUSHF of name: its site and length. */
+static const pk_jump *pushf_jump(const planned *p, const char *name)
+{
+    const pk_patch *patch = pushf_patch(p, name, 0);
+    cr_assert_eq(patch->tactic, PK_TACTIC_JMP_DISPLACED, "%s", name);
+    const pk_jump *j = pk_patch_table_jump_at(&p->plan.table, patch->site);
+    cr_assert_not_null(j);
+    return j;
+}
+
+Test(plan, an_exception_fixup_inside_a_jump_is_mapped_by_the_monitor)
+{
+    /* ex_resume: pushf (1), pop (1) = the fixup, mov %rcx, %rax (3): a
+     * monitor sends the IRET to the fixup on to the POP in the trampoline,
+     * one byte after the PUSHF's INT3. */
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    const pk_jump *j = pushf_jump(&p, "ex_resume");
+    cr_assert_eq(j->site, symbol(&p.img, "ex_resume"));
+    cr_assert_eq(j->len, 5);
+    uint64_t counterparts[PK_JUMP_MAX_LEN];
+    cr_assert_eq(pk_trampoline_check(j, pk_patch_table_find(&p.plan.table, j->site), 1, 64, false,
+                                     p.plan.code + (j->trampoline - p.plan.code_vaddr),
+                                     j->trampoline_len, counterparts, NULL), PK_OK);
+    cr_assert_eq(counterparts[1], j->trampoline + 1, "the POP follows the INT3");
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    decode_trampoline(&p.plan, counterparts[1], &insn, ops);
+    cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_POP);
+    /* The faulting load, moved, is found at its own address by the
+     * monitor: in_ex_table's MOV moves (pushf 1 + mov 3 + pop 1). */
+    j = pushf_jump(&p, "in_ex_table");
+    cr_assert_eq(j->len, 5);
+    /* Nothing there to send it to: inside the MOV, or after a RET. */
+    cr_assert_eq(pushf_patch(&p, "ex_resume_inside", 0)->tactic, PK_TACTIC_INT3);
+    cr_assert_eq(pushf_patch(&p, "ex_resume_dead", 0)->tactic, PK_TACTIC_INT3);
+    /* A loop reaches the fixup natively: a target all the same. */
+    cr_assert_eq(pushf_patch(&p, "ex_resume_loop", 0)->tactic, PK_TACTIC_INT3);
+    planned_free(&p);
+    /* Jumps only, for a monitor: the reasons. */
+    pk_plan_options po = { .tactic = PK_CHOOSE_JMP, .allow_skip = true };
+    plan_with(&p, path, &po);
+    static const char *const at_target[] = { "ex_resume_inside", "ex_resume_dead",
+                                             "ex_resume_loop" };
+    for (unsigned i = 0; i < 3; i++) {
+        const char *why = left_because(&p, symbol(&p.img, at_target[i]));
+        cr_assert_not_null(why, "%s", at_target[i]);
+        cr_assert_str_eq(why, pk_nojump_reason(PK_NOJUMP_TARGET), "%s", at_target[i]);
+    }
+    cr_assert_null(left_because(&p, symbol(&p.img, "ex_resume")));
+    cr_assert_null(left_because(&p, symbol(&p.img, "in_ex_table")));
+    planned_free(&p);
+}
+
+Test(plan, exception_tables_still_stop_jumps_without_a_monitor)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, true);
+    const char *target = pk_nojump_reason(PK_NOJUMP_TARGET);
+    const char *pinned = pk_nojump_reason(PK_NOJUMP_PINNED);
+    static const struct { const char *name; pk_nojump why; } left[] = {
+        { "ex_resume", PK_NOJUMP_TARGET },        /* nothing maps the fixup */
+        { "in_ex_table", PK_NOJUMP_PINNED },      /* nor the fault */
+        { "ex_resume_inside", PK_NOJUMP_TARGET },
+        { "ex_resume_dead", PK_NOJUMP_TARGET },
+        { "ex_resume_loop", PK_NOJUMP_TARGET },
+        { "ex_zeropad", PK_NOJUMP_PINNED },
+        { "bug_ud2", PK_NOJUMP_PINNED },
+        { "loop_inside", PK_NOJUMP_TARGET },
+    };
+    for (unsigned i = 0; i < sizeof left / sizeof left[0]; i++) {
+        uint64_t site = symbol(&p.img, left[i].name);
+        cr_assert_null(pk_patch_table_find(&p.plan.table, site), "%s", left[i].name);
+        const char *why = left_because(&p, site);
+        cr_assert_not_null(why, "%s is listed", left[i].name);
+        cr_assert_str_eq(why, left[i].why == PK_NOJUMP_TARGET ? target : pinned, "%s",
+                         left[i].name);
+    }
+    planned_free(&p);
+}
+
+Test(plan, a_jump_through_a_register_set_right_before_is_known)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    /* pushf (1), pop (1), mov $1f, %rax (7): one jump of 9 bytes. */
+    cr_assert_eq(pushf_jump(&p, "set_jump")->len, 9);
+    /* pushf, pop, mov saved(%rip), %rax (7), as jmp *saved(%rip). */
+    cr_assert_eq(pushf_jump(&p, "saved_jump")->len, 9);
     planned_free(&p);
 }
