@@ -63,18 +63,31 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# What guest32 and guest64 share (samples/common/): compiled into each, with
+# the guest's own directory on the include path for its layout.h.
+GUEST_COMMON_SRC := samples/common/checks.c samples/common/console.c \
+                    samples/common/faults.c samples/common/helpers.S \
+                    samples/common/timer.c
+GUEST_COMMON_H   := samples/common/checks.h samples/common/console.h \
+                    samples/common/entry.h samples/common/faults.h \
+                    samples/common/layout_common.h samples/common/multiboot.h \
+                    samples/common/timer.h samples/common/x86.h
+
 $(GUEST32): samples/guest32/entry.S samples/guest32/guest32.c samples/guest32/arch.h \
-             samples/common/x86.h
-$(HOSTILE32): samples/hostile32/hostile32.c samples/guest32/arch.h samples/common/x86.h
-$(PROBE32): samples/probe32/probe32.c
+             samples/guest32/layout.h $(GUEST_COMMON_SRC) $(GUEST_COMMON_H)
+$(GUEST32): GUEST_INC := -Isamples/guest32
+$(HOSTILE32): samples/hostile32/hostile32.c samples/guest32/arch.h samples/common/x86.h \
+              samples/common/multiboot.h
+$(PROBE32): samples/probe32/probe32.c samples/common/x86.h samples/common/multiboot.h
 $(GUESTS32): samples/guest32/link.ld
 	@mkdir -p $(dir $@)
-	$(GUEST_CC) $(GUEST_CFLAGS) -T samples/guest32/link.ld $(filter %.c %.S,$^) -o $@
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_INC) -T samples/guest32/link.ld $(filter %.c %.S,$^) -o $@
 
 $(GUEST64): samples/guest64/entry.S samples/guest64/guest64.c samples/guest64/arch64.h \
-            samples/common/x86.h samples/guest64/link.ld
+            samples/guest64/layout.h $(GUEST_COMMON_SRC) $(GUEST_COMMON_H) \
+            samples/guest64/link.ld
 	@mkdir -p $(dir $@)
-	$(GUEST_CC) $(GUEST64_CFLAGS) -T samples/guest64/link.ld $(filter %.c %.S,$^) -o $@
+	$(GUEST_CC) $(GUEST64_CFLAGS) -Isamples/guest64 -T samples/guest64/link.ld $(filter %.c %.S,$^) -o $@
 
 guests: $(GUESTS)
 

@@ -1,6 +1,8 @@
-/* samples/guest64/arch64.h — the x86 instructions the 64-bit guest uses
- * that differ from their 32-bit forms, one small inline function or macro
- * each; what reads the same in both modes is in ../common/x86.h.
+/* samples/guest64/arch64.h — what the 64-bit guest needs that 32-bit mode
+ * does not have or lays out differently: the long-mode MSRs, 16-byte
+ * system descriptors and gates, the 64-bit TSS, page-table entries. The
+ * instructions that read the same in both modes (with operands as wide as
+ * the mode) are in ../common/x86.h.
  *
  * Layouts follow the Intel SDM Vol. 3A: §3.4.5 (code and data descriptors,
  * L bit), §7.2.3 (16-byte system descriptors in IA-32e mode), §6.14.1
@@ -9,36 +11,6 @@
 #define GUEST64_ARCH64_H
 
 #include "../common/x86.h"
-
-/* ---- Flags: PUSHFQ/POPFQ, not privileged ------------------------------ */
-
-static inline uint64_t read_rflags(void)
-{
-    uint64_t f;
-    __asm__ volatile("pushfq; popq %0" : "=r"(f) : : "memory");
-    return f;
-}
-
-static inline void write_rflags(uint64_t f)
-{
-    __asm__ volatile("pushq %0; popfq" : : "r"(f) : "memory", "cc");
-}
-
-/* ---- Control and debug registers: privileged, 64 bits wide ------------ */
-
-#define READ_CR(n) ({ uint64_t v_; \
-    __asm__ volatile("mov %%cr" #n ", %0" : "=r"(v_)); v_; })
-#define WRITE_CR(n, v) \
-    __asm__ volatile("mov %0, %%cr" #n : : "r"((uint64_t)(v)) : "memory")
-#define READ_DR(n) ({ uint64_t v_; \
-    __asm__ volatile("mov %%db" #n ", %0" : "=r"(v_)); v_; })
-#define WRITE_DR(n, v) \
-    __asm__ volatile("mov %0, %%db" #n : : "r"((uint64_t)(v)))
-
-#define CR0_PE   0x00000001u
-#define CR0_TS   0x00000008u
-#define CR0_PG   0x80000000u
-#define CR4_PSE  0x00000010u
 
 /* ---- MSRs of long mode -------------------------------------------------- */
 
@@ -52,12 +24,6 @@ static inline void write_rflags(uint64_t f)
 #define EFER_SCE            0x001u       /* SYSCALL/SYSRET enabled */
 #define EFER_LME            0x100u
 #define EFER_LMA            0x400u
-
-/* ---- Segment registers -------------------------------------------------- */
-
-/* MOV r32, Sreg: not privileged; at ring 3 CS and SS show RPL 3. */
-#define READ_SEG(sreg) ({ uint32_t v_; \
-    __asm__ volatile("mov %%" #sreg ", %0" : "=r"(v_)); v_; })
 
 /* ---- System descriptors and gates: 16 bytes in IA-32e mode --------------- */
 
@@ -89,12 +55,6 @@ typedef struct __attribute__((packed)) {
     uint64_t reserved2;
     uint16_t reserved3, iomap_base;
 } tss64;
-
-/* The operand of LGDT/LIDT/SGDT/SIDT in 64-bit mode: 10 bytes. */
-typedef struct __attribute__((packed)) {
-    uint16_t limit;
-    uint64_t base;
-} table_reg64;
 
 /* Page-table entries (SDM Vol. 3A §4.5): P, R/W, U/S, and PS for a 2 MiB
  * page in a page directory. */

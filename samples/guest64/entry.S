@@ -3,23 +3,20 @@
  * entry, the 256 interrupt stubs, the far-call targets, the SYSCALL entry,
  * and the trip to ring 3 and back.
  *
- * Selectors (guest64.c builds the GDT; keep the two in step): */
-#define SEL_KCODE   0x08
-#define SEL_KDATA   0x10
-#define SEL_UDATA   0x23    /* 0x20 | RPL 3 */
-#define SEL_UCODE   0x2b    /* 0x28 | RPL 3: 64-bit ring-3 code */
+ * The selectors are layout.h's, as guest64.c's. */
+#include "layout.h"
+#include "../common/entry.h"
+#include "../common/multiboot.h"
 
 /* ---- Multiboot v1 header (Multiboot spec §3.1.1) ------------------------
- * flags bit 0: modules page-aligned; bit 1: the loader gives mem_lower and
- * mem_upper; bit 16: the address fields below are valid (the "a.out
- * kludge"). QEMU refuses to load an ELF64 Multiboot kernel ("give a 32bit
+ * Memory information, and the address fields below (the "a.out kludge",
+ * common/multiboot.h). QEMU refuses to load an ELF64 Multiboot kernel ("give a 32bit
  * one") unless bit 16 is set; it then copies the file from this header's
  * offset into load_addr..load_end_addr, zeroes up to bss_end_addr and
  * jumps to entry_addr in 32-bit protected mode. popek ignores the header
  * of a 64-bit guest: it loads the ELF segments and enters _start in long
  * mode (DESIGN.md, the guest model). link.ld makes the two agree. */
-#define MB_MAGIC 0x1BADB002
-#define MB_FLAGS 0x00010003
+#define MB_FLAGS (MB_FLAGS_MEMINFO | MB_FLAG_ADDRESS)
 
     .section .multiboot, "a"
     .align 4
@@ -105,107 +102,31 @@ _start:
     cld
     mov %edi, %ebp              /* the info lies below 4 GiB */
     mov $boot_stack_top, %esp
-    mov $__bss_start, %edi
-    mov $__bss_end, %ecx
-    sub %edi, %ecx
-    xor %eax, %eax
-    rep stosb
+    CLEAR_BSS
     mov %ebp, %edi
     call kmain
-1:  cli                         /* kmain never returns; if it did: stop */
-    hlt
-    jmp 1b
+    STOP
 
 /* ---- Interrupt stubs ------------------------------------------------------
- * One 16-byte stub per vector, at isr_stubs + 16 * vector. Each makes the
- * stack look the same (an error code, real or 0, then the vector) and joins
+ * ISR_STUBS (common/entry.h): one 16-byte stub per vector, each joining
  * isr_common, which saves the general registers and calls
- * trap_entry(struct trap_frame *). The CPU pushes an error code for
- * vectors 8, 10-14, 17, 21, 29 and 30 (SDM Vol. 3A §6.15), and in 64-bit
- * mode always SS:RSP, on a stack aligned to 16 bytes (§6.14.2). */
-.macro STUB vec
-    .align 16
-    .if (\vec == 8) || ((\vec >= 10) && (\vec <= 14)) || (\vec == 17) || (\vec == 21) || (\vec == 29) || (\vec == 30)
-    .else
-    pushq $0
-    .endif
-    pushq $\vec
-    jmp isr_common
-.endm
-
-/* Code labels are typed as functions: popek's scanner starts its recursive
- * descent at function symbols. */
-    .altmacro
-    .align 16
-    .globl isr_stubs
-    .type isr_stubs, @function
-isr_stubs:
-    .set vec, 0
-    .rept 256
-    STUB %vec
-    .set vec, vec + 1
-    .endr
-    .org isr_stubs + 256 * 16   /* an error here: a stub outgrew 16 bytes */
-    .noaltmacro
+ * trap_entry(struct trap_frame *). In 64-bit mode the CPU always pushes
+ * SS:RSP, on a stack aligned to 16 bytes (SDM Vol. 3A §6.14.2).
+ * far_target and save_fault are in common/helpers.S. */
+    ISR_STUBS
 
     .type isr_common, @function
 isr_common:
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    .irp reg, rax, rbx, rcx, rdx, rsi, rdi, rbp, r8, r9, r10, r11, r12, r13, r14, r15
+    push %\reg                  /* struct trap_frame, read from the end */
+    .endr
     mov %rsp, %rdi              /* struct trap_frame *; 16-byte aligned */
     call trap_entry
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
+    .irp reg, r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax
+    pop %\reg
+    .endr
     add $16, %rsp               /* vector and error code */
     iretq
-
-/* ---- Far-call targets ------------------------------------------------------
- * far_target: the callee of `lcallq *m16:64`: records the RIP and CS the
- * call pushed (8 bytes each) and the CS it runs with, then returns with
- * `lretq`. far_target_imm: the same, returning with `lretq $16`, which
- * also drops the two quadwords the caller pushed. */
-    .globl far_target, far_target_imm
-    .type far_target, @function
-far_target:
-    mov 0(%rsp), %rax
-    mov %rax, far_pushed_rip(%rip)
-    mov 8(%rsp), %rax
-    mov %rax, far_pushed_cs(%rip)
-    mov %cs, %eax
-    mov %rax, far_callee_cs(%rip)
-    lretq
-
-    .type far_target_imm, @function
-far_target_imm:
-    mov 8(%rsp), %rax
-    mov %rax, far_pushed_cs(%rip)
-    lretq $16
 
 /* ---- SYSCALL entry (IA32_LSTAR) ---------------------------------------------
  * SYSCALL from ring 3 lands here at CPL 0 with CS and SS from IA32_STAR,
@@ -213,54 +134,42 @@ far_target_imm:
  * RSP is still the ring-3 stack (SYSCALL does not switch stacks). It
  * records what it found and goes back with SYSRETQ: CS = STAR[63:48] + 16,
  * SS = STAR[63:48] + 8, both with RPL 3, RIP = RCX, RFLAGS = R11. */
+/* SEE_CS_SS_RFLAGS where: stores CS, SS and RFLAGS, in that order, in the
+ * three quadwords at `where` (uses RAX). */
+.macro SEE_CS_SS_RFLAGS where
+    mov %cs, %eax
+    mov %rax, \where(%rip)
+    mov %ss, %eax
+    mov %rax, \where+8(%rip)
+    pushfq
+    popq %rax
+    mov %rax, \where+16(%rip)
+.endm
+
     .globl syscall_entry
     .type syscall_entry, @function
 syscall_entry:
     mov %rcx, syscall_seen+0(%rip)
     mov %r11, syscall_seen+8(%rip)
-    mov %cs, %eax
-    mov %rax, syscall_seen+16(%rip)
-    mov %ss, %eax
-    mov %rax, syscall_seen+24(%rip)
-    pushfq
-    popq %rax
-    mov %rax, syscall_seen+32(%rip)
+    SEE_CS_SS_RFLAGS syscall_seen+16
     sysretq
 
 /* ---- Ring 3 and back ---------------------------------------------------------
- * uint64_t ring3_run(void): enters ring3_code at CPL 3 with IRETQ (its
- * frame carries SS:RSP). ring3_code checks that CLI and IN fault, makes a
+ * uint64_t ring3_run(void): enters ring3_code at CPL 3 with IRETQ
+ * (ENTER_RING3, common/entry.h, which also says why FS holds a ring-0
+ * selector). ring3_code checks that CLI and IN fault, makes a
  * SYSCALL (and comes back with SYSRETQ), then ends with `int $0x80`, which
  * climbs back to ring 0 through a DPL-3 trap gate on the TSS's RSP0;
  * trap_entry then calls ring3_leave(), which drops that stack and returns
- * from ring3_run.
- *
- * FS is loaded with the ring-0 data selector on purpose: IRET to an outer
- * level must null every data segment register whose DPL is below the new
- * CPL (SDM Vol. 2, IRET, "RETURN-TO-OUTER-PRIVILEGE-LEVEL"), so ring 3
- * finds FS = 0. */
+ * from ring3_run. */
     .globl ring3_run, ring3_leave, ring3_code, ring3_after_syscall
     .type ring3_run, @function
 ring3_run:
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    .irp reg, rbx, rbp, r12, r13, r14, r15     /* callee-saved */
+    push %\reg
+    .endr
     mov %rsp, ring3_saved_rsp(%rip)
-    mov $SEL_UDATA, %eax
-    mov %eax, %ds
-    mov %eax, %es
-    mov %eax, %gs
-    mov $SEL_KDATA, %eax
-    mov %eax, %fs
-    pushq $SEL_UDATA            /* SS */
-    pushq $ring3_stack_top      /* RSP */
-    pushq $0x202                /* RFLAGS: IF 1, IOPL 0 */
-    pushq $SEL_UCODE            /* CS */
-    pushq $ring3_code           /* RIP */
-    iretq
+    ENTER_RING3 0x202           /* RFLAGS: IF 1, IOPL 0 */
 
     .type ring3_code, @function
 ring3_code:                     /* CPL 3 from here to the int $0x80 */
@@ -273,52 +182,33 @@ ring3_code:                     /* CPL 3 from here to the int $0x80 */
     mov %ds, %eax
     mov %rax, ring3_seen+24(%rip)
     /* Each of these faults at CPL 3; the #GP handler records it in
-     * last_fault and resumes at recover_rip; save_fault keeps a copy. */
+     * last_fault and resumes at recover_ip; save_fault keeps a copy. */
     lea 1f(%rip), %rax          /* IOPL 0 < CPL 3: CLI raises #GP(0) */
-    mov %rax, recover_rip(%rip)
+    mov %rax, recover_ip(%rip)
     cli
 1:  lea ring3_faults+0*32(%rip), %rax
     call save_fault
     lea 1f(%rip), %rax          /* and IN: the TSS has no I/O bitmap */
-    mov %rax, recover_rip(%rip)
+    mov %rax, recover_ip(%rip)
     mov $0x21, %dx
     inb %dx, %al
 1:  lea ring3_faults+1*32(%rip), %rax
     call save_fault
     lea 1f(%rip), %rax          /* SWAPGS and SYSRET: CPL 0 only */
-    mov %rax, recover_rip(%rip)
+    mov %rax, recover_ip(%rip)
     swapgs
 1:  lea ring3_faults+2*32(%rip), %rax
     call save_fault
     lea 1f(%rip), %rax
-    mov %rax, recover_rip(%rip)
+    mov %rax, recover_ip(%rip)
     sysretq
 1:  lea ring3_faults+3*32(%rip), %rax
     call save_fault
     syscall                     /* to syscall_entry at CPL 0 and back */
 ring3_after_syscall:
-    mov %cs, %eax
-    mov %rax, ring3_seen+32(%rip)
-    mov %ss, %eax
-    mov %rax, ring3_seen+40(%rip)
-    pushfq
-    popq %rax
-    mov %rax, ring3_seen+48(%rip)
+    SEE_CS_SS_RFLAGS ring3_seen+32
     int $0x80                   /* back to ring 0 */
 3:  jmp 3b                      /* never reached */
-
-/* save_fault(RAX = destination): copies the 32-byte last_fault record. */
-    .type save_fault, @function
-save_fault:
-    mov last_fault+0(%rip), %rcx
-    mov %rcx, 0(%rax)
-    mov last_fault+8(%rip), %rcx
-    mov %rcx, 8(%rax)
-    mov last_fault+16(%rip), %rcx
-    mov %rcx, 16(%rax)
-    mov last_fault+24(%rip), %rcx
-    mov %rcx, 24(%rax)
-    ret
 
     .type ring3_leave, @function
 ring3_leave:                    /* called from trap_entry on the ring-0 */
@@ -330,12 +220,9 @@ ring3_leave:                    /* called from trap_entry on the ring-0 */
     mov %eax, %es
     mov %eax, %fs
     mov %eax, %gs
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %rbp
-    pop %rbx
+    .irp reg, r15, r14, r13, r12, rbp, rbx
+    pop %\reg
+    .endr
     ret
 
 /* ---- Stacks ------------------------------------------------------------------ */

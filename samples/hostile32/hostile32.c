@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "../guest32/arch.h"
+#include "../common/multiboot.h"
 
 #define COM1 0x3f8
 #define SYS32_CREAT 8       /* i386 system call numbers */
@@ -247,18 +248,5 @@ void kmain(void)
         ;
 }
 
-__asm__(".pushsection .multiboot, \"a\"\n"
-        ".align 4\n"
-        ".long 0x1BADB002, 0x00000003, -(0x1BADB002 + 0x00000003)\n"
-        ".popsection\n"
-        ".pushsection .text\n"
-        ".globl _start\n"
-        "_start:\n"
-        "    mov $stack_top, %esp\n"
-        "    call kmain\n"
-        ".popsection\n"
-        ".pushsection .bss\n"
-        ".align 16\n"
-        "    .skip 16384\n"
-        "stack_top:\n"
-        ".popsection\n");
+/* The Multiboot header, a stack and _start, which calls kmain. */
+MULTIBOOT_SMALL_GUEST(kmain);

@@ -15,33 +15,12 @@
  * Anything else exits with status 1. */
 #include <stdint.h>
 
-__asm__(".pushsection .multiboot, \"a\"\n"
-        ".align 4\n"
-        ".long 0x1BADB002, 0x00000003, -(0x1BADB002 + 0x00000003)\n"
-        ".popsection\n"
-        ".pushsection .text\n"
-        ".globl _start\n"
-        "_start:\n"
-        "    mov $stack_top, %esp\n"
-        "    push %ebx\n"
-        "    call guest_main\n"
-        "1:  hlt\n"
-        "    jmp 1b\n"
-        ".popsection\n"
-        ".pushsection .bss\n"
-        ".align 16\n"
-        "    .skip 16384\n"
-        "stack_top:\n"
-        ".popsection\n");
+#include "../common/multiboot.h"
+#include "../common/x86.h"
 
-struct multiboot_info {
-    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
-};
-
-static void outb(uint16_t port, uint8_t v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
+/* The Multiboot header, a stack and _start, which calls
+ * guest_main(info). */
+MULTIBOOT_SMALL_GUEST(guest_main);
 
 static int starts_with(const char *s, const char *prefix)
 {
@@ -79,7 +58,7 @@ void guest_main(const struct multiboot_info *mbi);
 
 void guest_main(const struct multiboot_info *mbi)
 {
-    const char *cmdline = (mbi->flags & 4) ? (const char *)(uintptr_t)mbi->cmdline : "";
+    const char *cmdline = (mbi->flags & MB_INFO_CMDLINE) ? (const char *)(uintptr_t)mbi->cmdline : "";
     uint32_t n = number_after_space(cmdline);
     if (starts_with(cmdline, "smsw")) {
         for (uint32_t i = 0; i < n; i++) {
