@@ -14,9 +14,9 @@
  * move (flow.h resumes, looked_up); the function's jumps through
  * registers have known targets, nothing moved is an ENDBR, a trap or
  * something that cannot run elsewhere, and the code falls through to the
- * end of the bytes (or to a near RET or JMP, after which they are dead). Later sites inside the
- * replaced bytes join the same jump, and a jump may grow to take in the
- * next site. Where no jump is safe the site takes INT3. docs/patching.md
+ * end of the bytes (or to a near RET or JMP, after which they are dead).
+ * Later sites inside the replaced bytes join the same jump, and a jump may
+ * grow to take in the next site. Where no jump is safe the site takes INT3. docs/patching.md
  * tells the rules at length. */
 #include "popek/patch.h"
 
