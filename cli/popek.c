@@ -163,7 +163,7 @@ int finish_output(void)
 }
 
 int filter_option(bool is_only, const char *arg, pk_scan_options *so,
-                         bool only[PK_CLASS_COUNT])
+                  bool only[PK_CLASS_COUNT])
 {
     char bad[128];
     if (!is_only) {

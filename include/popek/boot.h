@@ -19,7 +19,7 @@
 typedef struct pk_boot_options {
     uint64_t mem_size;      /* bytes of guest RAM; 0: 64 MiB */
     unsigned sets;          /* PK_SET_* bits to patch; 0: PK_SET_PG */
-    const bool *only;       /* NULL, or PK_CLASS_COUNT flags: only these rows */
+    const bool *only;       /* NULL, or PK_CLASS_COUNT flags: these rows, not sets */
     bool no_patch;          /* trap-only: patch nothing */
     double timeout;         /* seconds of wall time; 0: none */
     const char *cmdline;    /* the Multiboot command line; NULL: "" */
@@ -30,7 +30,8 @@ typedef struct pk_boot_options {
 /* How the guest ended, and the exit status `popek boot` gives for it. */
 typedef enum pk_guest_end {
     PK_GUEST_EXIT,          /* it wrote its status to port 0xF4 */
-    PK_GUEST_TRIPLE_FAULT,  /* 120: a fault it had no way to handle */
+    PK_GUEST_TRIPLE_FAULT,  /* 120: stopped for good: a triple fault, or a HLT
+                               nothing can wake */
     PK_GUEST_UNSUPPORTED,   /* 121: an instruction the monitor cannot emulate */
     PK_GUEST_TIMEOUT,       /* 122: --timeout passed */
     PK_GUEST_MONITOR_ERROR, /* 125: the monitor itself failed */
