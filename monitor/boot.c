@@ -662,8 +662,10 @@ pk_status pk_boot(const char *path, const pk_boot_options *opts, pk_boot_result 
     pk_status s = b.devices ? start_guest(&b, &img, err)
                             : pk_fail(err, PK_ERR_NOMEM, "out of memory");
     pk_image_free(&img);
-    if (s == PK_OK)
+    if (s == PK_OK) {
+        pk_tracee_pin(&b.tracee); /* after the boot scan, which uses every CPU */
         run(&b);
+    }
     result->stats.pages_scanned = b.pages.pages_scanned;
     result->stats.pages_released = b.pages.pages_released;
     pk_codepages_free(&b.pages);

@@ -158,20 +158,10 @@ pk_status pk_tracee_spawn(pk_tracee *t, uint64_t ram_size, bool long_mode, pk_er
     sigemptyset(&sa.sa_mask);
     struct sigevent ev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGALRM,
                            ._sigev_un._tid = gettid() };
-    if (sigaction(SIGALRM, &sa, NULL) != 0 || timer_create(CLOCK_MONOTONIC, &ev, &t->timer) != 0)
+    if (sigaction(SIGALRM, &sa, &t->old_alarm) != 0 ||
+        timer_create(CLOCK_MONOTONIC, &ev, &t->timer) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "timer_create: %s", strerror(errno));
     t->has_timer = true;
-
-    /* The monitor and the guest take turns, never run together: on one CPU
-     * a ptrace stop costs a few microseconds, across two several times
-     * that (the wakeup crosses CPUs). The guest inherits this. */
-    int cpu = sched_getcpu();
-    if (cpu >= 0) {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(cpu, &one);
-        sched_setaffinity(0, sizeof one, &one);
-    }
 
     int sync[2];
     if (pipe2(sync, O_CLOEXEC) != 0)
@@ -223,9 +213,14 @@ void pk_tracee_destroy(pk_tracee *t)
     t->ram = NULL;
     if (t->ram_fd >= 0)
         close(t->ram_fd);
-    if (t->has_timer)
+    if (t->has_timer) {
         timer_delete(t->timer);
+        sigaction(SIGALRM, &t->old_alarm, NULL);
+    }
     t->has_timer = false;
+    if (t->pinned)
+        sched_setaffinity(0, sizeof t->cpus, &t->cpus);
+    t->pinned = false;
     running_guest = 0;
     t->ram_fd = -1;
 }
@@ -242,6 +237,20 @@ static pk_status set_raw(pk_tracee *t, const struct user_regs_struct *raw, pk_er
     if (ptrace(PTRACE_SETREGS, t->pid, 0, raw) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
     return PK_OK;
+}
+
+void pk_tracee_pin(pk_tracee *t)
+{
+    int cpu = sched_getcpu();
+    cpu_set_t one;
+    if (cpu < 0 || sched_getaffinity(0, sizeof t->cpus, &t->cpus) != 0)
+        return;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) == 0) {
+        t->pinned = true;
+        sched_setaffinity(t->pid, sizeof one, &one);
+    }
 }
 
 pk_status pk_tracee_get_regs(pk_tracee *t, pk_regs *regs, pk_error *err)

@@ -11,6 +11,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <time.h>
 #include <sys/user.h>
@@ -27,6 +29,9 @@ typedef struct pk_tracee {
     bool long_mode;         /* runs 64-bit code (CS 0x33), else compat (0x23) */
     timer_t timer;          /* interrupts the guest at a deadline */
     bool has_timer;
+    struct sigaction old_alarm; /* SIGALRM as it was before */
+    cpu_set_t cpus;         /* the monitor's CPUs before pk_tracee_pin */
+    bool pinned;
     uint64_t armed_ns;      /* the deadline the timer is armed for, or 0 */
     struct user_regs_struct raw; /* the registers as last read or written */
     bool raw_valid;         /* raw is what the stopped guest has now */
@@ -60,6 +65,12 @@ pk_status pk_tracee_spawn(pk_tracee *t, uint64_t ram_size, bool long_mode, pk_er
 
 /* Kills the process (if alive) and releases everything. */
 void pk_tracee_destroy(pk_tracee *t);
+
+/* Pins the monitor and the guest to the CPU the monitor runs on, until
+ * pk_tracee_destroy. They take turns, never run together: on one CPU a
+ * ptrace stop costs a few microseconds, across two several times that
+ * (each wakeup crosses CPUs). */
+void pk_tracee_pin(pk_tracee *t);
 
 /* The general registers and flags, and back. Segment registers stay the
  * host's flat ones; set_regs also puts the process in 32- or 64-bit mode. */
