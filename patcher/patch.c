@@ -223,7 +223,7 @@ static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
     sw->fns = grown;
     bool known = r->bits == 64 && fn.lo >= r->vaddr && fn.hi <= r->vaddr + r->size;
     uint64_t tables[MAX_TABLES], bases[MAX_TABLES];
-    size_t ntables = 0, nbases = 0, unset = 0;
+    size_t ntables = 0, nbases = 0, matched = 0;
     ZydisDecodedInstruction insn, prev;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT], prev_ops[2];
     bool have_prev = false;
@@ -248,14 +248,19 @@ static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
         if (pk_any_in(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, at, at + 1)) {
             if (insn.raw.modrm.mod != 3)
                 known = false; /* a jump through memory indexed by a register */
-            else if (!have_prev || !set_right_before(pl, &prev, prev_ops, &insn, ops, at))
-                unset++;
+            else if (have_prev && set_right_before(pl, &prev, prev_ops, &insn, ops, at))
+                matched++;
         }
         prev = insn;
         memcpy(prev_ops, ops, sizeof prev_ops);
         have_prev = true;
         at += insn.length;
     }
+    /* Opaque jumps this walk did not match (or, out of step with the scan,
+     * did not even see) need a table. */
+    size_t opaque = pk_lower_bound(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, fn.hi) -
+                    pk_lower_bound(pl->scan->opaque_jumps, pl->scan->nopaque_jumps, fn.lo);
+    size_t unset = opaque - (matched < opaque ? matched : opaque);
     size_t first = sw->ncases, best = 0;
     for (size_t t = 0; known && unset && t < ntables; t++) {
         size_t n = read_cases(pl, tables[t], tables[t], fn);
@@ -642,6 +647,14 @@ pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow 
             plan->nojump[why]++;
             add_patch(plan, s, PK_TACTIC_INT3);
         }
+    }
+    /* A kernel's exception tables reach into these jumps: they work only
+     * under a monitor that maps returns into them and faults out of them. */
+    for (size_t k = 0; flow && k < plan->table.njumps; k++) {
+        const pk_jump *j = &plan->table.jumps[k];
+        if (pk_flow_has_resume(flow, j->site + 1, j->site + j->len) ||
+            pk_flow_is_looked_up(flow, j->site, j->site + j->len))
+            plan->table.flags |= PK_TABLE_MAPPED;
     }
     free(pl.sel);
     free(sw.fns);

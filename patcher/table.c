@@ -166,6 +166,8 @@ static bool bits_valid(unsigned bits)
 /* Every rule a table follows, but the flags (whose status differs). */
 static pk_status check_table(const pk_patch_table *t, pk_error *err, pk_status bad)
 {
+    if ((t->flags & PK_TABLE_PASSTHROUGH) && (t->flags & PK_TABLE_MAPPED))
+        return pk_fail(err, bad, "a passthrough table runs without a monitor to map its jumps");
     for (size_t i = 0; i < t->count; i++)
         PK_CHECK(check_patch(&t->patches[i], i ? &t->patches[i - 1] : NULL, i, err, bad));
     for (size_t k = 0; k < t->njumps; k++)
@@ -182,7 +184,7 @@ pk_status pk_patch_table_encode(const pk_patch_table *table, uint8_t **out, size
     *len = 0;
     if (!bits_valid(table->bits))
         return pk_fail(err, PK_ERR_USAGE, "bitness %u is not 16, 32 or 64", table->bits);
-    if (table->flags & ~(unsigned)PK_TABLE_PASSTHROUGH)
+    if (table->flags & ~(unsigned)(PK_TABLE_PASSTHROUGH | PK_TABLE_MAPPED))
         return pk_fail(err, PK_ERR_USAGE, "unknown table flags 0x%x", table->flags);
     if (table->count > UINT32_MAX || table->njumps > UINT32_MAX)
         return pk_fail(err, PK_ERR_USAGE, "%zu patches and %zu jumps: more than a table holds",
@@ -274,7 +276,7 @@ pk_status pk_patch_table_decode(const uint8_t *buf, size_t len, pk_patch_table *
     uint64_t njumps = get_le(buf + 28, 4);
     if (!bits_valid(bits))
         return pk_fail(err, PK_ERR_FORMAT, "patch table: bitness %u", bits);
-    if (flags & ~(unsigned)PK_TABLE_PASSTHROUGH)
+    if (flags & ~(unsigned)(PK_TABLE_PASSTHROUGH | PK_TABLE_MAPPED))
         return pk_fail(err, PK_ERR_UNSUPPORTED, "patch table: unknown flags 0x%x", flags);
     if (entry_size != ENTRY_SIZE)
         return pk_fail(err, PK_ERR_FORMAT, "patch table: entry size %llu, not %d",

@@ -60,6 +60,13 @@ enum {
     /* Trampolines run each patched instruction itself instead of entering
      * a monitor; sites that could only take INT3 were left unpatched. */
     PK_TABLE_PASSTHROUGH = 1 << 0,
+    /* A kernel's exception tables reach into some jump: a fixup lies among
+     * its bytes, or an instruction they name moved into a trampoline. The
+     * table works only under a monitor that sends a return into a jump's
+     * bytes to the instruction's counterpart in the trampoline and delivers
+     * a fault there at the original address (pk_patch_table_counterparts);
+     * any other reader must refuse it. */
+    PK_TABLE_MAPPED = 1 << 1,
 };
 
 typedef struct pk_patch_table {

@@ -344,16 +344,26 @@ Test(patch_table, flags)
 {
     struct sample s;
     sample_init(&s, 64, KBASE, KTRAMP);
-    s.t.flags = 2;
     uint8_t *buf;
     size_t len;
     pk_error err;
+    /* An unknown flag is refused both ways. */
+    s.t.flags = 4;
     cr_assert_eq(pk_patch_table_encode(&s.t, &buf, &len, &err), PK_ERR_USAGE);
     buf = craft(&s.t, &len);
     pk_patch_table back;
     cr_assert_eq(pk_patch_table_decode(buf, len, &back, &err), PK_ERR_UNSUPPORTED);
-    cr_assert(strstr(err.msg, "flags 0x2"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "flags 0x4"), "%s", err.msg);
     free(buf);
+    /* "mapped" round-trips; with passthrough it makes no sense. */
+    s.t.flags = PK_TABLE_MAPPED;
+    buf = encode(&s.t, &len);
+    cr_assert_eq(pk_patch_table_decode(buf, len, &back, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(back.flags, PK_TABLE_MAPPED);
+    pk_patch_table_free(&back);
+    free(buf);
+    s.t.flags = PK_TABLE_MAPPED | PK_TABLE_PASSTHROUGH;
+    cr_assert_eq(pk_patch_table_encode(&s.t, &buf, &len, &err), PK_ERR_USAGE);
 }
 
 /* Corrupts one byte of the encoded sample and expects decode to fail with

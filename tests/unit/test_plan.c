@@ -304,6 +304,32 @@ static const char source[] =
     "2:  jmp *%rax\n"
     "1:  ret\n"
     "    .size set_jump_joined, .-set_jump_joined\n"
+    /* A switch whose JMP a linear walk from the function's start does not
+     * see (the stray 48 B8 makes a 10-byte MOV swallow it): its table must
+     * still be read, and its case 2 bytes after the PUSHF (a label no
+     * symbol names) keeps a jump off the PUSHF. */
+    "    .p2align 4\n"
+    "    .type hidden_switch, @function\n"
+    "hidden_switch: cmp $3, %edi\n"
+    "    ja 3f\n"
+    "    lea hidden_table(%rip), %rdx\n"
+    "    movslq (%rdx,%rdi,4), %rax\n"
+    "    add %rdx, %rax\n"
+    "    jmp 1f\n"
+    "    .byte 0x48, 0xb8\n"
+    "1:  jmp *%rax\n"
+    "    .byte 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc\n"
+    ".Lhidden_case0: pushf\n"
+    "    pop %rcx\n"
+    ".Lhidden_case1: mov $1, %eax\n"
+    "    ret\n"
+    "3:  xor %eax, %eax\n"
+    "    ret\n"
+    "    .size hidden_switch, .-hidden_switch\n"
+    "    .pushsection .rodata\n"
+    "hidden_table: .long .Lhidden_case0 - hidden_table, .Lhidden_case1 - hidden_table\n"
+    "    .long .Lhidden_case0 - hidden_table, .Lhidden_case1 - hidden_table\n"
+    "    .popsection\n"
     "    .data\n"
     "    .p2align 3\n"
     "var: .quad 42\n"
@@ -689,6 +715,7 @@ Test(plan, an_exception_fixup_inside_a_jump_is_mapped_by_the_monitor)
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
     decode_trampoline(&p.plan, counterparts[1], &insn, ops);
     cr_assert_eq(insn.mnemonic, ZYDIS_MNEMONIC_POP);
+    cr_assert(p.plan.table.flags & PK_TABLE_MAPPED, "the table says it needs the mapping");
     /* The faulting load, moved, is found at its own address by the
      * monitor: in_ex_table's MOV moves (pushf 1 + mov 3 + pop 1). */
     j = pushf_jump(&p, "in_ex_table");
@@ -718,6 +745,7 @@ Test(plan, exception_tables_still_stop_jumps_without_a_monitor)
 {
     planned p = { 0 };
     plan_file(&p, PK_CHOOSE_AUTO, true);
+    cr_assert(!(p.plan.table.flags & PK_TABLE_MAPPED), "passthrough maps nothing");
     const char *target = pk_nojump_reason(PK_NOJUMP_TARGET);
     const char *pinned = pk_nojump_reason(PK_NOJUMP_PINNED);
     static const struct { const char *name; pk_nojump why; } left[] = {
@@ -738,6 +766,16 @@ Test(plan, exception_tables_still_stop_jumps_without_a_monitor)
         cr_assert_str_eq(why, left[i].why == PK_NOJUMP_TARGET ? target : pinned, "%s",
                          left[i].name);
     }
+    planned_free(&p);
+}
+
+Test(plan, a_switch_out_of_step_with_the_walk_is_still_read)
+{
+    planned p = { 0 };
+    plan_file(&p, PK_CHOOSE_AUTO, false);
+    /* cmp (3), ja (2), lea (7), movslq (4), add (3), jmp (2), 48 B8,
+     * jmp *%rax (2), six INT3: the PUSHF is 31 bytes in. */
+    cr_assert_eq(pushf_patch(&p, "hidden_switch", 31)->tactic, PK_TACTIC_INT3);
     planned_free(&p);
 }
 
