@@ -469,6 +469,9 @@ static void deliver_interrupt(boot *b)
     int vector = pk_devices_acknowledge(b->devices);
     if (vector < 0)
         return;
+    /* The frame records where the guest's own code stands (an IRET back
+     * goes on in the trampoline again). */
+    b->regs.rip = pk_codepages_original_of(&b->pages, b->regs.rip);
     uint64_t at = b->regs.rip;
     b->halted = false;
     b->regs_dirty = true;
