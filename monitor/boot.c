@@ -574,14 +574,14 @@ static void run(boot *b)
         pk_status s = pk_tracee_run(&b->tracee, step, wake, &stop, &err);
         stopped_at = pk_now_ns();
         b->res->stats.stops++;
-        /* The shadow lasts one instruction; an interrupt stop before that
-         * instruction ran leaves it in place. */
-        if (!(stop.kind == PK_STOP_INTERRUPTED && stop.rip == b->step_from))
-            b->vcpu.interrupt_shadow = false;
         if (s != PK_OK) {
             monitor_failed(b, &err);
             break;
         }
+        /* The shadow lasts one instruction; an interrupt stop before that
+         * instruction ran leaves it in place. */
+        if (!(stop.kind == PK_STOP_INTERRUPTED && stop.rip == b->step_from))
+            b->vcpu.interrupt_shadow = false;
         if (b->release_after_step &&
             pk_codepages_written(&b->pages, b->release_after_step, 1, &err) != PK_OK) {
             monitor_failed(b, &err);
@@ -595,9 +595,9 @@ static void run(boot *b)
     b->res->stats.total_ns = finish - start;
 }
 
-/* The rows patched: the --only rows, or those of the chosen sets, and always the ways
- * into a kernel (INT 0x80, SYSCALL, SYSENTER), which are the guest's own
- * events here, never the host's. */
+/* The rows patched: the --only rows, or those of the chosen sets, and
+ * always the ways into a kernel (INT 0x80, SYSCALL, SYSENTER), which are
+ * the guest's own events here, never the host's. */
 static void choose_rows(boot *b)
 {
     unsigned sets = b->opts->sets ? b->opts->sets : PK_SET_PG;
