@@ -4,10 +4,12 @@
  * with its symbols, so sites are found as `popek patch` finds them. Code
  * that appears later (written by the guest, or in a page the image did not
  * mark as code) is scanned a page at a time when it first executes, by a
- * linear sweep from the page's start and another from where the guest
- * jumped in. A jump into the middle of an instruction the sweeps decoded
- * differently is the blind spot every scan-and-patch design has; the
- * seccomp sandbox still keeps such code from the host. */
+ * linear sweep from where the guest jumped in and another of what lies
+ * before it on the page; a page of the image's code scanned again after a
+ * write is swept only where the image's code sections cover it. A jump
+ * into the middle of an instruction the sweeps decoded differently is the
+ * blind spot every scan-and-patch design has; the seccomp sandbox still
+ * keeps such code from the host. */
 #include "internal/codepages.h"
 
 #include <stdlib.h>
