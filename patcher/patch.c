@@ -173,8 +173,9 @@ static size_t read_cases(const planner *pl, uint64_t a, uint64_t base, pk_range 
  * decoding counts as a target: `mov $1f, %rax; jmp *%rax`), or from one
  * fixed place, RIP-relative or absolute (`mov saved_rip(%rip), %rax; jmp
  * *%rax`, as good as the `jmp *saved_rip(%rip)` no rule counts as opaque:
- * a tail call through a pointer that data or the code storing it names). Only when control
- * reaches jmp from prev alone: no known target at jmp. */
+ * a tail call through a pointer that data or the code storing it names).
+ * Only when control reaches jmp from prev alone (no known target at jmp)
+ * and both are in step with recursive descent. */
 static bool set_right_before(const planner *pl, const ZydisDecodedInstruction *prev,
                              const ZydisDecodedOperand *prev_ops,
                              const ZydisDecodedInstruction *jmp, const ZydisDecodedOperand *ops,
@@ -184,6 +185,8 @@ static bool set_right_before(const planner *pl, const ZydisDecodedInstruction *p
         jmp->operand_count_visible != 1 || ops[0].type != ZYDIS_OPERAND_TYPE_REGISTER ||
         prev_ops[0].type != ZYDIS_OPERAND_TYPE_REGISTER ||
         prev_ops[0].reg.value != ops[0].reg.value || ops[0].size != 64 ||
+        pk_scan_out_of_step(pl->scan, at - prev->length, prev->length) ||
+        pk_scan_out_of_step(pl->scan, at, jmp->length) ||
         pk_scan_has_target(pl->scan, at, at + 1) ||
         (pl->flow && (pk_flow_has_target(pl->flow, at, at + 1) ||
                       pk_flow_has_resume(pl->flow, at, at + 1))))
@@ -227,6 +230,7 @@ static bool known_tables(const planner *pl, pk_range fn, const pk_region *r)
     ZydisDecodedInstruction insn, prev;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT], prev_ops[2];
     bool have_prev = false;
+    memset(&prev, 0, sizeof prev);
     memset(prev_ops, 0, sizeof prev_ops);
     for (uint64_t at = fn.lo; known && at < fn.hi;) {
         if (ZYAN_FAILED(ZydisDecoderDecodeFull(&pl->decoder[1], r->bytes + (at - r->vaddr),
