@@ -29,6 +29,7 @@
 #include "internal/codepages.h"
 #include "internal/guest.h"
 #include "internal/tracee.h"
+#include "../scanner/internal/decoder.h"
 #include "popek/devices.h"
 #include "popek/image.h"
 #include "popek/vcpu.h"
@@ -86,24 +87,22 @@ static void monitor_failed(boot *b, const pk_error *err)
 static bool mem_read(void *ctx, uint64_t addr, void *buf, size_t size)
 {
     const boot *b = ctx;
-    const pk_tracee *t = &b->tracee;
-    if (addr < t->ram_low || addr > t->ram_size || size > t->ram_size - addr)
+    if (!pk_tracee_holds(&b->tracee, addr, size))
         return false;
-    memcpy(buf, t->ram + addr, size);
+    memcpy(buf, b->tracee.ram + addr, size);
     return true;
 }
 
 static bool mem_write(void *ctx, uint64_t addr, const void *buf, size_t size)
 {
     boot *b = ctx;
-    pk_tracee *t = &b->tracee;
-    if (addr < t->ram_low || addr > t->ram_size || size > t->ram_size - addr)
+    if (!pk_tracee_holds(&b->tracee, addr, size))
         return false;
     /* Release first: releasing puts original bytes back under INT3s. */
     pk_error err;
     if (pk_codepages_written(&b->pages, addr, size, &err) != PK_OK)
         monitor_failed(b, &err);
-    memcpy(t->ram + addr, buf, size);
+    memcpy(b->tracee.ram + addr, buf, size);
     return true;
 }
 
@@ -388,8 +387,7 @@ static void guest_breakpoint(boot *b)
 static void page_fault(boot *b, uint64_t addr)
 {
     pk_error err;
-    const pk_tracee *t = &b->tracee;
-    bool ram = b->pages.patching && addr >= t->ram_low && addr < t->ram_size;
+    bool ram = b->pages.patching && pk_tracee_holds(&b->tracee, addr, 1);
     if (ram && !pk_codepages_is_code(&b->pages, addr)) {
         /* Data pages can be read and written: this was an instruction fetch. */
         if (pk_codepages_execute(&b->pages, addr, b->regs.rip, &err) != PK_OK)
@@ -637,9 +635,8 @@ static pk_status start_guest(boot *b, const pk_image *img, pk_error *err)
         if (g.bits == 32)
             b->regs.gpr[PK_RAX] = PK_MULTIBOOT_MAGIC;
         b->regs_dirty = true;
-        ZydisDecoderInit(&b->decoder,
-                         g.bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64 : ZYDIS_MACHINE_MODE_LEGACY_32,
-                         g.bits == 64 ? ZYDIS_STACK_WIDTH_64 : ZYDIS_STACK_WIDTH_32);
+        if (!pk_decoder_init(&b->decoder, g.bits, false))
+            s = pk_fail(err, PK_ERR_INTERNAL, "cannot set up the Zydis decoder");
     }
     pk_guest_free(&g);
     return s;

@@ -19,6 +19,7 @@
 #include "popek/flow.h"
 #include "popek/scan.h"
 #include "popek/trampoline.h"
+#include "../scanner/internal/decoder.h"
 
 static uint64_t int3_address(const pk_patch *p)
 {
@@ -47,8 +48,7 @@ const pk_patch *pk_codepages_patch_at(const pk_codepages *cp, uint64_t addr)
 
 static bool in_ram(const pk_codepages *cp, uint64_t addr, uint64_t len)
 {
-    const pk_tracee *t = cp->tracee;
-    return addr >= t->ram_low && addr <= t->ram_size && len <= t->ram_size - addr;
+    return pk_tracee_holds(cp->tracee, addr, len);
 }
 
 bool pk_codepages_read_original(const pk_codepages *cp, uint64_t addr, uint8_t *buf, size_t len)
@@ -333,10 +333,8 @@ static uint64_t first_boundary(const pk_codepages *cp, uint64_t rip, uint64_t pa
     if (rip >= page_start || page_start - rip >= ZYDIS_MAX_INSTRUCTION_LENGTH ||
         !pk_codepages_read_original(cp, rip, bytes, sizeof bytes))
         return page_start;
-    ZydisDecoderInit(&dec, cp->bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64
-                                          : ZYDIS_MACHINE_MODE_LEGACY_32,
-                     cp->bits == 64 ? ZYDIS_STACK_WIDTH_64 : ZYDIS_STACK_WIDTH_32);
-    if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(&dec, NULL, bytes, sizeof bytes, &insn)) ||
+    if (!pk_decoder_init(&dec, cp->bits, false) ||
+        ZYAN_FAILED(ZydisDecoderDecodeInstruction(&dec, NULL, bytes, sizeof bytes, &insn)) ||
         rip + insn.length <= page_start)
         return page_start;
     return rip + insn.length;

@@ -20,6 +20,7 @@
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -253,21 +254,41 @@ void pk_tracee_pin(pk_tracee *t)
     }
 }
 
+/* Where pk_regs.gpr[i] lives in the kernel's register layout. */
+static const size_t gpr_offset[PK_GPR_COUNT] = {
+    offsetof(struct user_regs_struct, rax), offsetof(struct user_regs_struct, rcx),
+    offsetof(struct user_regs_struct, rdx), offsetof(struct user_regs_struct, rbx),
+    offsetof(struct user_regs_struct, rsp), offsetof(struct user_regs_struct, rbp),
+    offsetof(struct user_regs_struct, rsi), offsetof(struct user_regs_struct, rdi),
+    offsetof(struct user_regs_struct, r8),  offsetof(struct user_regs_struct, r9),
+    offsetof(struct user_regs_struct, r10), offsetof(struct user_regs_struct, r11),
+    offsetof(struct user_regs_struct, r12), offsetof(struct user_regs_struct, r13),
+    offsetof(struct user_regs_struct, r14), offsetof(struct user_regs_struct, r15),
+};
+
+static unsigned long long *gpr_slot(struct user_regs_struct *raw, int i)
+{
+    return (unsigned long long *)((char *)raw + gpr_offset[i]);
+}
+
+/* Fills t->raw unless it already holds what the stopped guest has. */
+static pk_status read_raw(pk_tracee *t, pk_error *err)
+{
+    if (!t->raw_valid)
+        PK_CHECK(get_raw(t, &t->raw, err));
+    t->raw_valid = true;
+    return PK_OK;
+}
+
 pk_status pk_tracee_get_regs(pk_tracee *t, pk_regs *regs, pk_error *err)
 {
-    PK_CHECK(get_raw(t, &t->raw, err));
-    t->raw_valid = true;
-    const struct user_regs_struct raw = t->raw;
-    const unsigned long long *order[PK_GPR_COUNT] = {
-        &raw.rax, &raw.rcx, &raw.rdx, &raw.rbx, &raw.rsp, &raw.rbp, &raw.rsi, &raw.rdi,
-        &raw.r8, &raw.r9, &raw.r10, &raw.r11, &raw.r12, &raw.r13, &raw.r14, &raw.r15,
-    };
+    PK_CHECK(read_raw(t, err));
     for (int i = 0; i < PK_GPR_COUNT; i++)
-        regs->gpr[i] = *order[i];
-    regs->rip = raw.rip;
-    regs->rflags = raw.eflags;
-    regs->fs_base = raw.fs_base;
-    regs->gs_base = raw.gs_base;
+        regs->gpr[i] = *gpr_slot(&t->raw, i);
+    regs->rip = t->raw.rip;
+    regs->rflags = t->raw.eflags;
+    regs->fs_base = t->raw.fs_base;
+    regs->gs_base = t->raw.gs_base;
     return PK_OK;
 }
 
@@ -275,16 +296,10 @@ pk_status pk_tracee_set_regs(pk_tracee *t, const pk_regs *regs, pk_error *err)
 {
     /* The rest of the registers (orig_rax, the segment bases) as the last
      * read found them. */
-    if (!t->raw_valid)
-        PK_CHECK(get_raw(t, &t->raw, err));
-    t->raw_valid = true;
+    PK_CHECK(read_raw(t, err));
     struct user_regs_struct raw = t->raw;
-    unsigned long long *order[PK_GPR_COUNT] = {
-        &raw.rax, &raw.rcx, &raw.rdx, &raw.rbx, &raw.rsp, &raw.rbp, &raw.rsi, &raw.rdi,
-        &raw.r8, &raw.r9, &raw.r10, &raw.r11, &raw.r12, &raw.r13, &raw.r14, &raw.r15,
-    };
     for (int i = 0; i < PK_GPR_COUNT; i++)
-        *order[i] = regs->gpr[i];
+        *gpr_slot(&raw, i) = regs->gpr[i];
     raw.rip = regs->rip;
     /* The kernel keeps IF and IOPL itself; only the flags a process may
      * change are taken from here. */
@@ -309,10 +324,14 @@ static void stop_from_status(pk_tracee *t, int status, pk_stop *stop)
     }
     int event = status >> 16;
     stop->signal = WSTOPSIG(status);
+    /* The registers these stops need are read into the cache, where the
+     * engine's pk_tracee_get_regs then finds them. */
+    bool have_regs = (event == PTRACE_EVENT_SECCOMP || event == PTRACE_EVENT_STOP) &&
+                     get_raw(t, &t->raw, NULL) == PK_OK;
+    t->raw_valid = have_regs;
     if (event == PTRACE_EVENT_SECCOMP) {
-        struct user_regs_struct raw;
         stop->kind = PK_STOP_SYSCALL;
-        stop->syscall_nr = ptrace(PTRACE_GETREGS, t->pid, 0, &raw) == 0 ? (long)raw.orig_rax : -1;
+        stop->syscall_nr = have_regs ? (long)t->raw.orig_rax : -1;
         return;
     }
     if (event == PTRACE_EVENT_STOP) {
@@ -324,8 +343,7 @@ static void stop_from_status(pk_tracee *t, int status, pk_stop *stop)
         siginfo_t si;
         stop->kind = PK_STOP_INTERRUPTED;
         stop->signal_pending = ptrace(PTRACE_PEEKSIGINFO, t->pid, &one, &si) > 0;
-        struct user_regs_struct raw;
-        stop->rip = ptrace(PTRACE_GETREGS, t->pid, 0, &raw) == 0 ? raw.rip : 0;
+        stop->rip = have_regs ? t->raw.rip : 0;
         return;
     }
     stop->kind = PK_STOP_SIGNAL;

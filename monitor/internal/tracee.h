@@ -59,6 +59,12 @@ typedef struct pk_stop {
     bool signal_pending;
 } pk_stop;
 
+/* True when guest RAM backs all of [addr, addr + len). */
+static inline bool pk_tracee_holds(const pk_tracee *t, uint64_t addr, uint64_t len)
+{
+    return addr >= t->ram_low && addr <= t->ram_size && len <= t->ram_size - addr;
+}
+
 /* Creates the stopped guest process with ram_size bytes of RAM, backed
  * from the lowest address Linux lets it map. */
 pk_status pk_tracee_spawn(pk_tracee *t, uint64_t ram_size, bool long_mode, pk_error *err);
