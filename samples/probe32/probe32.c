@@ -11,6 +11,8 @@
  *   rdpmc      an instruction the monitor does not emulate
  *   selfmod    rewrite an instruction on the page the rewriting code runs
  *              from, then run it: exit with what it returns (7)
+ *   resite     rewrite a patched SMSW into another SMSW (its INT3 byte
+ *              stays), then run it: exit with CR0's low byte (0x11 = 17)
  *
  * Anything else exits with status 1. */
 #include <stdint.h>
@@ -54,6 +56,22 @@ __asm__(".pushsection .text\n"
         "    ret\n"
         ".popsection\n");
 
+/* resite(): SMSW into ECX, which starts out 0; returns ECX. The site is
+ * patched (INT3 over its 0F); resite's caller turns `smsw %eax` (0F 01 E0)
+ * into `smsw %ecx` (0F 01 E1) by its last byte, so the first byte, INT3 in
+ * memory, does not change: the monitor must emulate the new instruction,
+ * not the one it patched. */
+uint32_t resite(void);
+extern uint8_t resite_smsw[];
+__asm__(".pushsection .text\n"
+        "resite:\n"
+        "    xor %ecx, %ecx\n"
+        "resite_smsw:\n"
+        "    smsw %eax\n"
+        "    mov %ecx, %eax\n"
+        "    ret\n"
+        ".popsection\n");
+
 void guest_main(const struct multiboot_info *mbi);
 
 void guest_main(const struct multiboot_info *mbi)
@@ -79,6 +97,9 @@ void guest_main(const struct multiboot_info *mbi)
             __asm__ volatile("" ::: "memory");
     } else if (starts_with(cmdline, "selfmod")) {
         outb(0xF4, (uint8_t)selfmod());
+    } else if (starts_with(cmdline, "resite")) {
+        ((volatile uint8_t *)resite_smsw)[2] = 0xE1;
+        outb(0xF4, (uint8_t)resite());
     } else if (starts_with(cmdline, "rdpmc")) {
         __asm__ volatile("rdpmc" : : "c"(0) : "eax", "edx");
     } else {
