@@ -280,15 +280,32 @@ static pk_status read_raw(pk_tracee *t, pk_error *err)
     return PK_OK;
 }
 
+void pk_regs_from_user(const struct user_regs_struct *raw, pk_regs *regs)
+{
+    for (int i = 0; i < PK_GPR_COUNT; i++)
+        regs->gpr[i] = *(const unsigned long long *)((const char *)raw + gpr_offset[i]);
+    regs->rip = raw->rip;
+    regs->rflags = raw->eflags;
+    regs->fs_base = raw->fs_base;
+    regs->gs_base = raw->gs_base;
+}
+
+void pk_regs_to_user(const pk_regs *regs, struct user_regs_struct *raw)
+{
+    for (int i = 0; i < PK_GPR_COUNT; i++)
+        *gpr_slot(raw, i) = regs->gpr[i];
+    raw->rip = regs->rip;
+    /* The kernel keeps IF and IOPL itself; only the flags a process may
+     * change are taken from here. */
+    raw->eflags = regs->rflags;
+    raw->fs_base = regs->fs_base;
+    raw->gs_base = regs->gs_base;
+}
+
 pk_status pk_tracee_get_regs(pk_tracee *t, pk_regs *regs, pk_error *err)
 {
     PK_CHECK(read_raw(t, err));
-    for (int i = 0; i < PK_GPR_COUNT; i++)
-        regs->gpr[i] = *gpr_slot(&t->raw, i);
-    regs->rip = t->raw.rip;
-    regs->rflags = t->raw.eflags;
-    regs->fs_base = t->raw.fs_base;
-    regs->gs_base = t->raw.gs_base;
+    pk_regs_from_user(&t->raw, regs);
     return PK_OK;
 }
 
@@ -298,17 +315,10 @@ pk_status pk_tracee_set_regs(pk_tracee *t, const pk_regs *regs, pk_error *err)
      * read found them. */
     PK_CHECK(read_raw(t, err));
     struct user_regs_struct raw = t->raw;
-    for (int i = 0; i < PK_GPR_COUNT; i++)
-        *gpr_slot(&raw, i) = regs->gpr[i];
-    raw.rip = regs->rip;
-    /* The kernel keeps IF and IOPL itself; only the flags a process may
-     * change are taken from here. */
-    raw.eflags = regs->rflags;
+    pk_regs_to_user(regs, &raw);
     raw.cs = t->long_mode ? USER_CS : USER32_CS;
     raw.ss = raw.ds = raw.es = USER_DS;
     raw.fs = raw.gs = 0;
-    raw.fs_base = regs->fs_base;
-    raw.gs_base = regs->gs_base;
     t->raw = raw;
     return set_raw(t, &raw, err);
 }

@@ -78,6 +78,11 @@ void pk_tracee_destroy(pk_tracee *t);
  * (each wakeup crosses CPUs). */
 void pk_tracee_pin(pk_tracee *t);
 
+/* pk_regs from the kernel's register layout, and back (the general
+ * registers, rip, the flags and the FS/GS bases). */
+void pk_regs_from_user(const struct user_regs_struct *raw, pk_regs *regs);
+void pk_regs_to_user(const pk_regs *regs, struct user_regs_struct *raw);
+
 /* The general registers and flags, and back. Segment registers stay the
  * host's flat ones; set_regs also puts the process in 32- or 64-bit mode. */
 pk_status pk_tracee_get_regs(pk_tracee *t, pk_regs *regs, pk_error *err);

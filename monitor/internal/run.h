@@ -1,0 +1,193 @@
+/* popek — what the parts of `popek run` share: traced processes and
+ * threads, live code (livecode.c) and the emulation of sites (runemu.c);
+ * the engine is run.c. */
+#ifndef POPEK_INTERNAL_RUN_H
+#define POPEK_INTERNAL_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <Zydis/Zydis.h>
+
+#include "popek/patch.h"
+#include "popek/run.h"
+#include "popek/status.h"
+
+/* An executable mapping as /proc/PID/maps last showed it. */
+typedef struct run_mapping {
+    uint64_t start, end, offset;
+    uint64_t dev, inode;
+    int prot;               /* PROT_* */
+    char *path;             /* NULL for anonymous memory; "[vdso]" */
+} run_mapping;
+
+typedef struct run_range {
+    uint64_t start, end;
+} run_range;
+
+/* A code page that the program may write: the monitor holds its write
+ * permission back while it is patched, or, once writes to it are hot, its
+ * execute permission while it is written (see livecode.c). */
+typedef struct run_page {
+    uint64_t addr;
+    int prot;               /* what the program asked for */
+    bool hot;               /* writes are frequent: flip between data and code */
+    bool data;              /* hot, and now writable and not executable */
+    unsigned writes;        /* write faults taken */
+} run_page;
+
+/* An out-of-line copy of a site, where the monitor runs it natively. */
+typedef struct run_slot {
+    uint64_t site;
+    uint64_t addr;
+    uint8_t len;
+} run_slot;
+
+typedef struct run_process {
+    pid_t pid;              /* the thread-group id */
+    int mem;                /* /proc/PID/mem */
+    unsigned bits;          /* 64, or 32 for an i386 program */
+    pk_patch_table table;   /* the sites patched in it (INT3), sorted */
+    size_t table_cap;
+    run_range *covered;     /* executable memory scanned, sorted, apart */
+    size_t ncovered, covered_cap;
+    run_page *pages;        /* sorted by address */
+    size_t npages, pages_cap;
+    uint64_t stub;          /* the monitor's page in the process, or 0 */
+    uint64_t slot_page;     /* where out-of-line copies go, */
+    size_t slot_used;       /* and how much of it they fill */
+    run_slot *slots;
+    size_t nslots, slots_cap;
+    bool has_ldt;           /* it called modify_ldt to write */
+    unsigned threads;       /* live threads */
+} run_process;
+
+/* What a thread waits for the monitor to finish when it next stops. */
+typedef enum run_pending {
+    RUN_NOTHING,
+    RUN_SYSCALL_EXIT,       /* a system call the filter stopped: see its result */
+    RUN_EXEC_EXIT,          /* execve returned: set the new program up */
+    RUN_NATIVE_STEP,        /* a site run out of line, one step */
+    RUN_WRITE_STEP,         /* a write to a code page opened for it, one step */
+} run_pending;
+
+typedef struct run_thread {
+    pid_t tid;
+    run_process *proc;
+    bool seen;              /* its first stop came */
+    uint64_t vflags;        /* what its PUSHF shows of IF, IOPL, NT, ID */
+    run_pending pending;
+    long sc_nr;             /* RUN_SYSCALL_EXIT: the call, normalized, */
+    uint64_t sc_args[6];    /* its arguments (old_mmap's read from memory) */
+    long sc_ret;            /* and its result */
+    uint64_t step_site;     /* RUN_NATIVE_STEP: the site, its copy, */
+    uint64_t step_slot;
+    uint8_t step_len;       /* its length and the copy's */
+    bool step_call_far;     /* a far CALL: its return address to mend */
+    uint8_t step_width;     /* its operand size in bytes */
+    uint64_t step_page;     /* RUN_WRITE_STEP: the page opened */
+    int deferred;           /* a signal that came while the monitor worked, or 0 */
+} run_thread;
+
+/* The system calls the filter stops on, the same for both ABIs. */
+enum {
+    RUN_SC_OTHER,
+    RUN_SC_MMAP,
+    RUN_SC_MPROTECT,
+    RUN_SC_MUNMAP,
+    RUN_SC_MREMAP,
+    RUN_SC_MODIFY_LDT,
+};
+
+typedef struct run_scan_cache run_scan_cache;
+
+typedef struct run_engine {
+    const pk_run_options *opts;
+    pk_run_profile profile;
+    pk_run_stats *stats;
+    FILE *log;
+    unsigned sets;
+    run_thread **threads;
+    size_t nthreads, threads_cap;
+    run_process **procs;
+    size_t nprocs, procs_cap;
+    run_scan_cache *cache;
+    ZydisDecoder decoder64, decoder32;
+    /* The monitor ended the run: status and why. */
+    bool ended;
+    int end_status;
+    char end_report[512];
+} run_engine;
+
+/* ---- run.c: driving threads ---------------------------------------------------- */
+
+/* Makes system call nr (the process's ABI) in stopped thread t, which
+ * then stands where it stood. *ret gets the result (-errno on failure). */
+pk_status run_inject(run_engine *e, run_thread *t, long nr, const uint64_t args[6], long *ret,
+                     pk_error *err);
+
+/* The process's mprotect, injected. */
+pk_status run_protect(run_engine *e, run_thread *t, uint64_t addr, uint64_t len, int prot,
+                      pk_error *err);
+
+/* Ends the run: the monitor cannot go on (status 121 or 125). */
+void run_end(run_engine *e, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void run_log(run_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- livecode.c: what is executable, scanned and patched ----------------------- */
+
+/* Reads and writes process memory, whatever its protection. */
+bool run_peek(run_process *p, uint64_t addr, void *buf, size_t len);
+bool run_poke(run_process *p, uint64_t addr, const void *buf, size_t len);
+
+/* The patched site at addr, or NULL. */
+const pk_patch *run_site_at(const run_process *p, uint64_t addr);
+
+/* Brings p's patches up to date with its executable mappings: scans and
+ * patches new code, forgets code that is gone or no longer executable
+ * (putting its original bytes back), and write-protects patched pages
+ * the program may write. t is a stopped thread of p. */
+pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err);
+
+/* True when [addr, addr + len) touches an executable mapping p knew. */
+bool run_code_touches(const run_process *p, uint64_t addr, uint64_t len);
+
+/* A fault at addr that the monitor's protection of a code page caused
+ * (SIGSEGV, SEGV_ACCERR): handles it and returns true; false when it is
+ * the program's own. May leave t in RUN_WRITE_STEP. */
+bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip,
+                    pk_error *err, pk_status *status);
+
+/* After the step of RUN_WRITE_STEP: scans the page again, patches it and
+ * protects it. */
+pk_status run_code_write_done(run_engine *e, run_thread *t, pk_error *err);
+
+/* A new empty process record, and the end of one. */
+run_process *run_process_new(pid_t pid);
+void run_process_free(run_process *p);
+
+/* A copy of p for a forked child (same code, same patches). */
+run_process *run_process_fork(const run_process *p, pid_t child);
+
+/* Forgets everything of p's old program at exec. */
+void run_process_reset(run_process *p);
+
+void run_cache_free(run_scan_cache *c);
+
+/* ---- runemu.c: sites -------------------------------------------------------------- */
+
+/* Thread t stopped at the INT3 of site (rip is past it): emulates the
+ * site against the profile, or starts running it natively out of line
+ * (t->pending = RUN_NATIVE_STEP). */
+pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site,
+                           struct user_regs_struct *regs, pk_error *err);
+
+/* After the step of RUN_NATIVE_STEP: puts rip back in the program's code. */
+pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct *regs,
+                          pk_error *err);
+
+#endif

@@ -1,0 +1,738 @@
+/* popek — `popek run`: the code of a traced program, scanned and patched
+ * live.
+ *
+ * A process keeps the ranges of executable memory the monitor has scanned
+ * ("covered"), the sites it patched there with INT3 (a patch table like
+ * the one `popek patch` writes), and the code pages the program may write.
+ *
+ * Scanning: a mapping of a file is scanned as the file (its symbols give
+ * recursive descent its roots), and the result is kept per file for the
+ * run, so the libraries a forked or exec'ed program maps again are not
+ * scanned again. The vDSO is scanned as the ELF image it is; anonymous
+ * code (a JIT's) is swept linearly as raw bytes.
+ *
+ * Code the program may write (a writable and executable mapping) is held
+ * without write permission while it is patched. A write fault there puts
+ * the page's original bytes back, opens the page, steps the writing
+ * instruction, and scans, patches and closes the page again. A page written
+ * again and again (code and hot data on one page) becomes "hot": from then
+ * on it flips between data (writable, not executable, unpatched) and code
+ * (executable, not writable, scanned and patched when it is next run), so
+ * a run of writes costs one fault, not one each.
+ *
+ * A change the program makes (mprotect, munmap, mmap over, mremap)
+ * uncovers the range it names: its sites are forgotten, their original
+ * bytes put back where the memory is still the same, and whatever is still
+ * executable there is scanned again. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "popek/image.h"
+#include "popek/scan.h"
+#include "internal/run.h"
+
+#define PAGE 4096ull
+/* Write faults after which a page becomes hot. */
+#define HOT_WRITES 8
+
+static uint64_t page_of(uint64_t a) { return a & ~(PAGE - 1); }
+
+/* ---- memory ---------------------------------------------------------------------- */
+
+static bool open_mem(run_process *p)
+{
+    if (p->mem >= 0)
+        return true;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)p->pid);
+    p->mem = open(path, O_RDWR | O_CLOEXEC);
+    return p->mem >= 0;
+}
+
+bool run_peek(run_process *p, uint64_t addr, void *buf, size_t len)
+{
+    return open_mem(p) && pread(p->mem, buf, len, (off_t)addr) == (ssize_t)len;
+}
+
+bool run_poke(run_process *p, uint64_t addr, const void *buf, size_t len)
+{
+    return open_mem(p) && pwrite(p->mem, buf, len, (off_t)addr) == (ssize_t)len;
+}
+
+/* ---- processes -------------------------------------------------------------------- */
+
+run_process *run_process_new(pid_t pid)
+{
+    run_process *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->pid = pid;
+    p->mem = -1;
+    p->bits = 64;
+    return p;
+}
+
+void run_process_reset(run_process *p)
+{
+    if (p->mem >= 0)
+        close(p->mem);
+    p->mem = -1;
+    free(p->table.patches);
+    free(p->covered);
+    free(p->pages);
+    free(p->slots);
+    pid_t pid = p->pid;
+    unsigned threads = p->threads;
+    memset(p, 0, sizeof *p);
+    p->pid = pid;
+    p->threads = threads;
+    p->mem = -1;
+    p->bits = 64;
+}
+
+void run_process_free(run_process *p)
+{
+    if (!p)
+        return;
+    run_process_reset(p);
+    free(p);
+}
+
+static void *copy_array(const void *a, size_t n, size_t size)
+{
+    if (!n)
+        return NULL;
+    void *c = malloc(n * size);
+    if (c)
+        memcpy(c, a, n * size);
+    return c;
+}
+
+run_process *run_process_fork(const run_process *p, pid_t child)
+{
+    run_process *c = run_process_new(child);
+    if (!c)
+        return NULL;
+    c->bits = p->bits;
+    c->table = p->table;
+    c->table.patches = copy_array(p->table.patches, p->table.count, sizeof *p->table.patches);
+    c->table_cap = p->table.count;
+    c->covered = copy_array(p->covered, p->ncovered, sizeof *p->covered);
+    c->ncovered = c->covered_cap = p->ncovered;
+    c->pages = copy_array(p->pages, p->npages, sizeof *p->pages);
+    c->npages = c->pages_cap = p->npages;
+    c->slots = copy_array(p->slots, p->nslots, sizeof *p->slots);
+    c->nslots = c->slots_cap = p->nslots;
+    c->stub = p->stub;
+    c->slot_page = p->slot_page;
+    c->slot_used = p->slot_used;
+    c->has_ldt = p->has_ldt;
+    if ((p->table.count && !c->table.patches) || (p->ncovered && !c->covered) ||
+        (p->npages && !c->pages) || (p->nslots && !c->slots)) {
+        run_process_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- the maps ---------------------------------------------------------------------- */
+
+static void free_maps(run_mapping *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(m[i].path);
+    free(m);
+}
+
+/* Every mapping of /proc/PID/maps, or NULL with *n = 0 when it cannot be read. */
+static run_mapping *read_maps(pid_t pid, size_t *n)
+{
+    char path[64], line[4352];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "re");
+    *n = 0;
+    if (!f)
+        return NULL;
+    run_mapping *m = NULL;
+    size_t cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long start, end, offset, inode;
+        unsigned major, minor;
+        char perms[8];
+        int used = 0;
+        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms, &offset,
+                   &major, &minor, &inode, &used) < 7)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            run_mapping *g = realloc(m, cap * sizeof *m);
+            if (!g)
+                break;
+            m = g;
+        }
+        char *name = line + used;
+        name[strcspn(name, "\n")] = 0;
+        run_mapping *r = &m[(*n)++];
+        r->start = start;
+        r->end = end;
+        r->offset = offset;
+        r->dev = makedev(major, minor);
+        r->inode = inode;
+        r->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+                  (perms[2] == 'x' ? PROT_EXEC : 0);
+        r->path = *name ? strdup(name) : NULL;
+    }
+    fclose(f);
+    return m;
+}
+
+/* ---- covered ranges ------------------------------------------------------------- */
+
+static bool cover(run_process *p, uint64_t lo, uint64_t hi)
+{
+    if (p->ncovered == p->covered_cap) {
+        size_t cap = p->covered_cap ? p->covered_cap * 2 : 16;
+        run_range *g = realloc(p->covered, cap * sizeof *g);
+        if (!g)
+            return false;
+        p->covered = g;
+        p->covered_cap = cap;
+    }
+    size_t i = 0;
+    while (i < p->ncovered && p->covered[i].end < lo)
+        i++;
+    size_t j = i;
+    while (j < p->ncovered && p->covered[j].start <= hi) {
+        lo = p->covered[j].start < lo ? p->covered[j].start : lo;
+        hi = p->covered[j].end > hi ? p->covered[j].end : hi;
+        j++;
+    }
+    /* [i, j) merge into one */
+    if (j == i) {
+        memmove(&p->covered[i + 1], &p->covered[i], (p->ncovered - i) * sizeof *p->covered);
+        p->ncovered++;
+    } else {
+        memmove(&p->covered[i + 1], &p->covered[j], (p->ncovered - j) * sizeof *p->covered);
+        p->ncovered -= j - i - 1;
+    }
+    p->covered[i] = (run_range){ lo, hi };
+    return true;
+}
+
+static bool uncover_range(run_process *p, uint64_t lo, uint64_t hi)
+{
+    run_range *out = malloc((p->ncovered * 2 + 1) * sizeof *out);
+    if (!out)
+        return false;
+    size_t n = 0;
+    for (size_t i = 0; i < p->ncovered; i++) {
+        run_range r = p->covered[i];
+        if (r.end <= lo || r.start >= hi) {
+            out[n++] = r;
+            continue;
+        }
+        if (r.start < lo)
+            out[n++] = (run_range){ r.start, lo };
+        if (r.end > hi)
+            out[n++] = (run_range){ hi, r.end };
+    }
+    free(p->covered);
+    p->covered = out;
+    p->ncovered = n;
+    p->covered_cap = p->ncovered * 2 + 1;
+    return true;
+}
+
+/* The end of the covered range holding a, or 0. */
+static uint64_t covered_until(const run_process *p, uint64_t a)
+{
+    for (size_t i = 0; i < p->ncovered; i++)
+        if (p->covered[i].start <= a && a < p->covered[i].end)
+            return p->covered[i].end;
+    return 0;
+}
+
+bool run_code_touches(const run_process *p, uint64_t addr, uint64_t len)
+{
+    uint64_t hi = addr + len < addr ? UINT64_MAX : addr + len;
+    for (size_t i = 0; i < p->ncovered; i++)
+        if (p->covered[i].start < hi && addr < p->covered[i].end)
+            return true;
+    return false;
+}
+
+/* ---- sites -------------------------------------------------------------------------- */
+
+const pk_patch *run_site_at(const run_process *p, uint64_t addr)
+{
+    return pk_patch_table_find(&p->table, addr);
+}
+
+static int by_site(const void *a, const void *b)
+{
+    const pk_patch *x = a, *y = b;
+    return x->site < y->site ? -1 : x->site > y->site;
+}
+
+/* Whether a site the scanner found is patched in a running program:
+ * never its doors to the kernel (SYSCALL, SYSENTER, INT 0x80: seccomp
+ * shows the monitor what passes), nor the opt-in rows unless named. */
+static bool patchable(const run_engine *e, pk_class_id cls, uint8_t flags)
+{
+    if (flags & PK_SITE_INSIDE_REACHED)
+        return false;
+    if (cls == PK_CLASS_SYSCALL || cls == PK_CLASS_SYSENTER || cls == PK_CLASS_INT80)
+        return false;
+    const pk_class *c = pk_class_get(cls);
+    return !(c->flags & PK_CLASS_OPT_IN) || (e->opts->only && e->opts->only[cls]);
+}
+
+/* Patches the instruction bytes[0..len) found at addr with INT3, if the
+ * process still holds it there and no site covers it yet. */
+static pk_status patch_site(run_engine *e, run_process *p, uint64_t addr, const uint8_t *bytes,
+                            uint8_t len, pk_class_id cls, pk_error *err)
+{
+    for (size_t i = 0; i < p->table.count; i++) {
+        const pk_patch *q = &p->table.patches[i];
+        if (q->site < addr + len && addr < q->site + q->len)
+            return PK_OK;
+    }
+    uint8_t now[15];
+    if (!run_peek(p, addr, now, len) || memcmp(now, bytes, len) != 0)
+        return PK_OK;
+    if (p->table.count == p->table_cap) {
+        size_t cap = p->table_cap ? p->table_cap * 2 : 64;
+        pk_patch *g = realloc(p->table.patches, cap * sizeof *g);
+        if (!g)
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+        p->table.patches = g;
+        p->table_cap = cap;
+    }
+    static const uint8_t int3 = 0xcc;
+    if (!run_poke(p, addr, &int3, 1))
+        return pk_fail(err, PK_ERR_INTERNAL, "cannot patch 0x%llx in process %d",
+                       (unsigned long long)addr, (int)p->pid);
+    pk_patch *q = &p->table.patches[p->table.count++];
+    memset(q, 0, sizeof *q);
+    q->site = addr;
+    q->len = len;
+    memcpy(q->bytes, bytes, len);
+    q->cls = cls;
+    q->tactic = PK_TACTIC_INT3;
+    e->stats->sites_patched++;
+    if (e->opts->trace)
+        run_log(e, "[%d] patched 0x%llx %s", (int)p->pid, (unsigned long long)addr,
+                pk_class_get(cls)->key);
+    return PK_OK;
+}
+
+/* Forgets the sites in [lo, hi); with restore, their original bytes go
+ * back where the INT3 still is. */
+static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->table.count; i++) {
+        pk_patch *q = &p->table.patches[i];
+        if (q->site < lo || q->site >= hi) {
+            p->table.patches[n++] = *q;
+            continue;
+        }
+        uint8_t byte;
+        if (restore && run_peek(p, q->site, &byte, 1) && byte == 0xcc)
+            run_poke(p, q->site, q->bytes, 1);
+    }
+    p->table.count = n;
+}
+
+/* ---- scanning ----------------------------------------------------------------------- */
+
+typedef struct cached_site {
+    uint64_t offset;        /* in the file */
+    uint8_t len, flags;
+    uint16_t cls;
+    uint8_t bytes[15];
+} cached_site;
+
+/* One file's scan, kept for the run. */
+struct run_scan_cache {
+    run_scan_cache *next;
+    uint64_t dev, inode, size;
+    struct timespec mtime;
+    cached_site *sites;
+    size_t n;
+};
+
+void run_cache_free(run_scan_cache *c)
+{
+    while (c) {
+        run_scan_cache *next = c->next;
+        free(c->sites);
+        free(c);
+        c = next;
+    }
+}
+
+static pk_scan_options scan_options(const run_engine *e, unsigned sweeps)
+{
+    return (pk_scan_options){ .sets = e->sets, .only = e->opts->only, .sweeps = sweeps,
+                              .threads = 1 };
+}
+
+/* The sites of img as file offsets, in a new cache entry. */
+static run_scan_cache *scan_image(run_engine *e, const pk_image *img, unsigned sweeps)
+{
+    pk_scan scan;
+    pk_error err;
+    pk_scan_options so = scan_options(e, sweeps);
+    if (pk_scan_image(img, &so, &scan, &err) != PK_OK)
+        return NULL;
+    run_scan_cache *c = calloc(1, sizeof *c);
+    if (c && scan.nsites && !(c->sites = calloc(scan.nsites, sizeof *c->sites))) {
+        free(c);
+        c = NULL;
+    }
+    for (size_t i = 0; c && i < scan.nsites; i++) {
+        const pk_site *s = &scan.sites[i];
+        const pk_region *r = &img->regions[s->region];
+        cached_site *cs = &c->sites[c->n++];
+        cs->offset = r->offset + (s->vaddr - r->vaddr);
+        cs->len = s->len;
+        cs->flags = s->flags;
+        cs->cls = s->cls;
+        memcpy(cs->bytes, s->bytes, s->len);
+    }
+    pk_scan_free(&scan);
+    return c;
+}
+
+/* The scan of the file mapping m shows, from the cache or made now; NULL
+ * when the file is not the one mapped or is no ELF file. */
+static const run_scan_cache *file_scan(run_engine *e, const run_mapping *m)
+{
+    struct stat st;
+    if (!m->path || m->path[0] != '/' || stat(m->path, &st) != 0 ||
+        (uint64_t)st.st_ino != m->inode || (uint64_t)st.st_dev != m->dev)
+        return NULL;
+    for (run_scan_cache *c = e->cache; c; c = c->next)
+        if (c->dev == m->dev && c->inode == m->inode && c->size == (uint64_t)st.st_size &&
+            c->mtime.tv_sec == st.st_mtim.tv_sec && c->mtime.tv_nsec == st.st_mtim.tv_nsec) {
+            e->stats->scan_cache_hits++;
+            return c;
+        }
+    pk_image img;
+    pk_error err;
+    if (pk_image_load_file(&img, m->path, &err) != PK_OK)
+        return NULL;
+    run_scan_cache *c = img.kind == PK_IMAGE_ELF ? scan_image(e, &img, 0) : NULL;
+    pk_image_free(&img);
+    if (!c)
+        return NULL;
+    c->dev = m->dev;
+    c->inode = m->inode;
+    c->size = (uint64_t)st.st_size;
+    c->mtime = st.st_mtim;
+    c->next = e->cache;
+    e->cache = c;
+    return c;
+}
+
+/* Patches the sites of c (file offsets) that fall in [lo, hi) of m. */
+static pk_status patch_from(run_engine *e, run_process *p, const run_scan_cache *c,
+                            const run_mapping *m, uint64_t lo, uint64_t hi, pk_error *err)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const cached_site *s = &c->sites[i];
+        if (s->offset < m->offset)
+            continue;
+        uint64_t addr = m->start + (s->offset - m->offset);
+        if (addr >= lo && addr + s->len <= hi && patchable(e, s->cls, s->flags))
+            PK_CHECK(patch_site(e, p, addr, s->bytes, s->len, s->cls, err));
+    }
+    return PK_OK;
+}
+
+/* Reads [lo, hi) as the program wrote it: patched sites show their
+ * original bytes. */
+static uint8_t *read_code(run_process *p, uint64_t lo, uint64_t hi)
+{
+    uint8_t *buf = malloc(hi - lo);
+    if (!buf || !run_peek(p, lo, buf, hi - lo)) {
+        free(buf);
+        return NULL;
+    }
+    for (size_t i = 0; i < p->table.count; i++) {
+        const pk_patch *q = &p->table.patches[i];
+        if (q->site >= lo && q->site < hi)
+            buf[q->site - lo] = q->bytes[0];
+    }
+    return buf;
+}
+
+/* Scans [lo, hi) of mapping m and patches what it finds there; only sites
+ * starting in [keep_lo, keep_hi) are kept (a page swept with some context). */
+static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m, uint64_t lo,
+                            uint64_t hi, uint64_t keep_lo, uint64_t keep_hi, pk_error *err)
+{
+    e->stats->mappings_scanned++;
+    bool vdso = m->path && strcmp(m->path, "[vdso]") == 0;
+    const run_scan_cache *c = vdso ? NULL : file_scan(e, m);
+    if (c && !(m->prot & PROT_WRITE))
+        return patch_from(e, p, c, m, keep_lo, keep_hi, err);
+
+    uint64_t from = vdso ? m->start : lo, to = vdso ? m->end : hi;
+    uint8_t *buf = read_code(p, from, to);
+    if (!buf)
+        return PK_OK; /* gone meanwhile */
+    pk_image img;
+    pk_error lerr;
+    pk_status s = vdso ? pk_image_load_elf_memory(&img, buf, to - from, "[vdso]", &lerr)
+                       : pk_image_load_raw_memory(&img, buf, to - from, "[code]", p->bits, from,
+                                                  &lerr);
+    free(buf);
+    if (s != PK_OK)
+        return PK_OK;
+    run_scan_cache *own = scan_image(e, &img, vdso ? 0 : PK_FOUND_LINEAR);
+    pk_image_free(&img);
+    if (!own)
+        return pk_fail(err, PK_ERR_NOMEM, "cannot scan 0x%llx-0x%llx",
+                       (unsigned long long)from, (unsigned long long)to);
+    /* Raw code's "file" is the range itself. */
+    run_mapping at = { .start = vdso ? m->start : from, .offset = 0 };
+    s = patch_from(e, p, own, &at, keep_lo, keep_hi, err);
+    run_cache_free(own);
+    return s;
+}
+
+/* ---- code pages the program may write --------------------------------------------- */
+
+static run_page *page_at(run_process *p, uint64_t addr)
+{
+    uint64_t a = page_of(addr);
+    size_t lo = 0, hi = p->npages;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (p->pages[mid].addr < a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < p->npages && p->pages[lo].addr == a ? &p->pages[lo] : NULL;
+}
+
+static void drop_pages(run_process *p, uint64_t lo, uint64_t hi)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->npages; i++)
+        if (p->pages[i].addr + PAGE <= lo || p->pages[i].addr >= hi)
+            p->pages[n++] = p->pages[i];
+    p->npages = n;
+}
+
+/* Holds back the write permission of [lo, hi), code the program may write. */
+static pk_status guard(run_engine *e, run_thread *t, uint64_t lo, uint64_t hi, int prot,
+                       pk_error *err)
+{
+    run_process *p = t->proc;
+    for (uint64_t a = page_of(lo); a < hi; a += PAGE) {
+        if (page_at(p, a))
+            continue;
+        if (p->npages == p->pages_cap) {
+            size_t cap = p->pages_cap ? p->pages_cap * 2 : 16;
+            run_page *g = realloc(p->pages, cap * sizeof *g);
+            if (!g)
+                return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+            p->pages = g;
+            p->pages_cap = cap;
+        }
+        size_t i = p->npages;
+        while (i > 0 && p->pages[i - 1].addr > a) {
+            p->pages[i] = p->pages[i - 1];
+            i--;
+        }
+        p->pages[i] = (run_page){ .addr = a, .prot = prot };
+        p->npages++;
+    }
+    return run_protect(e, t, page_of(lo), hi - page_of(lo), prot & ~PROT_WRITE, err);
+}
+
+/* ---- keeping up with the program's mappings ------------------------------------------ */
+
+/* Scans and patches every executable mapping not covered yet. */
+static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
+{
+    run_process *p = t->proc;
+    size_t n;
+    run_mapping *maps = read_maps(p->pid, &n);
+    pk_status s = PK_OK;
+    for (size_t i = 0; i < n && s == PK_OK; i++) {
+        const run_mapping *m = &maps[i];
+        if (!(m->prot & PROT_EXEC) || (p->stub >= m->start && p->stub < m->end) ||
+            (m->path && strcmp(m->path, "[vsyscall]") == 0))
+            continue;
+        for (uint64_t a = m->start; a < m->end && s == PK_OK;) {
+            uint64_t until = covered_until(p, a);
+            if (until) {
+                a = until;
+                continue;
+            }
+            uint64_t b = a;
+            while (b < m->end && !covered_until(p, b))
+                b += PAGE;
+            if (b > m->end)
+                b = m->end;
+            s = scan_range(e, p, m, a, b, a, b, err);
+            if (s == PK_OK && !cover(p, a, b))
+                s = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+            if (s == PK_OK && (m->prot & PROT_WRITE))
+                s = guard(e, t, a, b, m->prot, err);
+            a = b;
+        }
+    }
+    free_maps(maps, n);
+    if (p->table.count)
+        qsort(p->table.patches, p->table.count, sizeof *p->table.patches, by_site);
+    return s;
+}
+
+pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
+{
+    run_process *p = t->proc;
+    uint64_t lo = 0, hi = 0, lo2 = 0, hi2 = 0;
+    bool restore = false, regrant = false;
+    const uint64_t *a = t->sc_args;
+    long ret = t->sc_ret;
+    switch (t->sc_nr) {
+    case RUN_SC_MMAP:
+        /* New memory (over whatever was there with MAP_FIXED). */
+        lo = (uint64_t)ret;
+        hi = lo + a[1];
+        break;
+    case RUN_SC_MPROTECT:
+        lo = a[0];
+        hi = a[0] + a[1];
+        /* Still code: the patches stay; not code: the program's bytes back. */
+        restore = !(a[2] & PROT_EXEC);
+        regrant = (a[2] & PROT_EXEC) && (a[2] & PROT_WRITE);
+        break;
+    case RUN_SC_MUNMAP:
+        lo = a[0];
+        hi = a[0] + a[1];
+        break;
+    case RUN_SC_MREMAP:
+        lo = a[0];
+        hi = a[0] + a[1];
+        lo2 = (uint64_t)ret;
+        hi2 = lo2 + a[2];
+        break;
+    }
+    hi = (hi + PAGE - 1) & ~(PAGE - 1);
+    hi2 = (hi2 + PAGE - 1) & ~(PAGE - 1);
+    for (int k = 0; k < 2; k++) {
+        uint64_t l = k ? lo2 : lo, h = k ? hi2 : hi;
+        if (l >= h)
+            continue;
+        drop_pages(p, l, h);
+        if (t->sc_nr == RUN_SC_MPROTECT && !restore)
+            continue;
+        unpatch(p, l, h, restore);
+        if (!uncover_range(p, l, h))
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    }
+    PK_CHECK(sync_maps(e, t, err));
+    if (regrant)
+        PK_CHECK(guard(e, t, lo, hi, (int)a[2], err));
+    t->sc_nr = RUN_SC_OTHER;
+    return PK_OK;
+}
+
+/* ---- faults on guarded pages --------------------------------------------------------- */
+
+/* The mapping holding addr, read now (its protection is the program's own
+ * except where the monitor changed it). */
+static bool mapping_at(run_process *p, uint64_t addr, run_mapping *out)
+{
+    size_t n;
+    run_mapping *maps = read_maps(p->pid, &n);
+    bool found = false;
+    for (size_t i = 0; i < n; i++)
+        if (maps[i].start <= addr && addr < maps[i].end) {
+            *out = maps[i];
+            out->path = maps[i].path ? strdup(maps[i].path) : NULL;
+            found = true;
+            break;
+        }
+    free_maps(maps, n);
+    return found;
+}
+
+/* Scans page pg of an anonymous or writable mapping again and patches it:
+ * swept from a little before, keeping what starts in the page. */
+static pk_status rescan_page(run_engine *e, run_process *p, uint64_t pg, pk_error *err)
+{
+    run_mapping m;
+    if (!mapping_at(p, pg, &m))
+        return PK_OK;
+    uint64_t lo = pg - 64 >= m.start && pg >= 64 ? pg - 64 : m.start;
+    uint64_t hi = pg + PAGE + 16 <= m.end ? pg + PAGE + 16 : m.end;
+    run_mapping raw = m;
+    raw.path = NULL; /* the bytes as they are now, not the file's */
+    pk_status s = scan_range(e, p, &raw, lo, hi, pg, pg + PAGE, err);
+    free(m.path);
+    if (p->table.count)
+        qsort(p->table.patches, p->table.count, sizeof *p->table.patches, by_site);
+    return s;
+}
+
+bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, pk_error *err,
+                    pk_status *status)
+{
+    run_process *p = t->proc;
+    run_page *pg = page_at(p, addr);
+    if (!pg)
+        return false;
+    uint64_t a = pg->addr;
+    int prot = pg->prot;
+    if (pg->hot && pg->data) {
+        /* Run as code again: scanned before its first instruction runs. */
+        e->stats->exec_faults++;
+        pg->data = false;
+        *status = rescan_page(e, p, a, err);
+        if (*status == PK_OK)
+            *status = run_protect(e, t, a, PAGE, prot & ~PROT_WRITE, err);
+        return true;
+    }
+    e->stats->write_faults++;
+    pg->writes++;
+    unpatch(p, a, a + PAGE, true);
+    if (pg->writes >= HOT_WRITES && page_of(rip) != a) {
+        /* Written too often to step each write: data until it next runs. */
+        if (!pg->hot)
+            e->stats->pages_hot++;
+        pg->hot = pg->data = true;
+        *status = run_protect(e, t, a, PAGE, prot & ~PROT_EXEC, err);
+        return true;
+    }
+    /* Open for the one write, stepped; run_code_write_done closes it. */
+    *status = run_protect(e, t, a, PAGE, prot, err);
+    t->pending = RUN_WRITE_STEP;
+    t->step_page = a;
+    return true;
+}
+
+pk_status run_code_write_done(run_engine *e, run_thread *t, pk_error *err)
+{
+    run_process *p = t->proc;
+    t->pending = RUN_NOTHING;
+    run_page *pg = page_at(p, t->step_page);
+    if (!pg)
+        return PK_OK;
+    PK_CHECK(rescan_page(e, p, pg->addr, err));
+    return run_protect(e, t, pg->addr, PAGE, pg->prot & ~PROT_WRITE, err);
+}

@@ -1,0 +1,799 @@
+/* popek — `popek run`: the engine that follows an ordinary program's
+ * threads and processes under ptrace.
+ *
+ * The program is started stopped, seized, and given a seccomp filter that
+ * sends the monitor only the system calls that change what is executable
+ * (and modify_ldt); every other call goes straight to the host kernel. The
+ * monitor then waits on every thread it traces (clones, forks and vforks
+ * are followed automatically) and acts on four kinds of stops:
+ *
+ * - exec: a new program; once execve has returned, its code is scanned and
+ *   patched (livecode.c) before its first instruction runs;
+ * - a filtered system call: let it run, and on its way out bring the
+ *   patches up to date with the new mappings;
+ * - SIGTRAP at a patched INT3: emulate the site (runemu.c);
+ * - SIGSEGV on a code page the monitor protects: the write or run it
+ *   guards (livecode.c).
+ *
+ * Every other signal is the program's own and is passed on unchanged. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "popek/boot.h"
+#include "popek/run.h"
+#include "../scanner/internal/decoder.h"
+#include "internal/run.h"
+
+/* i386 system call numbers (asm/unistd_32.h), for programs of that ABI. */
+enum {
+    I386_OLD_MMAP = 90, I386_MUNMAP = 91, I386_MODIFY_LDT = 123, I386_MPROTECT = 125,
+    I386_MREMAP = 163, I386_MMAP2 = 192, I386_PKEY_MPROTECT = 380,
+};
+
+/* ---- the filter ---------------------------------------------------------------- */
+
+/* The calls that stop besides mmap with PROT_EXEC (the i386 old_mmap takes
+ * its arguments in memory, so it always stops). */
+static const long traced64[] = { SYS_mprotect, SYS_pkey_mprotect, SYS_munmap, SYS_mremap,
+                                 SYS_modify_ldt };
+static const long traced32[] = { I386_OLD_MMAP, I386_MPROTECT, I386_PKEY_MPROTECT, I386_MUNMAP,
+                                 I386_MREMAP, I386_MODIFY_LDT };
+
+enum { FILTER_MAX = 64 };
+
+/* Appends to f at *n the block for one ABI: when the call is of that ABI,
+ * each call of list stops, and mmap_nr stops when args[2] (its prot) has
+ * PROT_EXEC; other calls of the ABI are allowed. Other ABIs jump past. */
+static void filter_abi(struct sock_filter *f, size_t *n, uint32_t arch, long mmap_nr,
+                       const long *list, size_t nlist)
+{
+    size_t i = *n;
+    /* if (arch != this ABI) skip this block: patched below */
+    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, arch));
+    size_t arch_test = i++;
+    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, nr));
+    for (size_t k = 0; k < nlist; k++)
+        f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)list[k],
+                                              (uint8_t)(nlist - k + 3), 0);
+    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)mmap_nr, 0, 2);
+    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, args[2]));
+    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 1, 0);
+    f[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    f[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE);
+    f[arch_test] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 0,
+                                                (uint8_t)(i - arch_test - 1));
+    *n = i;
+}
+
+static size_t build_filter(struct sock_filter f[FILTER_MAX])
+{
+    size_t n = 0;
+    filter_abi(f, &n, AUDIT_ARCH_X86_64, SYS_mmap, traced64,
+               sizeof traced64 / sizeof traced64[0]);
+    filter_abi(f, &n, AUDIT_ARCH_I386, I386_MMAP2, traced32,
+               sizeof traced32 / sizeof traced32[0]);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    return n;
+}
+
+/* The call a filtered stop is for, the same for both ABIs. */
+static long normalize_syscall(uint32_t arch, long nr)
+{
+    if (arch == AUDIT_ARCH_X86_64) {
+        switch (nr) {
+        case SYS_mmap: return RUN_SC_MMAP;
+        case SYS_mprotect: case SYS_pkey_mprotect: return RUN_SC_MPROTECT;
+        case SYS_munmap: return RUN_SC_MUNMAP;
+        case SYS_mremap: return RUN_SC_MREMAP;
+        case SYS_modify_ldt: return RUN_SC_MODIFY_LDT;
+        }
+    } else if (arch == AUDIT_ARCH_I386) {
+        switch (nr) {
+        case I386_MMAP2: case I386_OLD_MMAP: return RUN_SC_MMAP;
+        case I386_MPROTECT: case I386_PKEY_MPROTECT: return RUN_SC_MPROTECT;
+        case I386_MUNMAP: return RUN_SC_MUNMAP;
+        case I386_MREMAP: return RUN_SC_MREMAP;
+        case I386_MODIFY_LDT: return RUN_SC_MODIFY_LDT;
+        }
+    }
+    return RUN_SC_OTHER;
+}
+
+/* ---- messages and endings -------------------------------------------------------- */
+
+void run_log(run_engine *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("popek: ", e->log);
+    vfprintf(e->log, fmt, ap);
+    fputc('\n', e->log);
+    va_end(ap);
+}
+
+void run_end(run_engine *e, int status, const char *fmt, ...)
+{
+    if (e->ended)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->end_report, sizeof e->end_report, fmt, ap);
+    va_end(ap);
+    e->ended = true;
+    e->end_status = status;
+}
+
+/* ---- threads and processes ------------------------------------------------------- */
+
+static run_thread *find_thread(run_engine *e, pid_t tid)
+{
+    for (size_t i = 0; i < e->nthreads; i++)
+        if (e->threads[i]->tid == tid)
+            return e->threads[i];
+    return NULL;
+}
+
+static bool grow(void **array, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return true;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *a = realloc(*array, c * size);
+    if (!a)
+        return false;
+    *array = a;
+    *cap = c;
+    return true;
+}
+
+static run_thread *add_thread(run_engine *e, pid_t tid, run_process *p)
+{
+    run_thread *t = calloc(1, sizeof *t);
+    if (!t || !grow((void **)&e->threads, &e->threads_cap, e->nthreads, sizeof *e->threads)) {
+        free(t);
+        return NULL;
+    }
+    t->tid = tid;
+    t->proc = p;
+    /* A process starts with IF 1 and IOPL 0 (and ID as it is: 0). */
+    t->vflags = 1u << 9;
+    if (p)
+        p->threads++;
+    e->threads[e->nthreads++] = t;
+    e->stats->threads++;
+    return t;
+}
+
+static bool add_process(run_engine *e, run_process *p)
+{
+    if (!grow((void **)&e->procs, &e->procs_cap, e->nprocs, sizeof *e->procs))
+        return false;
+    e->procs[e->nprocs++] = p;
+    e->stats->processes++;
+    return true;
+}
+
+static void drop_process(run_engine *e, run_process *p)
+{
+    for (size_t i = 0; i < e->nprocs; i++)
+        if (e->procs[i] == p) {
+            e->procs[i] = e->procs[--e->nprocs];
+            break;
+        }
+    run_process_free(p);
+}
+
+static void drop_thread(run_engine *e, run_thread *t)
+{
+    for (size_t i = 0; i < e->nthreads; i++)
+        if (e->threads[i] == t) {
+            e->threads[i] = e->threads[--e->nthreads];
+            break;
+        }
+    if (t->proc && --t->proc->threads == 0)
+        drop_process(e, t->proc);
+    free(t);
+}
+
+/* The thread-group id of tid, from /proc; -1 if it is gone. */
+static pid_t thread_group_of(pid_t tid)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    pid_t tgid = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Tgid: %d", &tgid) == 1)
+            break;
+    fclose(f);
+    return tgid;
+}
+
+/* ---- resuming ---------------------------------------------------------------------- */
+
+/* Lets t go on: stepping, or to its system call's return, as it waits. */
+static void resume(run_engine *e, run_thread *t, int sig)
+{
+    enum __ptrace_request how = PTRACE_CONT;
+    if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP)
+        how = PTRACE_SINGLESTEP;
+    else if (t->pending == RUN_SYSCALL_EXIT || t->pending == RUN_EXEC_EXIT)
+        how = PTRACE_SYSCALL;
+    if (ptrace(how, t->tid, 0, (void *)(long)sig) != 0 && errno != ESRCH)
+        run_end(e, PK_STATUS_MONITOR_ERROR, "ptrace(resume %d): %s", (int)t->tid,
+                strerror(errno));
+}
+
+/* A signal that arrived while the monitor was working in t is sent again,
+ * now that t can take it. */
+static void redeliver(run_thread *t)
+{
+    if (t->deferred && t->proc) {
+        syscall(SYS_tgkill, t->proc->pid, t->tid, t->deferred);
+        t->deferred = 0;
+    }
+}
+
+/* ---- system calls made in the program ------------------------------------------- */
+
+static pk_status get_regs(run_thread *t, struct user_regs_struct *r, pk_error *err)
+{
+    if (ptrace(PTRACE_GETREGS, t->tid, 0, r) != 0)
+        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_GETREGS, %d): %s", (int)t->tid,
+                       strerror(errno));
+    return PK_OK;
+}
+
+static pk_status set_regs(run_thread *t, const struct user_regs_struct *r, pk_error *err)
+{
+    if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
+        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS, %d): %s", (int)t->tid,
+                       strerror(errno));
+    return PK_OK;
+}
+
+/* The instruction that makes a system call in the stub: SYSCALL, or
+ * INT 0x80 in an i386 program; then INT3, where the monitor takes over. */
+static const uint8_t syscall64[] = { 0x0f, 0x05, 0xcc };
+static const uint8_t syscall32[] = { 0xcd, 0x80, 0xcc };
+
+/* Runs the system call set up in t's registers from code at at, to the
+ * INT3 after it. */
+static pk_status run_call(run_engine *e, run_thread *t, uint64_t at, pk_error *err)
+{
+    for (;;) {
+        if (ptrace(PTRACE_CONT, t->tid, 0, 0) != 0)
+            return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_CONT, %d): %s", (int)t->tid,
+                           strerror(errno));
+        int status;
+        if (waitpid(t->tid, &status, __WALL) < 0)
+            return pk_fail(err, PK_ERR_INTERNAL, "waitpid(%d): %s", (int)t->tid,
+                           strerror(errno));
+        e->stats->stops++;
+        if (!WIFSTOPPED(status))
+            return pk_fail(err, PK_ERR_INTERNAL, "thread %d ended during a system call "
+                           "the monitor made", (int)t->tid);
+        int event = status >> 16, sig = WSTOPSIG(status);
+        if (event == PTRACE_EVENT_SECCOMP || event == PTRACE_EVENT_STOP)
+            continue;
+        if (event == 0 && sig == SIGTRAP) {
+            struct user_regs_struct r;
+            PK_CHECK(get_regs(t, &r, err));
+            if (r.rip == at + 3)
+                return PK_OK;
+            return pk_fail(err, PK_ERR_INTERNAL, "thread %d trapped at 0x%llx during a system "
+                           "call the monitor made", (int)t->tid, (unsigned long long)r.rip);
+        }
+        if (event == 0) {
+            /* The program's signal, come meanwhile: sent again later. */
+            if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL)
+                return pk_fail(err, PK_ERR_INTERNAL, "signal %d in a system call the monitor "
+                               "made in thread %d", sig, (int)t->tid);
+            t->deferred = sig;
+        }
+    }
+}
+
+pk_status run_inject(run_engine *e, run_thread *t, long nr, const uint64_t args[6], long *ret,
+                     pk_error *err)
+{
+    run_process *p = t->proc;
+    struct user_regs_struct saved, call;
+    PK_CHECK(get_regs(t, &saved, err));
+    const uint8_t *code = p->bits == 32 ? syscall32 : syscall64;
+    uint64_t at = p->stub;
+    uint8_t under[3];
+    if (!at) {
+        /* No stub yet (just after exec, one thread): the call is made from
+         * where the thread stands, over bytes put back afterwards. */
+        at = saved.rip;
+        if (!run_peek(p, at, under, sizeof under) || !run_poke(p, at, code, 3))
+            return pk_fail(err, PK_ERR_INTERNAL, "cannot write a system call at 0x%llx in "
+                           "process %d", (unsigned long long)at, (int)p->pid);
+    }
+    call = saved;
+    call.rip = at;
+    call.rax = (unsigned long long)nr;
+    call.orig_rax = (unsigned long long)-1;
+    call.eflags &= ~0x100ull; /* TF */
+    if (p->bits == 32) {
+        call.rbx = args[0]; call.rcx = args[1]; call.rdx = args[2];
+        call.rsi = args[3]; call.rdi = args[4]; call.rbp = args[5];
+    } else {
+        call.rdi = args[0]; call.rsi = args[1]; call.rdx = args[2];
+        call.r10 = args[3]; call.r8 = args[4]; call.r9 = args[5];
+    }
+    pk_status s = set_regs(t, &call, err);
+    if (s == PK_OK)
+        s = run_call(e, t, at, err);
+    struct user_regs_struct done;
+    if (s == PK_OK)
+        s = get_regs(t, &done, err);
+    if (at != p->stub && !run_poke(p, at, under, sizeof under) && s == PK_OK)
+        s = pk_fail(err, PK_ERR_INTERNAL, "cannot restore the code at 0x%llx",
+                    (unsigned long long)at);
+    PK_CHECK(s);
+    e->stats->injected++;
+    *ret = p->bits == 32 ? (long)(int32_t)done.rax : (long)done.rax;
+    return set_regs(t, &saved, err);
+}
+
+pk_status run_protect(run_engine *e, run_thread *t, uint64_t addr, uint64_t len, int prot,
+                      pk_error *err)
+{
+    long nr = t->proc->bits == 32 ? I386_MPROTECT : SYS_mprotect;
+    uint64_t args[6] = { addr, len, (uint64_t)prot };
+    long ret;
+    PK_CHECK(run_inject(e, t, nr, args, &ret, err));
+    if (ret != 0)
+        return pk_fail(err, PK_ERR_INTERNAL, "mprotect(0x%llx, %llu) in process %d: %s",
+                       (unsigned long long)addr, (unsigned long long)len, (int)t->proc->pid,
+                       strerror((int)-ret));
+    return PK_OK;
+}
+
+/* Maps the monitor's page in t's process: the system-call stub, then room
+ * for out-of-line copies of sites. */
+static pk_status map_stub(run_engine *e, run_thread *t, pk_error *err)
+{
+    run_process *p = t->proc;
+    long nr = p->bits == 32 ? I386_MMAP2 : SYS_mmap;
+    uint64_t args[6] = { 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
+                         (uint64_t)-1, 0 };
+    if (p->bits == 32)
+        args[4] = 0xffffffffu;
+    long ret;
+    PK_CHECK(run_inject(e, t, nr, args, &ret, err));
+    if (ret < 0 && ret > -4096)
+        return pk_fail(err, PK_ERR_INTERNAL, "mmap in process %d: %s", (int)p->pid,
+                       strerror((int)-ret));
+    uint64_t stub = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
+    if (!run_poke(p, stub, p->bits == 32 ? syscall32 : syscall64, 3))
+        return pk_fail(err, PK_ERR_INTERNAL, "cannot write the monitor's page in process %d",
+                       (int)p->pid);
+    p->stub = stub;
+    return PK_OK;
+}
+
+/* ---- stops ------------------------------------------------------------------------- */
+
+/* execve returned in t: the new program's first instruction has not run. */
+static pk_status exec_done(run_engine *e, run_thread *t, pk_error *err)
+{
+    struct user_regs_struct r;
+    PK_CHECK(get_regs(t, &r, err));
+    run_process *p = t->proc;
+    p->bits = r.cs == 0x23 ? 32 : 64;
+    if (e->opts->no_patch)
+        return PK_OK;
+    PK_CHECK(map_stub(e, t, err));
+    return run_code_sync(e, t, err);
+}
+
+/* A filtered system call is about to run in t. */
+static void syscall_entry(run_engine *e, run_thread *t)
+{
+    struct __ptrace_syscall_info info;
+    e->stats->syscalls++;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) <= 0 ||
+        info.op != PTRACE_SYSCALL_INFO_SECCOMP) {
+        resume(e, t, 0);
+        return;
+    }
+    t->sc_nr = normalize_syscall(info.arch, (long)info.seccomp.nr);
+    for (int i = 0; i < 6; i++)
+        t->sc_args[i] = info.seccomp.args[i];
+    uint32_t args32[6];
+    if (info.arch == AUDIT_ARCH_I386 && info.seccomp.nr == I386_OLD_MMAP &&
+        run_peek(t->proc, info.seccomp.args[0], args32, sizeof args32))
+        for (int i = 0; i < 6; i++)
+            t->sc_args[i] = args32[i];
+    bool wanted;
+    switch (t->sc_nr) {
+    case RUN_SC_MMAP:
+        wanted = true;
+        break;
+    case RUN_SC_MPROTECT:
+        /* Of interest when it makes code, or touches code the monitor knows. */
+        wanted = (t->sc_args[2] & PROT_EXEC) ||
+                 run_code_touches(t->proc, t->sc_args[0], t->sc_args[1]);
+        break;
+    case RUN_SC_MUNMAP:
+    case RUN_SC_MREMAP:
+        wanted = run_code_touches(t->proc, t->sc_args[0], t->sc_args[1]);
+        break;
+    case RUN_SC_MODIFY_LDT:
+        wanted = t->sc_args[0] == 1 || t->sc_args[0] == 0x11; /* the writing functions */
+        break;
+    default:
+        wanted = false;
+    }
+    if (e->opts->no_patch && t->sc_nr != RUN_SC_MODIFY_LDT)
+        wanted = false;
+    t->pending = wanted ? RUN_SYSCALL_EXIT : RUN_NOTHING;
+    resume(e, t, 0);
+}
+
+/* A filtered system call returned in t. */
+static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
+{
+    struct __ptrace_syscall_info info;
+    t->pending = RUN_NOTHING;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) <= 0 ||
+        info.op != PTRACE_SYSCALL_INFO_EXIT || info.exit.is_error)
+        return PK_OK;
+    if (t->sc_nr == RUN_SC_MODIFY_LDT) {
+        t->proc->has_ldt = true;
+        return PK_OK;
+    }
+    t->sc_ret = (long)info.exit.rval;
+    return run_code_sync(e, t, err);
+}
+
+/* t, a thread of a process that just called exec (PTRACE_EVENT_EXEC). */
+static void exec_event(run_engine *e, run_thread *t)
+{
+    unsigned long former = 0;
+    ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &former);
+    /* Every other thread of the old program is gone; the one that called
+     * exec now has the leader's id. */
+    run_process *p = t->proc;
+    for (size_t i = 0; i < e->nthreads;) {
+        run_thread *o = e->threads[i];
+        if (o != t && o->proc == p) {
+            drop_thread(e, o);
+            continue;
+        }
+        i++;
+    }
+    run_process_reset(p);
+    t->vflags = 1u << 9;
+    t->sc_nr = RUN_SC_OTHER;
+    t->pending = RUN_EXEC_EXIT;
+    resume(e, t, 0);
+}
+
+/* t cloned, forked or vforked (event): the new thread or process. */
+static void child_event(run_engine *e, run_thread *t, int event)
+{
+    unsigned long msg = 0;
+    ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &msg);
+    pid_t child = (pid_t)msg;
+    run_process *p = t->proc;
+    if (event == PTRACE_EVENT_CLONE && thread_group_of(child) == p->pid) {
+        /* a thread of the same process */
+    } else {
+        run_process *copy = run_process_fork(p, child);
+        if (!copy || !add_process(e, copy)) {
+            run_process_free(copy);
+            run_end(e, PK_STATUS_MONITOR_ERROR, "out of memory following process %d",
+                    (int)child);
+            return;
+        }
+        p = copy;
+    }
+    run_thread *c = find_thread(e, child);
+    if (c) {
+        /* Its first stop came before this event: it waited for it. */
+        c->proc = p;
+        p->threads++;
+        c->vflags = t->vflags;
+        resume(e, c, 0);
+    } else if ((c = add_thread(e, child, p)) != NULL) {
+        c->vflags = t->vflags;
+    } else {
+        run_end(e, PK_STATUS_MONITOR_ERROR, "out of memory following thread %d", (int)child);
+        return;
+    }
+    resume(e, t, 0);
+}
+
+/* t stopped with signal sig. */
+static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *err)
+{
+    siginfo_t si;
+    if (ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) != 0) {
+        resume(e, t, sig);
+        return PK_OK;
+    }
+    struct user_regs_struct r;
+    if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP) {
+        PK_CHECK(get_regs(t, &r, err));
+        bool stepped = sig == SIGTRAP && si.si_code != SI_KERNEL && si.si_code > 0;
+        if (t->pending == RUN_NATIVE_STEP) {
+            /* Done, or a signal the copy raised (it is the site's, at the
+             * site's address) or one that came before it ran. */
+            PK_CHECK(run_native_done(e, t, &r, err));
+            resume(e, t, stepped ? 0 : sig);
+            if (!stepped)
+                e->stats->signals++;
+            return PK_OK;
+        }
+        PK_CHECK(run_code_write_done(e, t, err));
+        if (stepped) {
+            redeliver(t);
+            resume(e, t, 0);
+            return PK_OK;
+        }
+        /* The write did not happen (another fault, or a signal came first):
+         * it runs again once this is dealt with. */
+    }
+    if (sig == SIGTRAP && si.si_code == SI_KERNEL && !e->opts->no_patch) {
+        PK_CHECK(get_regs(t, &r, err));
+        const pk_patch *site = run_site_at(t->proc, r.rip - 1);
+        uint8_t byte;
+        if (site && run_peek(t->proc, site->site, &byte, 1) && byte == 0xcc) {
+            PK_CHECK(run_emulate_site(e, t, site, &r, err));
+            resume(e, t, 0);
+            return PK_OK;
+        }
+    }
+    if (sig == SIGSEGV && si.si_code == SEGV_ACCERR && !e->opts->no_patch) {
+        PK_CHECK(get_regs(t, &r, err));
+        pk_status s = PK_OK;
+        if (run_code_fault(e, t, (uint64_t)(uintptr_t)si.si_addr, r.rip, err, &s)) {
+            PK_CHECK(s);
+            resume(e, t, 0);
+            return PK_OK;
+        }
+    }
+    e->stats->signals++;
+    resume(e, t, sig);
+    return PK_OK;
+}
+
+static void handle_stop(run_engine *e, pid_t tid, int status, pid_t main_pid,
+                        int *main_status)
+{
+    run_thread *t = find_thread(e, tid);
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        if (tid == main_pid)
+            *main_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (t)
+            drop_thread(e, t);
+        return;
+    }
+    if (!WIFSTOPPED(status))
+        return;
+    if (!t) {
+        /* A new thread or process whose parent's event is still to come:
+         * it waits, stopped, until then. */
+        if (!(t = add_thread(e, tid, NULL)))
+            run_end(e, PK_STATUS_MONITOR_ERROR, "out of memory following thread %d", (int)tid);
+        else
+            t->seen = true;
+        return;
+    }
+    int event = status >> 16, sig = WSTOPSIG(status);
+    if (!t->seen) {
+        t->seen = true;
+        if (event == PTRACE_EVENT_STOP) {
+            resume(e, t, 0);
+            return;
+        }
+    }
+    pk_error err = { { 0 } };
+    pk_status s = PK_OK;
+    switch (event) {
+    case PTRACE_EVENT_EXEC:
+        exec_event(e, t);
+        break;
+    case PTRACE_EVENT_CLONE:
+    case PTRACE_EVENT_FORK:
+    case PTRACE_EVENT_VFORK:
+        child_event(e, t, event);
+        break;
+    case PTRACE_EVENT_SECCOMP:
+        syscall_entry(e, t);
+        break;
+    case PTRACE_EVENT_STOP:
+        /* A group stop (SIGSTOP and the like) lasts until SIGCONT. */
+        if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+            ptrace(PTRACE_LISTEN, tid, 0, 0);
+        else
+            resume(e, t, 0);
+        break;
+    case 0:
+        if (sig == (SIGTRAP | 0x80)) {
+            if (t->pending == RUN_EXEC_EXIT) {
+                t->pending = RUN_NOTHING;
+                s = exec_done(e, t, &err);
+            } else {
+                s = syscall_exit(e, t, &err);
+            }
+            if (s == PK_OK) {
+                redeliver(t);
+                resume(e, t, 0);
+            }
+        } else {
+            s = signal_stop(e, t, sig, &err);
+        }
+        break;
+    default:
+        resume(e, t, 0);
+    }
+    if (s != PK_OK)
+        run_end(e, s == PK_ERR_UNSUPPORTED ? PK_STATUS_UNSUPPORTED : PK_STATUS_MONITOR_ERROR,
+                "%s", err.msg);
+}
+
+/* ---- the run ------------------------------------------------------------------------- */
+
+/* The program's path: argv0 itself when it names a directory, else the
+ * first executable file of that name in PATH. */
+static bool find_program(const char *argv0, char *path, size_t size)
+{
+    struct stat st;
+    if (strchr(argv0, '/')) {
+        snprintf(path, size, "%s", argv0);
+        return access(path, X_OK) == 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    }
+    const char *dirs = getenv("PATH");
+    if (!dirs || !*dirs)
+        dirs = "/usr/local/bin:/usr/bin:/bin";
+    while (*dirs) {
+        size_t n = strcspn(dirs, ":");
+        snprintf(path, size, "%.*s%s%s", (int)n, dirs, n ? "/" : "", argv0);
+        if (access(path, X_OK) == 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            return true;
+        dirs += n + (dirs[n] == ':');
+    }
+    return false;
+}
+
+/* The child: waits to be seized, takes the filter, becomes the program. */
+static void become_program(const char *path, char *const argv[])
+{
+    struct sock_filter f[FILTER_MAX];
+    struct sock_fprog prog = { .len = (unsigned short)build_filter(f), .filter = f };
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    raise(SIGSTOP);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+        fprintf(stderr, "popek: cannot install the seccomp filter: %s\n", strerror(errno));
+        _exit(PK_STATUS_MONITOR_ERROR);
+    }
+    execv(path, argv);
+    fprintf(stderr, "popek: %s: %s\n", path, strerror(errno));
+    _exit(127);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+pk_status pk_run(char *const argv[], const pk_run_options *opts, pk_run_result *result,
+                 pk_error *err)
+{
+    memset(result, 0, sizeof *result);
+    char path[4096];
+    if (!argv[0] || !find_program(argv[0], path, sizeof path))
+        return pk_fail(err, PK_ERR_IO, "no such program (or not executable)");
+
+    run_engine e = { .opts = opts, .stats = &result->stats };
+    e.log = opts->log ? opts->log : stderr;
+    e.sets = opts->sets ? opts->sets : PK_SET_PG;
+    if (opts->profile)
+        e.profile = *opts->profile;
+    else
+        pk_run_profile_default(&e.profile);
+    if (!pk_decoder_init(&e.decoder64, 64, false) || !pk_decoder_init(&e.decoder32, 32, false))
+        return pk_fail(err, PK_ERR_INTERNAL, "cannot set up the decoder");
+
+    fflush(NULL);
+    uint64_t start = now_ns();
+    pid_t pid = fork();
+    if (pid < 0)
+        return pk_fail(err, PK_ERR_INTERNAL, "fork: %s", strerror(errno));
+    if (pid == 0)
+        become_program(path, argv);
+
+    int status;
+    if (waitpid(pid, &status, WSTOPPED) != pid || !WIFSTOPPED(status)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return pk_fail(err, PK_ERR_INTERNAL, "the program's process did not start");
+    }
+    long options = PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK |
+                   PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC | PTRACE_O_TRACESECCOMP |
+                   PTRACE_O_TRACESYSGOOD;
+    run_process *p = run_process_new(pid);
+    if (!p || !add_process(&e, p) || !add_thread(&e, pid, p)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    }
+    if (ptrace(PTRACE_SEIZE, pid, 0, (void *)options) != 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SEIZE): %s", strerror(errno));
+    }
+    e.threads[0]->seen = true;
+    kill(pid, SIGCONT);
+
+    int main_status = PK_STATUS_MONITOR_ERROR;
+    bool killing = false;
+    for (;;) {
+        pid_t tid = waitpid(-1, &status, __WALL);
+        if (tid < 0) {
+            if (errno == EINTR)
+                continue;
+            break; /* ECHILD: nothing left */
+        }
+        e.stats->stops++;
+        if (killing) {
+            if (WIFSTOPPED(status))
+                ptrace(PTRACE_CONT, tid, 0, 0);
+            continue;
+        }
+        handle_stop(&e, tid, status, pid, &main_status);
+        if (e.ended) {
+            /* Everything traced dies with the run. */
+            killing = true;
+            for (size_t i = 0; i < e.nprocs; i++)
+                kill(e.procs[i]->pid, SIGKILL);
+            for (size_t i = 0; i < e.nthreads; i++)
+                kill(e.threads[i]->tid, SIGKILL);
+        }
+    }
+    result->stats.total_ns = now_ns() - start;
+    result->status = main_status;
+    if (e.ended) {
+        result->monitor_ended = true;
+        result->status = e.end_status;
+        snprintf(result->report, sizeof result->report, "%s", e.end_report);
+    }
+    while (e.nthreads)
+        drop_thread(&e, e.threads[e.nthreads - 1]);
+    while (e.nprocs)
+        drop_process(&e, e.procs[e.nprocs - 1]);
+    free(e.threads);
+    free(e.procs);
+    run_cache_free(e.cache);
+    return PK_OK;
+}
