@@ -9,6 +9,7 @@
 #   make docs          regenerate docs/catalog.md from the catalog
 #   make fuzz          fuzz the loader and scanner (FUZZ_SECONDS, default 60)
 #   make guests        build the guest kernels in samples/
+#   make run-samples   build the programs for `popek run` in samples/run/
 
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -55,9 +56,18 @@ PROBE32      := $(BUILD)/samples/probe32.elf
 GUESTS32     := $(GUEST32) $(HOSTILE32) $(PROBE32)
 GUESTS       := $(GUESTS32) $(GUEST64)
 
-.PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean guests
+# Programs for `popek run` (samples/run/): ordinary dynamically linked
+# executables, one per behaviour, built as any program would be (no
+# sanitizers even with SANITIZE=1: their output is compared with a native
+# run). redpill.c is built twice, 64- and 32-bit.
+RUN_CC      ?= gcc
+RUN_CFLAGS  := -std=gnu11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE
+RUN_NAMES   := jit hotpage threads signals ldt redpill cpuid
+RUN_SAMPLES := $(RUN_NAMES:%=$(BUILD)/samples/run/%) $(BUILD)/samples/run/redpill32
 
-all: $(POPEK) $(LIB) $(GUESTS)
+.PHONY: all deps demo test unit e2e check-kernel bench docs fuzz clean guests run-samples
+
+all: $(POPEK) $(LIB) $(GUESTS) $(RUN_SAMPLES)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -91,6 +101,17 @@ $(GUEST64): samples/guest64/entry.S samples/guest64/guest64.c samples/guest64/ar
 
 guests: $(GUESTS)
 
+$(BUILD)/samples/run/threads: RUN_CFLAGS += -pthread
+$(BUILD)/samples/run/%: samples/run/%.c samples/run/sample.h
+	@mkdir -p $(dir $@)
+	$(RUN_CC) $(RUN_CFLAGS) $< -o $@
+
+$(BUILD)/samples/run/redpill32: samples/run/redpill.c samples/run/sample.h
+	@mkdir -p $(dir $@)
+	$(RUN_CC) -m32 $(RUN_CFLAGS) $< -o $@
+
+run-samples: $(RUN_SAMPLES)
+
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@
@@ -119,7 +140,7 @@ test: deps
 unit: $(UNIT) $(POPEK)
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(UNIT) --jobs 2
 
-e2e: $(POPEK) $(BENCH_BIN) $(GUESTS)
+e2e: $(POPEK) $(BENCH_BIN) $(GUESTS) $(RUN_SAMPLES)
 	POPEK=$(abspath $(POPEK)) BUILD=$(abspath $(BUILD)) tests/e2e/run
 
 check-kernel: deps
