@@ -27,5 +27,6 @@ int filter_option(bool is_only, const char *arg, pk_scan_options *so, bool only[
 int finish_output(void);
 
 int cmd_boot(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

@@ -619,5 +619,7 @@ int main(int argc, char **argv)
         return cmd_patch(argc - 1, argv + 1);
     if (!strcmp(cmd, "boot"))
         return cmd_boot(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run"))
+        return cmd_run(argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);
 }

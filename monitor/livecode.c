@@ -1,29 +1,33 @@
 /* popek — `popek run`: the code of a traced program, scanned and patched
  * live.
  *
- * A process keeps the ranges of executable memory the monitor has scanned
- * ("covered"), the sites it patched there with INT3 (a patch table like
- * the one `popek patch` writes), and the code pages the program may write.
+ * A process keeps the ranges of executable memory the monitor has taken
+ * in hand ("covered"), the sites it patched there with INT3 (a patch table
+ * like the one `popek patch` writes), and the pages of code the program
+ * writes.
  *
- * Scanning: a mapping of a file is scanned as the file (its symbols give
- * recursive descent its roots), and the result is kept per file for the
- * run, so the libraries a forked or exec'ed program maps again are not
- * scanned again. The vDSO is scanned as the ELF image it is; anonymous
- * code (a JIT's) is swept linearly as raw bytes.
+ * A mapping of a file is scanned as the file (its symbols give recursive
+ * descent its roots) as soon as it is mapped, and the result is kept per
+ * file for the run, so libraries a forked or exec'ed program maps again
+ * are not scanned again. The vDSO is scanned as the ELF image it is.
  *
- * Code the program may write (a writable and executable mapping) is held
- * without write permission while it is patched. A write fault there puts
- * the page's original bytes back, opens the page, steps the writing
- * instruction, and scans, patches and closes the page again. A page written
- * again and again (code and hot data on one page) becomes "hot": from then
- * on it flips between data (writable, not executable, unpatched) and code
- * (executable, not writable, scanned and patched when it is next run), so
- * a run of writes costs one fault, not one each.
+ * Code the program writes (anonymous or writable executable memory: a
+ * JIT's) has no symbols, and often shares its pages with data. It is
+ * scanned when it first runs, as `popek boot` does with guest RAM: such a
+ * page is held without execute permission while it is data; running it
+ * faults, and the page is swept from the faulting instruction (recursive
+ * descent) and linearly, patched, and held without write permission while
+ * it is code. A write to it then puts its original bytes back and makes
+ * it data again, so a run of writes costs one fault, however long. A
+ * linear-sweep site over bytes the program has stored to as data is left
+ * alone: a counter beside the code must not be taken for an instruction
+ * (and have an INT3 written into it). An instruction that writes its own
+ * page runs once with the page open, single-stepped.
  *
  * A change the program makes (mprotect, munmap, mmap over, mremap)
  * uncovers the range it names: its sites are forgotten, their original
  * bytes put back where the memory is still the same, and whatever is still
- * executable there is scanned again. */
+ * executable there is taken in hand again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -39,8 +43,6 @@
 #include "internal/run.h"
 
 #define PAGE 4096ull
-/* Write faults after which a page becomes hot. */
-#define HOT_WRITES 8
 
 static uint64_t page_of(uint64_t a) { return a & ~(PAGE - 1); }
 
@@ -86,6 +88,8 @@ void run_process_reset(run_process *p)
     p->mem = -1;
     free(p->table.patches);
     free(p->covered);
+    for (size_t i = 0; i < p->npages; i++)
+        free(p->pages[i].written);
     free(p->pages);
     free(p->slots);
     pid_t pid = p->pid;
@@ -127,15 +131,18 @@ run_process *run_process_fork(const run_process *p, pid_t child)
     c->covered = copy_array(p->covered, p->ncovered, sizeof *p->covered);
     c->ncovered = c->covered_cap = p->ncovered;
     c->pages = copy_array(p->pages, p->npages, sizeof *p->pages);
-    c->npages = c->pages_cap = p->npages;
+    c->npages = c->pages_cap = c->pages ? p->npages : 0;
+    for (size_t i = 0; i < c->npages; i++)
+        c->pages[i].written = copy_array(p->pages[i].written, p->pages[i].written ? PAGE / 8 : 0, 1);
     c->slots = copy_array(p->slots, p->nslots, sizeof *p->slots);
     c->nslots = c->slots_cap = p->nslots;
     c->stub = p->stub;
-    c->slot_page = p->slot_page;
+    memcpy(c->own, p->own, sizeof c->own);
+    c->nown = p->nown;
     c->slot_used = p->slot_used;
     c->has_ldt = p->has_ldt;
     if ((p->table.count && !c->table.patches) || (p->ncovered && !c->covered) ||
-        (p->npages && !c->pages) || (p->nslots && !c->slots)) {
+        (p->npages && !c->npages) || (p->nslots && !c->slots)) {
         run_process_free(c);
         return NULL;
     }
@@ -268,6 +275,21 @@ bool run_code_touches(const run_process *p, uint64_t addr, uint64_t len)
     return false;
 }
 
+/* The page record of addr, or NULL. */
+static run_page *page_at(const run_process *p, uint64_t addr)
+{
+    uint64_t a = page_of(addr);
+    size_t lo = 0, hi = p->npages;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (p->pages[mid].addr < a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < p->npages && p->pages[lo].addr == a ? &p->pages[lo] : NULL;
+}
+
 /* ---- sites -------------------------------------------------------------------------- */
 
 const pk_patch *run_site_at(const run_process *p, uint64_t addr)
@@ -355,7 +377,7 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
 
 typedef struct cached_site {
     uint64_t offset;        /* in the file */
-    uint8_t len, flags;
+    uint8_t len, flags, found;
     uint16_t cls;
     uint8_t bytes[15];
 } cached_site;
@@ -405,6 +427,7 @@ static run_scan_cache *scan_image(run_engine *e, const pk_image *img, unsigned s
         cs->offset = r->offset + (s->vaddr - r->vaddr);
         cs->len = s->len;
         cs->flags = s->flags;
+        cs->found = s->found;
         cs->cls = s->cls;
         memcpy(cs->bytes, s->bytes, s->len);
     }
@@ -443,7 +466,22 @@ static const run_scan_cache *file_scan(run_engine *e, const run_mapping *m)
     return c;
 }
 
-/* Patches the sites of c (file offsets) that fall in [lo, hi) of m. */
+/* Whether the program stored to any byte of [addr, addr + len) in its
+ * page pg (NULL: none known). */
+static bool stored_to(const run_process *p, uint64_t addr, unsigned len)
+{
+    for (uint64_t b = addr; b < addr + len; b++) {
+        const run_page *pg = page_at(p, b);
+        uint64_t k = b - page_of(b);
+        if (pg && pg->written && (pg->written[k / 8] >> (k % 8) & 1))
+            return true;
+    }
+    return false;
+}
+
+/* Patches the sites of c (file offsets) that start in [lo, hi) of m; a
+ * site the linear sweep alone found over bytes stored to as data is not
+ * an instruction. */
 static pk_status patch_from(run_engine *e, run_process *p, const run_scan_cache *c,
                             const run_mapping *m, uint64_t lo, uint64_t hi, pk_error *err)
 {
@@ -452,8 +490,11 @@ static pk_status patch_from(run_engine *e, run_process *p, const run_scan_cache 
         if (s->offset < m->offset)
             continue;
         uint64_t addr = m->start + (s->offset - m->offset);
-        if (addr >= lo && addr + s->len <= hi && patchable(e, s->cls, s->flags))
-            PK_CHECK(patch_site(e, p, addr, s->bytes, s->len, s->cls, err));
+        if (addr < lo || addr >= hi || !patchable(e, s->cls, s->flags))
+            continue;
+        if (!(s->found & PK_FOUND_RECURSIVE) && stored_to(p, addr, s->len))
+            continue;
+        PK_CHECK(patch_site(e, p, addr, s->bytes, s->len, s->cls, err));
     }
     return PK_OK;
 }
@@ -476,9 +517,12 @@ static uint8_t *read_code(run_process *p, uint64_t lo, uint64_t hi)
 }
 
 /* Scans [lo, hi) of mapping m and patches what it finds there; only sites
- * starting in [keep_lo, keep_hi) are kept (a page swept with some context). */
+ * starting in [keep_lo, keep_hi) are kept (a page swept with some context).
+ * Raw code is swept linearly, and from entry (when not 0) by recursive
+ * descent. */
 static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m, uint64_t lo,
-                            uint64_t hi, uint64_t keep_lo, uint64_t keep_hi, pk_error *err)
+                            uint64_t hi, uint64_t keep_lo, uint64_t keep_hi, uint64_t entry,
+                            pk_error *err)
 {
     e->stats->mappings_scanned++;
     bool vdso = m->path && strcmp(m->path, "[vdso]") == 0;
@@ -498,7 +542,11 @@ static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m,
     free(buf);
     if (s != PK_OK)
         return PK_OK;
-    run_scan_cache *own = scan_image(e, &img, vdso ? 0 : PK_FOUND_LINEAR);
+    if (entry) {
+        img.entry = entry;
+        img.has_entry = true;
+    }
+    run_scan_cache *own = scan_image(e, &img, vdso || entry ? 0 : PK_FOUND_LINEAR);
     pk_image_free(&img);
     if (!own)
         return pk_fail(err, PK_ERR_NOMEM, "cannot scan 0x%llx-0x%llx",
@@ -512,32 +560,21 @@ static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m,
 
 /* ---- code pages the program may write --------------------------------------------- */
 
-static run_page *page_at(run_process *p, uint64_t addr)
-{
-    uint64_t a = page_of(addr);
-    size_t lo = 0, hi = p->npages;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (p->pages[mid].addr < a)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < p->npages && p->pages[lo].addr == a ? &p->pages[lo] : NULL;
-}
-
 static void drop_pages(run_process *p, uint64_t lo, uint64_t hi)
 {
     size_t n = 0;
-    for (size_t i = 0; i < p->npages; i++)
+    for (size_t i = 0; i < p->npages; i++) {
         if (p->pages[i].addr + PAGE <= lo || p->pages[i].addr >= hi)
             p->pages[n++] = p->pages[i];
+        else
+            free(p->pages[i].written);
+    }
     p->npages = n;
 }
 
-/* Holds back the write permission of [lo, hi), code the program may write. */
-static pk_status guard(run_engine *e, run_thread *t, uint64_t lo, uint64_t hi, int prot,
-                       pk_error *err)
+/* Takes [lo, hi) in hand as code the program writes: data until it runs. */
+static pk_status hold_as_data(run_engine *e, run_thread *t, uint64_t lo, uint64_t hi, int prot,
+                              pk_error *err)
 {
     run_process *p = t->proc;
     for (uint64_t a = page_of(lo); a < hi; a += PAGE) {
@@ -556,10 +593,18 @@ static pk_status guard(run_engine *e, run_thread *t, uint64_t lo, uint64_t hi, i
             p->pages[i] = p->pages[i - 1];
             i--;
         }
-        p->pages[i] = (run_page){ .addr = a, .prot = prot };
+        p->pages[i] = (run_page){ .addr = a, .prot = prot, .data = true };
         p->npages++;
     }
-    return run_protect(e, t, page_of(lo), hi - page_of(lo), prot & ~PROT_WRITE, err);
+    return run_protect(e, t, page_of(lo), hi - page_of(lo), prot & ~PROT_EXEC, err);
+}
+
+static bool own_page(const run_process *p, const run_mapping *m)
+{
+    for (unsigned i = 0; i < p->nown; i++)
+        if (p->own[i] >= m->start && p->own[i] < m->end)
+            return true;
+    return false;
 }
 
 /* ---- keeping up with the program's mappings ------------------------------------------ */
@@ -573,9 +618,12 @@ static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
     pk_status s = PK_OK;
     for (size_t i = 0; i < n && s == PK_OK; i++) {
         const run_mapping *m = &maps[i];
-        if (!(m->prot & PROT_EXEC) || (p->stub >= m->start && p->stub < m->end) ||
+        if (!(m->prot & PROT_EXEC) || own_page(p, m) ||
             (m->path && strcmp(m->path, "[vsyscall]") == 0))
             continue;
+        /* Written code: scanned when it runs. */
+        bool written = (m->prot & PROT_WRITE) || !m->path ||
+                       (m->path[0] != '/' && strcmp(m->path, "[vdso]") != 0);
         for (uint64_t a = m->start; a < m->end && s == PK_OK;) {
             uint64_t until = covered_until(p, a);
             if (until) {
@@ -587,11 +635,10 @@ static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
                 b += PAGE;
             if (b > m->end)
                 b = m->end;
-            s = scan_range(e, p, m, a, b, a, b, err);
+            s = written ? hold_as_data(e, t, a, b, m->prot, err)
+                        : scan_range(e, p, m, a, b, a, b, 0, err);
             if (s == PK_OK && !cover(p, a, b))
                 s = pk_fail(err, PK_ERR_NOMEM, "out of memory");
-            if (s == PK_OK && (m->prot & PROT_WRITE))
-                s = guard(e, t, a, b, m->prot, err);
             a = b;
         }
     }
@@ -605,21 +652,20 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
 {
     run_process *p = t->proc;
     uint64_t lo = 0, hi = 0, lo2 = 0, hi2 = 0;
-    bool restore = false, regrant = false;
+    bool restore = false;
     const uint64_t *a = t->sc_args;
-    long ret = t->sc_ret;
     switch (t->sc_nr) {
     case RUN_SC_MMAP:
         /* New memory (over whatever was there with MAP_FIXED). */
-        lo = (uint64_t)ret;
+        lo = (uint64_t)t->sc_ret;
         hi = lo + a[1];
         break;
     case RUN_SC_MPROTECT:
         lo = a[0];
         hi = a[0] + a[1];
-        /* Still code: the patches stay; not code: the program's bytes back. */
+        /* Not code any more: the program's own bytes back. Still code: the
+         * patches stay (a rescan finds them in place). */
         restore = !(a[2] & PROT_EXEC);
-        regrant = (a[2] & PROT_EXEC) && (a[2] & PROT_WRITE);
         break;
     case RUN_SC_MUNMAP:
         lo = a[0];
@@ -628,10 +674,12 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
     case RUN_SC_MREMAP:
         lo = a[0];
         hi = a[0] + a[1];
-        lo2 = (uint64_t)ret;
+        lo2 = (uint64_t)t->sc_ret;
         hi2 = lo2 + a[2];
         break;
     }
+    bool keep = t->sc_nr == RUN_SC_MPROTECT && !restore;
+    t->sc_nr = RUN_SC_OTHER;
     hi = (hi + PAGE - 1) & ~(PAGE - 1);
     hi2 = (hi2 + PAGE - 1) & ~(PAGE - 1);
     for (int k = 0; k < 2; k++) {
@@ -639,20 +687,15 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
         if (l >= h)
             continue;
         drop_pages(p, l, h);
-        if (t->sc_nr == RUN_SC_MPROTECT && !restore)
-            continue;
-        unpatch(p, l, h, restore);
+        if (!keep)
+            unpatch(p, l, h, restore);
         if (!uncover_range(p, l, h))
             return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
-    PK_CHECK(sync_maps(e, t, err));
-    if (regrant)
-        PK_CHECK(guard(e, t, lo, hi, (int)a[2], err));
-    t->sc_nr = RUN_SC_OTHER;
-    return PK_OK;
+    return sync_maps(e, t, err);
 }
 
-/* ---- faults on guarded pages --------------------------------------------------------- */
+/* ---- faults on written code ---------------------------------------------------- */
 
 /* The mapping holding addr, read now (its protection is the program's own
  * except where the monitor changed it). */
@@ -664,7 +707,7 @@ static bool mapping_at(run_process *p, uint64_t addr, run_mapping *out)
     for (size_t i = 0; i < n; i++)
         if (maps[i].start <= addr && addr < maps[i].end) {
             *out = maps[i];
-            out->path = maps[i].path ? strdup(maps[i].path) : NULL;
+            out->path = NULL;
             found = true;
             break;
         }
@@ -672,22 +715,44 @@ static bool mapping_at(run_process *p, uint64_t addr, run_mapping *out)
     return found;
 }
 
-/* Scans page pg of an anonymous or writable mapping again and patches it:
- * swept from a little before, keeping what starts in the page. */
-static pk_status rescan_page(run_engine *e, run_process *p, uint64_t pg, pk_error *err)
+/* Scans page pg as it stands and patches it: swept linearly from a little
+ * before (keeping what starts in the page) and by recursive descent from
+ * entry, where it is run. */
+static pk_status rescan_page(run_engine *e, run_process *p, run_page *pg, uint64_t entry,
+                             pk_error *err)
 {
     run_mapping m;
-    if (!mapping_at(p, pg, &m))
+    uint64_t a = pg->addr;
+    if (!mapping_at(p, a, &m))
         return PK_OK;
-    uint64_t lo = pg - 64 >= m.start && pg >= 64 ? pg - 64 : m.start;
-    uint64_t hi = pg + PAGE + 16 <= m.end ? pg + PAGE + 16 : m.end;
-    run_mapping raw = m;
-    raw.path = NULL; /* the bytes as they are now, not the file's */
-    pk_status s = scan_range(e, p, &raw, lo, hi, pg, pg + PAGE, err);
-    free(m.path);
+    uint64_t lo = a >= m.start + 64 ? a - 64 : m.start;
+    uint64_t hi = a + PAGE + 16 <= m.end ? a + PAGE + 16 : m.end;
+    if (entry < lo || entry >= hi)
+        entry = a;
+    pk_status s = scan_range(e, p, &m, lo, hi, a, a + PAGE, entry, err);
     if (p->table.count)
         qsort(p->table.patches, p->table.count, sizeof *p->table.patches, by_site);
     return s;
+}
+
+/* Marks the bytes the instruction at rip stores to, at addr, in pg. */
+static void note_store(run_engine *e, run_process *p, run_page *pg, uint64_t rip, uint64_t addr)
+{
+    uint8_t bytes[15];
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    unsigned size = 1;
+    const ZydisDecoder *dec = p->bits == 32 ? &e->decoder32 : &e->decoder64;
+    if (run_peek(p, rip, bytes, sizeof bytes) &&
+        ZYAN_SUCCESS(ZydisDecoderDecodeFull(dec, bytes, sizeof bytes, &insn, ops)))
+        for (unsigned i = 0; i < insn.operand_count_visible; i++)
+            if (ops[i].type == ZYDIS_OPERAND_TYPE_MEMORY && (ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE))
+                size = ops[i].size / 8 ? ops[i].size / 8 : 1;
+    if (!pg->written && !(pg->written = calloc(PAGE / 8, 1)))
+        return;
+    for (uint64_t b = addr; b < addr + size && b < pg->addr + PAGE; b++)
+        if (b >= pg->addr)
+            pg->written[(b - pg->addr) / 8] |= (uint8_t)(1u << ((b - pg->addr) % 8));
 }
 
 bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, pk_error *err,
@@ -698,41 +763,37 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
     if (!pg)
         return false;
     uint64_t a = pg->addr;
-    int prot = pg->prot;
-    if (pg->hot && pg->data) {
-        /* Run as code again: scanned before its first instruction runs. */
+    if (pg->data) {
+        /* Run: scanned from where it is entered before anything runs. */
         e->stats->exec_faults++;
         pg->data = false;
-        *status = rescan_page(e, p, a, err);
+        *status = rescan_page(e, p, pg, rip, err);
         if (*status == PK_OK)
-            *status = run_protect(e, t, a, PAGE, prot & ~PROT_WRITE, err);
+            *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_WRITE, err);
         return true;
     }
     e->stats->write_faults++;
-    pg->writes++;
+    note_store(e, p, pg, rip, addr);
     unpatch(p, a, a + PAGE, true);
-    if (pg->writes >= HOT_WRITES && page_of(rip) != a) {
-        /* Written too often to step each write: data until it next runs. */
-        if (!pg->hot)
-            e->stats->pages_hot++;
-        pg->hot = pg->data = true;
-        *status = run_protect(e, t, a, PAGE, prot & ~PROT_EXEC, err);
+    if (page_of(rip) == a) {
+        /* It writes its own page: open for one step (run_code_write_done). */
+        *status = run_protect(e, t, a, PAGE, pg->prot, err);
+        t->pending = RUN_WRITE_STEP;
+        t->step_page = a;
         return true;
     }
-    /* Open for the one write, stepped; run_code_write_done closes it. */
-    *status = run_protect(e, t, a, PAGE, prot, err);
-    t->pending = RUN_WRITE_STEP;
-    t->step_page = a;
+    pg->data = true;
+    *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_EXEC, err);
     return true;
 }
 
-pk_status run_code_write_done(run_engine *e, run_thread *t, pk_error *err)
+pk_status run_code_write_done(run_engine *e, run_thread *t, uint64_t rip, pk_error *err)
 {
     run_process *p = t->proc;
     t->pending = RUN_NOTHING;
     run_page *pg = page_at(p, t->step_page);
     if (!pg)
         return PK_OK;
-    PK_CHECK(rescan_page(e, p, pg->addr, err));
+    PK_CHECK(rescan_page(e, p, pg, rip, err));
     return run_protect(e, t, pg->addr, PAGE, pg->prot & ~PROT_WRITE, err);
 }

@@ -394,6 +394,7 @@ static pk_status map_stub(run_engine *e, run_thread *t, pk_error *err)
         return pk_fail(err, PK_ERR_INTERNAL, "cannot write the monitor's page in process %d",
                        (int)p->pid);
     p->stub = stub;
+    p->own[p->nown++] = stub;
     return PK_OK;
 }
 
@@ -530,6 +531,19 @@ static void child_event(run_engine *e, run_thread *t, int event)
     resume(e, t, 0);
 }
 
+/* Makes the SIGTRAP t stopped with the one a single step raises, at rip
+ * (as Linux reports TF traps: TRAP_TRACE, the address of the next
+ * instruction). */
+static void single_step_trap(run_thread *t, uint64_t rip)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGTRAP;
+    si.si_code = TRAP_TRACE;
+    si.si_addr = (void *)(uintptr_t)rip;
+    ptrace(PTRACE_SETSIGINFO, t->tid, 0, &si);
+}
+
 /* t stopped with signal sig. */
 static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *err)
 {
@@ -545,13 +559,16 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         if (t->pending == RUN_NATIVE_STEP) {
             /* Done, or a signal the copy raised (it is the site's, at the
              * site's address) or one that came before it ran. */
+            bool traced = t->step_tf;
             PK_CHECK(run_native_done(e, t, &r, err));
-            resume(e, t, stepped ? 0 : sig);
+            if (stepped && traced)
+                single_step_trap(t, r.rip);
+            resume(e, t, stepped ? traced ? SIGTRAP : 0 : sig);
             if (!stepped)
                 e->stats->signals++;
             return PK_OK;
         }
-        PK_CHECK(run_code_write_done(e, t, err));
+        PK_CHECK(run_code_write_done(e, t, r.rip, err));
         if (stepped) {
             redeliver(t);
             resume(e, t, 0);
@@ -565,8 +582,16 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         const pk_patch *site = run_site_at(t->proc, r.rip - 1);
         uint8_t byte;
         if (site && run_peek(t->proc, site->site, &byte, 1) && byte == 0xcc) {
+            /* The program single-steps itself: the trap after the site. */
+            bool traced = r.eflags & 0x100;
             PK_CHECK(run_emulate_site(e, t, site, &r, err));
-            resume(e, t, 0);
+            t->step_tf = traced;
+            if (t->pending == RUN_NOTHING && traced) {
+                single_step_trap(t, r.rip);
+                resume(e, t, SIGTRAP);
+            } else {
+                resume(e, t, 0);
+            }
             return PK_OK;
         }
     }

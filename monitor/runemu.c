@@ -153,7 +153,10 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
             *slot = p->slots[i].addr;
             return PK_OK;
         }
-    if (!p->slot_page || p->slot_used + 16 > 4096) {
+    if (p->nown < 2 || p->slot_used + 16 > 4096) {
+        if (p->nown == RUN_OWN_PAGES)
+            return pk_fail(err, PK_ERR_UNSUPPORTED, "more sites run natively than the "
+                           "monitor has room for in process %d", (int)p->pid);
         long nr = p->bits == 32 ? 192 /* mmap2 */ : SYS_mmap;
         uint64_t args[6] = { 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
                              p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
@@ -162,10 +165,10 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
         if (ret < 0 && ret > -4096)
             return pk_fail(err, PK_ERR_INTERNAL, "mmap in process %d: %s", (int)p->pid,
                            strerror((int)-ret));
-        p->slot_page = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
+        p->own[p->nown++] = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
         p->slot_used = 0;
     }
-    uint64_t at = p->slot_page + p->slot_used;
+    uint64_t at = p->own[p->nown - 1] + p->slot_used;
     uint8_t code[16];
     memcpy(code, site->bytes, site->len);
     if (insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE) {
@@ -264,4 +267,26 @@ pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct 
     if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
     return PK_OK;
+}
+
+/* ---- stats --------------------------------------------------------------------------- */
+
+void pk_run_print_stats(FILE *out, const pk_run_result *result)
+{
+    const pk_run_stats *s = &result->stats;
+    fprintf(out, "popek: %.3f s; %llu stops, %llu system calls seen, %llu made by the monitor, "
+            "%llu signals passed on\n", (double)s->total_ns / 1e9, (unsigned long long)s->stops,
+            (unsigned long long)s->syscalls, (unsigned long long)s->injected,
+            (unsigned long long)s->signals);
+    fprintf(out, "popek: %llu threads in %llu processes; %llu mappings scanned (%llu from the "
+            "cache); %llu sites patched\n", (unsigned long long)s->threads,
+            (unsigned long long)s->processes, (unsigned long long)s->mappings_scanned,
+            (unsigned long long)s->scan_cache_hits, (unsigned long long)s->sites_patched);
+    fprintf(out, "popek: written code pages: %llu write faults, %llu scans before a run\n",
+            (unsigned long long)s->write_faults, (unsigned long long)s->exec_faults);
+    for (int c = 0; c < PK_CLASS_COUNT; c++)
+        if (s->emulated[c] || s->native[c])
+            fprintf(out, "popek:   %-14s %10llu emulated %10llu run natively\n",
+                    pk_class_get((pk_class_id)c)->key, (unsigned long long)s->emulated[c],
+                    (unsigned long long)s->native[c]);
 }

@@ -61,9 +61,8 @@ typedef struct pk_run_stats {
     uint64_t sites_patched;             /* INT3 patches placed */
     uint64_t mappings_scanned;          /* executable mappings scanned */
     uint64_t scan_cache_hits;           /* of those, a file already scanned */
-    uint64_t write_faults;              /* writes to a protected code page */
-    uint64_t exec_faults;               /* runs of a page written as data */
-    uint64_t pages_hot;                 /* pages that left write protection */
+    uint64_t write_faults;              /* writes to a page of patched code */
+    uint64_t exec_faults;               /* runs of a written page, scanned first */
     uint64_t threads, processes;        /* traced in all */
     uint64_t total_ns;
 } pk_run_stats;

@@ -27,15 +27,14 @@ typedef struct run_range {
     uint64_t start, end;
 } run_range;
 
-/* A code page that the program may write: the monitor holds its write
- * permission back while it is patched, or, once writes to it are hot, its
- * execute permission while it is written (see livecode.c). */
+/* A page of code the program writes (anonymous or writable executable
+ * memory): the monitor holds back its execute permission while it is data,
+ * and its write permission while it is code (see livecode.c). */
 typedef struct run_page {
     uint64_t addr;
     int prot;               /* what the program asked for */
-    bool hot;               /* writes are frequent: flip between data and code */
-    bool data;              /* hot, and now writable and not executable */
-    unsigned writes;        /* write faults taken */
+    bool data;              /* now data: written, not yet scanned */
+    uint8_t *written;       /* NULL, or a bit per byte the program stored to */
 } run_page;
 
 /* An out-of-line copy of a site, where the monitor runs it natively. */
@@ -44,6 +43,9 @@ typedef struct run_slot {
     uint64_t addr;
     uint8_t len;
 } run_slot;
+
+/* The most pages the monitor maps in a process (each holds 255 copies). */
+#define RUN_OWN_PAGES 16
 
 typedef struct run_process {
     pid_t pid;              /* the thread-group id */
@@ -56,8 +58,9 @@ typedef struct run_process {
     run_page *pages;        /* sorted by address */
     size_t npages, pages_cap;
     uint64_t stub;          /* the monitor's page in the process, or 0 */
-    uint64_t slot_page;     /* where out-of-line copies go, */
-    size_t slot_used;       /* and how much of it they fill */
+    uint64_t own[RUN_OWN_PAGES]; /* the monitor's pages: the stub, then copies */
+    unsigned nown;
+    size_t slot_used;       /* bytes of own[nown - 1] that copies fill */
     run_slot *slots;
     size_t nslots, slots_cap;
     bool has_ldt;           /* it called modify_ldt to write */
@@ -70,7 +73,7 @@ typedef enum run_pending {
     RUN_SYSCALL_EXIT,       /* a system call the filter stopped: see its result */
     RUN_EXEC_EXIT,          /* execve returned: set the new program up */
     RUN_NATIVE_STEP,        /* a site run out of line, one step */
-    RUN_WRITE_STEP,         /* a write to a code page opened for it, one step */
+    RUN_WRITE_STEP,         /* a code page's write to itself, opened for it, one step */
 } run_pending;
 
 typedef struct run_thread {
@@ -85,6 +88,7 @@ typedef struct run_thread {
     uint64_t step_site;     /* RUN_NATIVE_STEP: the site, its copy, */
     uint64_t step_slot;
     uint8_t step_len;       /* its length and the copy's */
+    bool step_tf;           /* the program had TF set: its trap follows */
     bool step_call_far;     /* a far CALL: its return address to mend */
     uint8_t step_width;     /* its operand size in bytes */
     uint64_t step_page;     /* RUN_WRITE_STEP: the page opened */
@@ -157,14 +161,14 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err);
 bool run_code_touches(const run_process *p, uint64_t addr, uint64_t len);
 
 /* A fault at addr that the monitor's protection of a code page caused
- * (SIGSEGV, SEGV_ACCERR): handles it and returns true; false when it is
- * the program's own. May leave t in RUN_WRITE_STEP. */
+ * (SIGSEGV, SEGV_ACCERR) with the thread at rip: handles it and returns
+ * true; false when it is the program's own. May leave t in RUN_WRITE_STEP. */
 bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip,
                     pk_error *err, pk_status *status);
 
-/* After the step of RUN_WRITE_STEP: scans the page again, patches it and
- * protects it. */
-pk_status run_code_write_done(run_engine *e, run_thread *t, pk_error *err);
+/* After the step of RUN_WRITE_STEP (rip where the thread goes on): scans
+ * the page again, patches it and protects it. */
+pk_status run_code_write_done(run_engine *e, run_thread *t, uint64_t rip, pk_error *err);
 
 /* A new empty process record, and the end of one. */
 run_process *run_process_new(pid_t pid);
