@@ -404,7 +404,7 @@ void run_cache_free(run_scan_cache *c)
 static pk_scan_options scan_options(const run_engine *e, unsigned sweeps)
 {
     return (pk_scan_options){ .sets = e->sets, .only = e->opts->only, .sweeps = sweeps,
-                              .threads = 1 };
+                              .threads = 0 };
 }
 
 /* The sites of img as file offsets, in a new cache entry. */

@@ -490,6 +490,7 @@ static void exec_event(run_engine *e, run_thread *t)
         i++;
     }
     run_process_reset(p);
+    e->exec_seen = true;
     t->vflags = 1u << 9;
     t->sc_nr = RUN_SC_OTHER;
     t->pending = RUN_EXEC_EXIT;
@@ -603,6 +604,11 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
             resume(e, t, 0);
             return PK_OK;
         }
+    }
+    /* The SIGCONT that started the program is the monitor's, not its own. */
+    if (sig == SIGCONT && !e->exec_seen && t->tid == t->proc->pid) {
+        resume(e, t, 0);
+        return PK_OK;
     }
     e->stats->signals++;
     resume(e, t, sig);

@@ -119,6 +119,7 @@ typedef struct run_engine {
     size_t nprocs, procs_cap;
     run_scan_cache *cache;
     ZydisDecoder decoder64, decoder32;
+    bool exec_seen;         /* the program has started */
     /* The monitor ended the run: status and why. */
     bool ended;
     int end_status;
