@@ -401,10 +401,14 @@ void run_cache_free(run_scan_cache *c)
     }
 }
 
-static pk_scan_options scan_options(const run_engine *e, unsigned sweeps)
+static pk_scan_options scan_options(const run_engine *e, const pk_image *img, unsigned sweeps)
 {
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < img->nregions; i++)
+        bytes += img->regions[i].size;
+    /* Threads pay off on a library, not on a page. */
     return (pk_scan_options){ .sets = e->sets, .only = e->opts->only, .sweeps = sweeps,
-                              .threads = 0 };
+                              .threads = bytes < (1u << 20) ? 1 : 0 };
 }
 
 /* The sites of img as file offsets, in a new cache entry. */
@@ -412,7 +416,7 @@ static run_scan_cache *scan_image(run_engine *e, const pk_image *img, unsigned s
 {
     pk_scan scan;
     pk_error err;
-    pk_scan_options so = scan_options(e, sweeps);
+    pk_scan_options so = scan_options(e, img, sweeps);
     if (pk_scan_image(img, &so, &scan, &err) != PK_OK)
         return NULL;
     run_scan_cache *c = calloc(1, sizeof *c);
@@ -697,36 +701,17 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
 
 /* ---- faults on written code ---------------------------------------------------- */
 
-/* The mapping holding addr, read now (its protection is the program's own
- * except where the monitor changed it). */
-static bool mapping_at(run_process *p, uint64_t addr, run_mapping *out)
-{
-    size_t n;
-    run_mapping *maps = read_maps(p->pid, &n);
-    bool found = false;
-    for (size_t i = 0; i < n; i++)
-        if (maps[i].start <= addr && addr < maps[i].end) {
-            *out = maps[i];
-            out->path = NULL;
-            found = true;
-            break;
-        }
-    free_maps(maps, n);
-    return found;
-}
-
 /* Scans page pg as it stands and patches it: swept linearly from a little
  * before (keeping what starts in the page) and by recursive descent from
  * entry, where it is run. */
 static pk_status rescan_page(run_engine *e, run_process *p, run_page *pg, uint64_t entry,
                              pk_error *err)
 {
-    run_mapping m;
     uint64_t a = pg->addr;
-    if (!mapping_at(p, a, &m))
-        return PK_OK;
-    uint64_t lo = a >= m.start + 64 ? a - 64 : m.start;
-    uint64_t hi = a + PAGE + 16 <= m.end ? a + PAGE + 16 : m.end;
+    /* Context from the neighbours when they are written code too. */
+    uint64_t lo = page_at(p, a - PAGE) ? a - 64 : a;
+    uint64_t hi = page_at(p, a + PAGE) ? a + PAGE + 16 : a + PAGE;
+    run_mapping m = { .start = lo, .end = hi, .prot = pg->prot };
     if (entry < lo || entry >= hi)
         entry = a;
     pk_status s = scan_range(e, p, &m, lo, hi, a, a + PAGE, entry, err);
