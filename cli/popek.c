@@ -24,9 +24,10 @@ static const char usage_main[] =
     "  patch     rewrite an ELF file so that its sensitive instructions trap\n"
     "  extract   write the vmlinux inside a bzImage (/boot/vmlinuz-*)\n"
     "  boot      run a guest kernel deprivileged at ring 3 under the monitor\n"
+    "  run       run a Linux program under the monitor, patched live\n"
     "\n"
     "`popek COMMAND --help` describes each command. Exit status: 0 on success,\n"
-    "2 on bad usage or bad input (boot: see popek boot --help).\n";
+    "2 on bad usage or bad input (boot and run: see their --help).\n";
 
 static const char usage_scan[] =
     "usage: popek scan [OPTIONS] FILE\n"

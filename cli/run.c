@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "popek/run.h"
@@ -29,15 +30,55 @@ static const char usage_run[] =
     "  --trace             log each patch and each emulated site\n"
     "  --stats             print counts at the end\n"
     "  --log FILE          the monitor's messages go to FILE instead of stderr\n"
+    "  --cache DIR         keep scans of files in DIR, so the next run does not scan\n"
+    "                      them again (default: $POPEK_CACHE_DIR, else\n"
+    "                      $XDG_CACHE_HOME/popek, else ~/.cache/popek)\n"
+    "  --no-cache          scan every file afresh and keep nothing\n"
     "  -h, --help          show this help\n"
     "\n"
     "Exit status: the program's own (128+N when signal N killed it); 121 a patched\n"
     "site the monitor cannot run, 125 a monitor error, 2 bad usage or a program\n"
     "that cannot be started.\n";
 
+/* Makes each missing directory of path; false if one cannot be made. */
+static bool make_directories(char *path)
+{
+    for (char *p = path + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = 0;
+            bool ok = mkdir(path, 0755) == 0 || errno == EEXIST;
+            *p = c;
+            if (!ok)
+                return false;
+            if (!c)
+                return true;
+        }
+    }
+}
+
+/* The scan cache's directory (made if missing), or NULL when there is
+ * none to be had: then every run scans afresh. */
+static const char *cache_directory(const char *given, char *buf, size_t size)
+{
+    const char *env;
+    if (given)
+        snprintf(buf, size, "%s", given);
+    else if ((env = getenv("POPEK_CACHE_DIR")) && *env)
+        snprintf(buf, size, "%s", env);
+    else if ((env = getenv("XDG_CACHE_HOME")) && *env == '/')
+        snprintf(buf, size, "%s/popek", env);
+    else if ((env = getenv("HOME")) && *env == '/')
+        snprintf(buf, size, "%s/.cache/popek", env);
+    else
+        return NULL;
+    return make_directories(buf) ? buf : NULL;
+}
+
 int cmd_run(int argc, char **argv)
 {
-    enum { O_SET = 256, O_ONLY, O_NO_PATCH, O_VCPU, O_TRACE, O_STATS, O_LOG };
+    enum { O_SET = 256, O_ONLY, O_NO_PATCH, O_VCPU, O_TRACE, O_STATS, O_LOG, O_CACHE,
+           O_NO_CACHE };
     static const struct option opts[] = {
         { "set", required_argument, 0, O_SET },
         { "only", required_argument, 0, O_ONLY },
@@ -46,12 +87,15 @@ int cmd_run(int argc, char **argv)
         { "trace", no_argument, 0, O_TRACE },
         { "stats", no_argument, 0, O_STATS },
         { "log", required_argument, 0, O_LOG },
+        { "cache", required_argument, 0, O_CACHE },
+        { "no-cache", no_argument, 0, O_NO_CACHE },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
     pk_scan_options so = { .sets = 0 };
     bool only[PK_CLASS_COUNT], stats = false;
-    const char *log_path = NULL, *vcpu_path = NULL;
+    const char *log_path = NULL, *vcpu_path = NULL, *cache = NULL;
+    bool no_cache = false;
     pk_run_options ro = { .log = NULL };
     optind = 1;
     int c;
@@ -71,6 +115,8 @@ int cmd_run(int argc, char **argv)
         case O_TRACE: ro.trace = true; break;
         case O_STATS: stats = true; break;
         case O_LOG: log_path = optarg; break;
+        case O_CACHE: cache = optarg; break;
+        case O_NO_CACHE: no_cache = true; break;
         default: return usage_error("run: bad option");
         }
     }
@@ -89,6 +135,9 @@ int cmd_run(int argc, char **argv)
             return input_error(vcpu_path, &err);
     }
     ro.profile = &profile;
+    char cache_dir[4096];
+    if (!no_cache)
+        ro.cache_dir = cache_directory(cache, cache_dir, sizeof cache_dir);
     FILE *log = NULL;
     if (log_path) {
         /* Not inherited by the program. */

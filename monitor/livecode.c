@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "popek/image.h"
+#include "popek/popek.h"
 #include "popek/scan.h"
 #include "internal/run.h"
 
@@ -439,6 +440,79 @@ static run_scan_cache *scan_image(run_engine *e, const pk_image *img, unsigned s
     return c;
 }
 
+/* ---- the scan cache on disk ---------------------------------------------------------- */
+
+/* A cache file: this header, then n cached_site records. */
+#define CACHE_MAGIC "popekscan1\n"
+
+/* A file's name in the cache directory: its build id (else where it is
+ * and when it last changed), its size, and a hash of what decides the
+ * scan (popek's version, the sets and rows patched). */
+static void cache_name(const run_engine *e, const char *path, const struct stat *st,
+                       char *name, size_t size)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    char config[64];
+    snprintf(config, sizeof config, "%s/%u/%zu/%d", POPEK_VERSION, e->sets,
+             sizeof(cached_site), (int)PK_CLASS_COUNT);
+    for (const char *c = config; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    for (int i = 0; i < PK_CLASS_COUNT; i++)
+        h = (h ^ (uint8_t)(e->opts->only && e->opts->only[i])) * 1099511628211ull;
+    uint8_t id[64];
+    size_t n = pk_elf_build_id(path, id, sizeof id);
+    char who[2 * sizeof id + 1];
+    if (n) {
+        for (size_t i = 0; i < n; i++)
+            snprintf(who + 2 * i, 3, "%02x", id[i]);
+    } else {
+        snprintf(who, sizeof who, "file-%llx-%llx-%lld.%09ld", (unsigned long long)st->st_dev,
+                 (unsigned long long)st->st_ino, (long long)st->st_mtim.tv_sec,
+                 st->st_mtim.tv_nsec);
+    }
+    snprintf(name, size, "%s/%s-%llx-%016llx.scan", e->opts->cache_dir, who,
+             (unsigned long long)st->st_size, (unsigned long long)h);
+}
+
+static run_scan_cache *cache_load(const char *name)
+{
+    FILE *f = fopen(name, "rb");
+    if (!f)
+        return NULL;
+    char magic[sizeof CACHE_MAGIC - 1];
+    uint64_t n;
+    run_scan_cache *c = calloc(1, sizeof *c);
+    bool ok = c && fread(magic, sizeof magic, 1, f) == 1 &&
+              !memcmp(magic, CACHE_MAGIC, sizeof magic) && fread(&n, sizeof n, 1, f) == 1 &&
+              n < (1u << 24) && (!n || (c->sites = calloc(n, sizeof *c->sites))) &&
+              fread(c->sites, sizeof *c->sites, n, f) == n && fgetc(f) == EOF;
+    for (uint64_t i = 0; ok && i < n; i++)
+        ok = c->sites[i].cls < PK_CLASS_COUNT && c->sites[i].len >= 1 && c->sites[i].len <= 15;
+    fclose(f);
+    if (!ok) {
+        run_cache_free(c);
+        return NULL;
+    }
+    c->n = n;
+    return c;
+}
+
+/* Written to a temporary name and renamed, so a reader never sees half. */
+static void cache_store(const char *name, const run_scan_cache *c)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.%d", name, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return;
+    uint64_t n = c->n;
+    bool ok = fwrite(CACHE_MAGIC, sizeof CACHE_MAGIC - 1, 1, f) == 1 &&
+              fwrite(&n, sizeof n, 1, f) == 1 &&
+              fwrite(c->sites, sizeof *c->sites, c->n, f) == c->n;
+    if (fclose(f) != 0 || !ok || rename(tmp, name) != 0)
+        unlink(tmp);
+}
+
 /* The scan of the file mapping m shows, from the cache or made now; NULL
  * when the file is not the one mapped or is no ELF file. */
 static const run_scan_cache *file_scan(run_engine *e, const run_mapping *m)
@@ -453,14 +527,25 @@ static const run_scan_cache *file_scan(run_engine *e, const run_mapping *m)
             e->stats->scan_cache_hits++;
             return c;
         }
-    pk_image img;
-    pk_error err;
-    if (pk_image_load_file(&img, m->path, &err) != PK_OK)
-        return NULL;
-    run_scan_cache *c = img.kind == PK_IMAGE_ELF ? scan_image(e, &img, 0) : NULL;
-    pk_image_free(&img);
-    if (!c)
-        return NULL;
+    char name[4096];
+    run_scan_cache *c = NULL;
+    if (e->opts->cache_dir) {
+        cache_name(e, m->path, &st, name, sizeof name);
+        if ((c = cache_load(name)) != NULL)
+            e->stats->scan_cache_hits++;
+    }
+    if (!c) {
+        pk_image img;
+        pk_error err;
+        if (pk_image_load_file(&img, m->path, &err) != PK_OK)
+            return NULL;
+        c = img.kind == PK_IMAGE_ELF ? scan_image(e, &img, 0) : NULL;
+        pk_image_free(&img);
+        if (!c)
+            return NULL;
+        if (e->opts->cache_dir)
+            cache_store(name, c);
+    }
     c->dev = m->dev;
     c->inode = m->inode;
     c->size = (uint64_t)st.st_size;
@@ -749,26 +834,33 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
         return false;
     uint64_t a = pg->addr;
     if (pg->data) {
-        /* Run: scanned from where it is entered before anything runs. */
+        /* Run: scanned from where it is entered before anything runs. No
+         * other thread writes it meanwhile: it is read-only until then. */
         e->stats->exec_faults++;
         pg->data = false;
-        *status = rescan_page(e, p, pg, rip, err);
+        *status = PK_OK;
+        if (pg->prot & PROT_WRITE)
+            *status = run_protect(e, t, a, PAGE, pg->prot & ~(PROT_WRITE | PROT_EXEC), err);
+        if (*status == PK_OK)
+            *status = rescan_page(e, p, pg, rip, err);
         if (*status == PK_OK)
             *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_WRITE, err);
         return true;
     }
     e->stats->write_faults++;
     note_store(e, p, pg, rip, addr);
-    unpatch(p, a, a + PAGE, true);
     if (page_of(rip) == a) {
         /* It writes its own page: open for one step (run_code_write_done). */
+        unpatch(p, a, a + PAGE, true);
         *status = run_protect(e, t, a, PAGE, pg->prot, err);
         t->pending = RUN_WRITE_STEP;
         t->step_page = a;
         return true;
     }
+    /* Data from now on; no thread runs it while its bytes go back. */
     pg->data = true;
     *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_EXEC, err);
+    unpatch(p, a, a + PAGE, true);
     return true;
 }
 

@@ -810,3 +810,40 @@ const pk_alt *pk_image_alt_at(const pk_image *img, uint64_t addr)
             return &img->alts[i];
     return NULL;
 }
+
+size_t pk_elf_build_id(const char *path, uint8_t *id, size_t size)
+{
+    size_t found = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || elf_version(EV_CURRENT) == EV_NONE) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+    size_t nphdr;
+    if (elf && elf_kind(elf) == ELF_K_ELF && elf_getphdrnum(elf, &nphdr) == 0) {
+        for (size_t i = 0; i < nphdr && !found; i++) {
+            GElf_Phdr ph;
+            if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_NOTE)
+                continue;
+            Elf_Data *d = elf_getdata_rawchunk(elf, (int64_t)ph.p_offset, ph.p_filesz,
+                                               ELF_T_NHDR);
+            GElf_Nhdr nh;
+            size_t off = 0, name_off, desc_off;
+            while (d && (off = gelf_getnote(d, off, &nh, &name_off, &desc_off)) > 0) {
+                if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+                    !memcmp((const char *)d->d_buf + name_off, "GNU", 4) &&
+                    nh.n_descsz > 0 && nh.n_descsz <= size) {
+                    memcpy(id, (const char *)d->d_buf + desc_off, nh.n_descsz);
+                    found = nh.n_descsz;
+                    break;
+                }
+            }
+        }
+    }
+    if (elf)
+        elf_end(elf);
+    close(fd);
+    return found;
+}

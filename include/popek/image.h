@@ -127,4 +127,9 @@ const pk_symbol *pk_image_symbol_at(const pk_image *img, const pk_region *region
 /* The alternatives entry whose replacement bytes contain addr, or NULL. */
 const pk_alt *pk_image_alt_at(const pk_image *img, uint64_t addr);
 
+/* The GNU build id of the ELF file at path (its NT_GNU_BUILD_ID note), in
+ * id (size bytes at most): its length, or 0 when it has none (or is no
+ * ELF file). Cheap: it reads the program headers and notes only. */
+size_t pk_elf_build_id(const char *path, uint8_t *id, size_t size);
+
 #endif

@@ -48,6 +48,7 @@ typedef struct pk_run_options {
     bool no_patch;          /* patch nothing: run the program traced only */
     const pk_run_profile *profile; /* NULL: pk_run_profile_default */
     FILE *log;              /* the monitor's messages and --trace (stderr) */
+    const char *cache_dir;  /* where scans of files are kept between runs, or NULL */
     bool trace;             /* one line per emulated site */
 } pk_run_options;
 
@@ -60,7 +61,8 @@ typedef struct pk_run_stats {
     uint64_t signals;                   /* the program's own signals passed on */
     uint64_t sites_patched;             /* INT3 patches placed */
     uint64_t mappings_scanned;          /* executable mappings scanned */
-    uint64_t scan_cache_hits;           /* of those, a file already scanned */
+    uint64_t scan_cache_hits;           /* of those, a file scanned before (this run or
+                                           one before it, from the cache directory) */
     uint64_t write_faults;              /* writes to a page of patched code */
     uint64_t exec_faults;               /* runs of a written page, scanned first */
     uint64_t threads, processes;        /* traced in all */
