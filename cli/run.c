@@ -24,6 +24,8 @@ static const char usage_run[] =
     "                      (SYSCALL, SYSENTER and INT 0x80 are never patched)\n"
     "  --only ROWS         patch only these catalog rows (comma list; instead of --set)\n"
     "  --no-patch          patch nothing: the program runs traced only\n"
+    "  --tactic TACTIC     auto (default): a jump to a trampoline mapped near the\n"
+    "                      code where one fits safely, INT3 elsewhere; int3: INT3 only\n"
     "  --vcpu FILE         the virtual CPU's values: KEY = VALUE lines (gdt_base,\n"
     "                      gdt_limit, idt_base, idt_limit, cr0, tr, ldtr); by default\n"
     "                      what Linux shows a process on a CPU with UMIP\n"
@@ -77,12 +79,13 @@ static const char *cache_directory(const char *given, char *buf, size_t size)
 
 int cmd_run(int argc, char **argv)
 {
-    enum { O_SET = 256, O_ONLY, O_NO_PATCH, O_VCPU, O_TRACE, O_STATS, O_LOG, O_CACHE,
+    enum { O_SET = 256, O_ONLY, O_NO_PATCH, O_TACTIC, O_VCPU, O_TRACE, O_STATS, O_LOG, O_CACHE,
            O_NO_CACHE };
     static const struct option opts[] = {
         { "set", required_argument, 0, O_SET },
         { "only", required_argument, 0, O_ONLY },
         { "no-patch", no_argument, 0, O_NO_PATCH },
+        { "tactic", required_argument, 0, O_TACTIC },
         { "vcpu", required_argument, 0, O_VCPU },
         { "trace", no_argument, 0, O_TRACE },
         { "stats", no_argument, 0, O_STATS },
@@ -111,6 +114,11 @@ int cmd_run(int argc, char **argv)
                 return EXIT_BAD;
             break;
         case O_NO_PATCH: ro.no_patch = true; break;
+        case O_TACTIC:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "int3"))
+                return usage_error("--tactic: '%s' is not auto or int3", optarg);
+            ro.int3_only = !strcmp(optarg, "int3");
+            break;
         case O_VCPU: vcpu_path = optarg; break;
         case O_TRACE: ro.trace = true; break;
         case O_STATS: stats = true; break;

@@ -35,10 +35,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "popek/flow.h"
 #include "popek/image.h"
+#include "popek/trampoline.h"
 #include "popek/popek.h"
 #include "popek/scan.h"
 #include "internal/run.h"
@@ -88,6 +91,9 @@ void run_process_reset(run_process *p)
         close(p->mem);
     p->mem = -1;
     free(p->table.patches);
+    free(p->table.jumps);
+    free(p->via.patches);
+    free(p->placed);
     free(p->covered);
     for (size_t i = 0; i < p->npages; i++)
         free(p->pages[i].written);
@@ -137,12 +143,20 @@ run_process *run_process_fork(const run_process *p, pid_t child)
         c->pages[i].written = copy_array(p->pages[i].written, p->pages[i].written ? PAGE / 8 : 0, 1);
     c->slots = copy_array(p->slots, p->nslots, sizeof *p->slots);
     c->nslots = c->slots_cap = p->nslots;
+    c->table.jumps = copy_array(p->table.jumps, p->table.njumps, sizeof *p->table.jumps);
+    c->jumps_cap = p->table.njumps;
+    c->via = p->via;
+    c->via.patches = copy_array(p->via.patches, p->via.count, sizeof *p->via.patches);
+    c->via_cap = p->via.count;
+    c->placed = copy_array(p->placed, p->nplaced, sizeof *p->placed);
+    c->nplaced = c->placed_cap = p->nplaced;
     c->stub = p->stub;
-    memcpy(c->own, p->own, sizeof c->own);
-    c->nown = p->nown;
+    c->slot_page = p->slot_page;
     c->slot_used = p->slot_used;
     c->has_ldt = p->has_ldt;
     if ((p->table.count && !c->table.patches) || (p->ncovered && !c->covered) ||
+        (p->table.njumps && !c->table.jumps) || (p->via.count && !c->via.patches) ||
+        (p->nplaced && !c->placed) ||
         (p->npages && !c->npages) || (p->nslots && !c->slots)) {
         run_process_free(c);
         return NULL;
@@ -267,6 +281,11 @@ static uint64_t covered_until(const run_process *p, uint64_t a)
     return 0;
 }
 
+bool run_own(run_process *p, uint64_t lo, uint64_t hi)
+{
+    return cover(p, lo, hi);
+}
+
 bool run_code_touches(const run_process *p, uint64_t addr, uint64_t len)
 {
     uint64_t hi = addr + len < addr ? UINT64_MAX : addr + len;
@@ -298,10 +317,28 @@ const pk_patch *run_site_at(const run_process *p, uint64_t addr)
     return pk_patch_table_find(&p->table, addr);
 }
 
+const pk_patch *run_via_at(const run_process *p, uint64_t addr)
+{
+    return pk_patch_table_find(&p->via, addr);
+}
+
 static int by_site(const void *a, const void *b)
 {
     const pk_patch *x = a, *y = b;
     return x->site < y->site ? -1 : x->site > y->site;
+}
+
+static int by_jump(const void *a, const void *b);
+
+/* Puts p's tables back in the order their lookups need. */
+static void sort_tables(run_process *p)
+{
+    if (p->table.count)
+        qsort(p->table.patches, p->table.count, sizeof *p->table.patches, by_site);
+    if (p->table.njumps)
+        qsort(p->table.jumps, p->table.njumps, sizeof *p->table.jumps, by_jump);
+    if (p->via.count)
+        qsort(p->via.patches, p->via.count, sizeof *p->via.patches, by_site);
 }
 
 /* Whether a site the scanner found is patched in a running program:
@@ -356,11 +393,44 @@ static pk_status patch_site(run_engine *e, run_process *p, uint64_t addr, const 
     return PK_OK;
 }
 
-/* Forgets the sites in [lo, hi); with restore, their original bytes go
- * back where the INT3 still is. */
+/* Writes len bytes over live code so that no thread runs a mix of old
+ * and new: INT3 first, then the rest, then the first byte (the protocol
+ * of Linux's text_poke_bp). A thread meeting the INT3 meanwhile stops in
+ * the monitor, which finds the site. */
+static void poke_code(run_process *p, uint64_t addr, const uint8_t *bytes, size_t len)
+{
+    static const uint8_t int3 = 0xcc;
+    if (len > 1) {
+        run_poke(p, addr, &int3, 1);
+        run_poke(p, addr + 1, bytes + 1, len - 1);
+    }
+    run_poke(p, addr, bytes, 1);
+}
+
+/* Forgets the sites and jumps in [lo, hi); with restore, their original
+ * bytes go back where the monitor's still are. */
 static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
 {
     size_t n = 0;
+    for (size_t i = 0; i < p->table.njumps; i++) {
+        pk_jump *j = &p->table.jumps[i];
+        if (j->site < lo || j->site >= hi) {
+            p->table.jumps[n++] = *j;
+            continue;
+        }
+        uint8_t byte;
+        if (restore && run_peek(p, j->site, &byte, 1) && byte == 0xe9)
+            poke_code(p, j->site, j->bytes, j->len);
+        /* its sites' INT3s in the trampoline are no longer reached */
+        size_t k = 0;
+        for (size_t v = 0; v < p->via.count; v++)
+            if (p->via.patches[v].trampoline < j->site ||
+                p->via.patches[v].trampoline >= j->site + j->len)
+                p->via.patches[k++] = p->via.patches[v];
+        p->via.count = k;
+    }
+    p->table.njumps = n;
+    n = 0;
     for (size_t i = 0; i < p->table.count; i++) {
         pk_patch *q = &p->table.patches[i];
         if (q->site < lo || q->site >= hi) {
@@ -368,7 +438,8 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
             continue;
         }
         uint8_t byte;
-        if (restore && run_peek(p, q->site, &byte, 1) && byte == 0xcc)
+        if (restore && q->tactic == PK_TACTIC_INT3 && run_peek(p, q->site, &byte, 1) &&
+            byte == 0xcc)
             run_poke(p, q->site, q->bytes, 1);
     }
     p->table.count = n;
@@ -378,24 +449,42 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
 
 typedef struct cached_site {
     uint64_t offset;        /* in the file */
+    uint64_t vaddr;         /* and in its ELF address space */
     uint8_t len, flags, found;
     uint16_t cls;
     uint8_t bytes[15];
 } cached_site;
 
-/* One file's scan, kept for the run. */
+/* One file's scan, kept for the run, and its jump plan once made. */
 struct run_scan_cache {
     run_scan_cache *next;
     uint64_t dev, inode, size;
     struct timespec mtime;
+    char *name;             /* its file in the cache directory, or NULL */
     cached_site *sites;
     size_t n;
+    /* The plan (file addresses) for trampolines at code_vaddr; 0: none. */
+    uint64_t code_vaddr;
+    pk_patch_table plan;
+    uint8_t *code;
+    size_t code_len;
 };
+
+static void free_plan(run_scan_cache *c)
+{
+    pk_patch_table_free(&c->plan);
+    free(c->code);
+    c->code = NULL;
+    c->code_len = 0;
+    c->code_vaddr = 0;
+}
 
 void run_cache_free(run_scan_cache *c)
 {
     while (c) {
         run_scan_cache *next = c->next;
+        free_plan(c);
+        free(c->name);
         free(c->sites);
         free(c);
         c = next;
@@ -430,6 +519,7 @@ static run_scan_cache *scan_image(run_engine *e, const pk_image *img, unsigned s
         const pk_region *r = &img->regions[s->region];
         cached_site *cs = &c->sites[c->n++];
         cs->offset = r->offset + (s->vaddr - r->vaddr);
+        cs->vaddr = s->vaddr;
         cs->len = s->len;
         cs->flags = s->flags;
         cs->found = s->found;
@@ -442,8 +532,10 @@ static run_scan_cache *scan_image(run_engine *e, const pk_image *img, unsigned s
 
 /* ---- the scan cache on disk ---------------------------------------------------------- */
 
-/* A cache file: this header, then n cached_site records. */
-#define CACHE_MAGIC "popekscan1\n"
+/* A cache file: this header, n and n cached_site records; then the plan:
+ * code_vaddr (0: none), the encoded table's length and bytes
+ * (docs/patch-table.md), the trampolines' length and bytes. */
+#define CACHE_MAGIC "popekscan2\n"
 
 /* A file's name in the cache directory: its build id (else where it is
  * and when it last changed), its size, and a hash of what decides the
@@ -474,48 +566,82 @@ static void cache_name(const run_engine *e, const char *path, const struct stat 
              (unsigned long long)st->st_size, (unsigned long long)h);
 }
 
+static bool read_blob(FILE *f, uint8_t **out, uint64_t *len)
+{
+    *out = NULL;
+    if (fread(len, sizeof *len, 1, f) != 1 || *len > (64u << 20))
+        return false;
+    if (!*len)
+        return true;
+    return (*out = malloc(*len)) && fread(*out, *len, 1, f) == 1;
+}
+
 static run_scan_cache *cache_load(const char *name)
 {
     FILE *f = fopen(name, "rb");
     if (!f)
         return NULL;
     char magic[sizeof CACHE_MAGIC - 1];
-    uint64_t n;
+    uint64_t n, table_len = 0, code_len = 0;
+    uint8_t *table = NULL, *code = NULL;
     run_scan_cache *c = calloc(1, sizeof *c);
     bool ok = c && fread(magic, sizeof magic, 1, f) == 1 &&
               !memcmp(magic, CACHE_MAGIC, sizeof magic) && fread(&n, sizeof n, 1, f) == 1 &&
               n < (1u << 24) && (!n || (c->sites = calloc(n, sizeof *c->sites))) &&
-              fread(c->sites, sizeof *c->sites, n, f) == n && fgetc(f) == EOF;
+              fread(c->sites, sizeof *c->sites, n, f) == n &&
+              fread(&c->code_vaddr, sizeof c->code_vaddr, 1, f) == 1 &&
+              read_blob(f, &table, &table_len) && read_blob(f, &code, &code_len) &&
+              fgetc(f) == EOF;
     for (uint64_t i = 0; ok && i < n; i++)
         ok = c->sites[i].cls < PK_CLASS_COUNT && c->sites[i].len >= 1 && c->sites[i].len <= 15;
+    pk_error err;
+    if (ok && c->code_vaddr)
+        ok = pk_patch_table_decode(table, table_len, &c->plan, &err) == PK_OK;
     fclose(f);
+    free(table);
     if (!ok) {
+        free(code);
         run_cache_free(c);
         return NULL;
     }
     c->n = n;
+    c->code = code;
+    c->code_len = code_len;
     return c;
 }
 
 /* Written to a temporary name and renamed, so a reader never sees half. */
-static void cache_store(const char *name, const run_scan_cache *c)
+static void cache_store(const run_scan_cache *c)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.%d", name, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
+    if (!c->name)
         return;
-    uint64_t n = c->n;
+    uint8_t *table = NULL;
+    size_t table_len = 0;
+    pk_error err;
+    if (c->code_vaddr && pk_patch_table_encode(&c->plan, &table, &table_len, &err) != PK_OK)
+        return;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.%d", c->name, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        free(table);
+        return;
+    }
+    uint64_t n = c->n, tl = table_len, cl = c->code_vaddr ? c->code_len : 0;
     bool ok = fwrite(CACHE_MAGIC, sizeof CACHE_MAGIC - 1, 1, f) == 1 &&
               fwrite(&n, sizeof n, 1, f) == 1 &&
-              fwrite(c->sites, sizeof *c->sites, c->n, f) == c->n;
-    if (fclose(f) != 0 || !ok || rename(tmp, name) != 0)
+              fwrite(c->sites, sizeof *c->sites, c->n, f) == c->n &&
+              fwrite(&c->code_vaddr, sizeof c->code_vaddr, 1, f) == 1 &&
+              fwrite(&tl, sizeof tl, 1, f) == 1 && (!tl || fwrite(table, tl, 1, f) == 1) &&
+              fwrite(&cl, sizeof cl, 1, f) == 1 && (!cl || fwrite(c->code, cl, 1, f) == 1);
+    free(table);
+    if (fclose(f) != 0 || !ok || rename(tmp, c->name) != 0)
         unlink(tmp);
 }
 
 /* The scan of the file mapping m shows, from the cache or made now; NULL
  * when the file is not the one mapped or is no ELF file. */
-static const run_scan_cache *file_scan(run_engine *e, const run_mapping *m)
+static run_scan_cache *file_scan(run_engine *e, const run_mapping *m)
 {
     struct stat st;
     if (!m->path || m->path[0] != '/' || stat(m->path, &st) != 0 ||
@@ -543,8 +669,12 @@ static const run_scan_cache *file_scan(run_engine *e, const run_mapping *m)
         pk_image_free(&img);
         if (!c)
             return NULL;
-        if (e->opts->cache_dir)
-            cache_store(name, c);
+        if (e->opts->cache_dir) {
+            c->name = strdup(name);
+            cache_store(c);
+        }
+    } else {
+        c->name = strdup(name);
     }
     c->dev = m->dev;
     c->inode = m->inode;
@@ -599,7 +729,7 @@ static uint8_t *read_code(run_process *p, uint64_t lo, uint64_t hi)
     }
     for (size_t i = 0; i < p->table.count; i++) {
         const pk_patch *q = &p->table.patches[i];
-        if (q->site >= lo && q->site < hi)
+        if (q->tactic == PK_TACTIC_INT3 && q->site >= lo && q->site < hi)
             buf[q->site - lo] = q->bytes[0];
     }
     return buf;
@@ -609,13 +739,12 @@ static uint8_t *read_code(run_process *p, uint64_t lo, uint64_t hi)
  * starting in [keep_lo, keep_hi) are kept (a page swept with some context).
  * Raw code is swept linearly, and from entry (when not 0) by recursive
  * descent. */
-static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m, uint64_t lo,
-                            uint64_t hi, uint64_t keep_lo, uint64_t keep_hi, uint64_t entry,
-                            pk_error *err)
+static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m,
+                            const run_scan_cache *c, uint64_t lo, uint64_t hi, uint64_t keep_lo,
+                            uint64_t keep_hi, uint64_t entry, pk_error *err)
 {
     e->stats->mappings_scanned++;
     bool vdso = m->path && strcmp(m->path, "[vdso]") == 0;
-    const run_scan_cache *c = vdso ? NULL : file_scan(e, m);
     if (c && !(m->prot & PROT_WRITE))
         return patch_from(e, p, c, m, keep_lo, keep_hi, err);
 
@@ -645,6 +774,191 @@ static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m,
     s = patch_from(e, p, own, &at, keep_lo, keep_hi, err);
     run_cache_free(own);
     return s;
+}
+
+/* ---- jumps ------------------------------------------------------------------------- */
+
+/* Plans jumps for the file of c (at path) with its trampolines laid out
+ * from code_vaddr, as `popek patch` would, flow facts and all: c->plan. */
+static bool plan_file(run_engine *e, run_scan_cache *c, const char *path, uint64_t code_vaddr)
+{
+    pk_image img;
+    pk_error err;
+    pk_scan scan = { 0 };
+    pk_flow flow = { 0 };
+    pk_plan plan = { 0 };
+    free_plan(c);
+    if (pk_image_load_file(&img, path, &err) != PK_OK)
+        return false;
+    pk_scan_options so = scan_options(e, &img, 0);
+    so.flow = true;
+    bool ok = img.kind == PK_IMAGE_ELF && !img.is_patched &&
+              pk_scan_image(&img, &so, &scan, &err) == PK_OK;
+    if (ok) {
+        /* The doors to the kernel stay as they are. */
+        size_t n = 0;
+        for (size_t i = 0; i < scan.nsites; i++)
+            if (patchable(e, scan.sites[i].cls, 0))
+                scan.sites[n++] = scan.sites[i];
+        scan.nsites = n;
+    }
+    pk_plan_options po = { .tactic = PK_CHOOSE_AUTO, .allow_skip = true, .only = e->opts->only };
+    ok = ok && pk_flow_build(&img, &flow, &err) == PK_OK &&
+         pk_patch_plan(&img, &scan, &flow, code_vaddr, &po, &plan, &err) == PK_OK;
+    if (ok) {
+        c->plan = plan.table;
+        c->code = plan.code;
+        c->code_len = plan.code_len;
+        c->code_vaddr = code_vaddr;
+        memset(&plan.table, 0, sizeof plan.table);
+        plan.code = NULL;
+    }
+    pk_plan_free(&plan);
+    pk_flow_free(&flow);
+    pk_scan_free(&scan);
+    pk_image_free(&img);
+    return ok;
+}
+
+static bool append(void **array, size_t *count, size_t *cap, const void *item, size_t size)
+{
+    if (*count == *cap) {
+        size_t c = *cap ? *cap * 2 : 32;
+        void *g = realloc(*array, c * size);
+        if (!g)
+            return false;
+        *array = g;
+        *cap = c;
+    }
+    memcpy((char *)*array + *count * size, item, size);
+    (*count)++;
+    return true;
+}
+
+/* Whether [lo, hi) is free of mappings. */
+static bool unmapped(const run_mapping *maps, size_t nmaps, uint64_t lo, uint64_t hi)
+{
+    for (size_t i = 0; i < nmaps; i++)
+        if (maps[i].start < hi && lo < maps[i].end)
+            return false;
+    return true;
+}
+
+/* Where the trampolines of c's file go in t's process, mapped now if they
+ * are not yet: just below the file's lowest mapping (ld.so maps libraries
+ * top down, leaving room there), else just above its highest. 0 when
+ * neither has room: the file's sites take INT3. */
+static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *c,
+                                  const run_mapping *maps, size_t nmaps, const run_mapping *m,
+                                  uint64_t bias, pk_error *err, pk_status *status)
+{
+    run_process *p = t->proc;
+    for (size_t i = 0; i < p->nplaced; i++)
+        if (p->placed[i].dev == m->dev && p->placed[i].inode == m->inode &&
+            p->placed[i].bias == bias)
+            return p->placed[i].at;
+    uint64_t lowest = m->start, highest = m->end;
+    for (size_t i = 0; i < nmaps; i++)
+        if (maps[i].dev == m->dev && maps[i].inode == m->inode) {
+            lowest = maps[i].start < lowest ? maps[i].start : lowest;
+            highest = maps[i].end > highest ? maps[i].end : highest;
+        }
+    /* Room for the trampolines: at most 64 bytes a site. */
+    uint64_t size = (64 * (uint64_t)c->n + 64 + PAGE - 1) & ~(PAGE - 1);
+    uint64_t limit = p->bits == 32 ? 1ull << 32 : 1ull << 47;
+    uint64_t candidates[2] = { lowest > size + (1u << 20) ? lowest - size : 0,
+                               highest + size < limit ? highest : 0 };
+    for (int k = 0; k < 2; k++) {
+        uint64_t at = candidates[k];
+        if (!at || !unmapped(maps, nmaps, at, at + size))
+            continue;
+        if (c->code_vaddr != at - bias) {
+            if (!plan_file(e, c, m->path, at - bias))
+                return 0;
+            cache_store(c);
+        }
+        if (!c->plan.njumps || c->code_len > size)
+            return 0;
+        long nr = p->bits == 32 ? 192 /* mmap2 */ : SYS_mmap;
+        uint64_t args[6] = { at, size, PROT_READ | PROT_EXEC,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                             p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
+        long ret;
+        if ((*status = run_inject(e, t, nr, args, &ret, err)) != PK_OK)
+            return 0;
+        if ((uint64_t)ret != at)
+            continue;
+        run_placed placed = { m->dev, m->inode, bias, at, size };
+        if (!run_poke(p, at, c->code, c->code_len) || !run_own(p, at, at + size) ||
+            !append((void **)&p->placed, &p->nplaced, &p->placed_cap, &placed, sizeof placed)) {
+            *status = pk_fail(err, PK_ERR_INTERNAL, "cannot write trampolines in process %d",
+                              (int)p->pid);
+            return 0;
+        }
+        return at;
+    }
+    if (e->opts->trace)
+        run_log(e, "[%d] no room for the trampolines of %s: INT3 instead", (int)p->pid,
+                m->path);
+    return 0;
+}
+
+/* Writes the jumps of c's plan that start in [lo, hi) of file mapping m
+ * (maps: all of the process's mappings), with their trampolines; records
+ * their sites. Sites left over take INT3 afterwards (patch_from). */
+static pk_status place_jumps(run_engine *e, run_thread *t, run_scan_cache *c,
+                             const run_mapping *maps, size_t nmaps, const run_mapping *m,
+                             uint64_t lo, uint64_t hi, pk_error *err)
+{
+    run_process *p = t->proc;
+    /* The load bias, from any site in this mapping. */
+    const cached_site *any = NULL;
+    for (size_t i = 0; i < c->n && !any; i++)
+        if (c->sites[i].offset >= m->offset && c->sites[i].offset < m->offset + (m->end - m->start))
+            any = &c->sites[i];
+    if (!any)
+        return PK_OK;
+    uint64_t bias = m->start + (any->offset - m->offset) - any->vaddr;
+    pk_status s = PK_OK;
+    if (!place_trampolines(e, t, c, maps, nmaps, m, bias, err, &s))
+        return s;
+    for (size_t i = 0; i < c->plan.njumps; i++) {
+        pk_jump j = c->plan.jumps[i];
+        uint8_t now[PK_JUMP_MAX_LEN], code[PK_JUMP_MAX_LEN];
+        if (j.site + bias < lo || j.site + bias + j.len > hi ||
+            !run_peek(p, j.site + bias, now, j.len) || memcmp(now, j.bytes, j.len) != 0 ||
+            pk_jump_emit(&j, p->bits, code, err) != PK_OK)
+            continue;
+        j.site += bias;
+        j.trampoline += bias;
+        if (!append((void **)&p->table.jumps, &p->table.njumps, &p->jumps_cap, &j, sizeof j))
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; k < c->plan.count; k++) {
+            pk_patch q = c->plan.patches[k];
+            if (q.site + bias < j.site || q.site + bias >= j.site + j.len)
+                continue;
+            q.site += bias;
+            q.trampoline += bias;
+            pk_patch via = q;
+            via.site = q.trampoline;
+            via.trampoline = q.site;
+            if (!append((void **)&p->table.patches, &p->table.count, &p->table_cap, &q,
+                        sizeof q) ||
+                !append((void **)&p->via.patches, &p->via.count, &p->via_cap, &via,
+                        sizeof via))
+                return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+            e->stats->sites_patched++;
+            e->stats->sites_jumped++;
+        }
+        poke_code(p, j.site, code, j.len);
+    }
+    return PK_OK;
+}
+
+static int by_jump(const void *a, const void *b)
+{
+    const pk_jump *x = a, *y = b;
+    return x->site < y->site ? -1 : x->site > y->site;
 }
 
 /* ---- code pages the program may write --------------------------------------------- */
@@ -688,14 +1002,6 @@ static pk_status hold_as_data(run_engine *e, run_thread *t, uint64_t lo, uint64_
     return run_protect(e, t, page_of(lo), hi - page_of(lo), prot & ~PROT_EXEC, err);
 }
 
-static bool own_page(const run_process *p, const run_mapping *m)
-{
-    for (unsigned i = 0; i < p->nown; i++)
-        if (p->own[i] >= m->start && p->own[i] < m->end)
-            return true;
-    return false;
-}
-
 /* ---- keeping up with the program's mappings ------------------------------------------ */
 
 /* Scans and patches every executable mapping not covered yet. */
@@ -707,8 +1013,7 @@ static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
     pk_status s = PK_OK;
     for (size_t i = 0; i < n && s == PK_OK; i++) {
         const run_mapping *m = &maps[i];
-        if (!(m->prot & PROT_EXEC) || own_page(p, m) ||
-            (m->path && strcmp(m->path, "[vsyscall]") == 0))
+        if (!(m->prot & PROT_EXEC) || (m->path && strcmp(m->path, "[vsyscall]") == 0))
             continue;
         /* Written code: scanned when it runs. */
         bool written = (m->prot & PROT_WRITE) || !m->path ||
@@ -724,16 +1029,20 @@ static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
                 b += PAGE;
             if (b > m->end)
                 b = m->end;
-            s = written ? hold_as_data(e, t, a, b, m->prot, err)
-                        : scan_range(e, p, m, a, b, a, b, 0, err);
+            /* A file's scan (NULL: no file, or not the one mapped). */
+            run_scan_cache *c = written ? NULL : file_scan(e, m);
+            if (c && !e->opts->int3_only)
+                s = place_jumps(e, t, c, maps, n, m, a, b, err);
+            if (s == PK_OK)
+                s = written ? hold_as_data(e, t, a, b, m->prot, err)
+                            : scan_range(e, p, m, c, a, b, a, b, 0, err);
             if (s == PK_OK && !cover(p, a, b))
                 s = pk_fail(err, PK_ERR_NOMEM, "out of memory");
             a = b;
         }
     }
     free_maps(maps, n);
-    if (p->table.count)
-        qsort(p->table.patches, p->table.count, sizeof *p->table.patches, by_site);
+    sort_tables(p);
     return s;
 }
 
@@ -799,9 +1108,8 @@ static pk_status rescan_page(run_engine *e, run_process *p, run_page *pg, uint64
     run_mapping m = { .start = lo, .end = hi, .prot = pg->prot };
     if (entry < lo || entry >= hi)
         entry = a;
-    pk_status s = scan_range(e, p, &m, lo, hi, a, a + PAGE, entry, err);
-    if (p->table.count)
-        qsort(p->table.patches, p->table.count, sizeof *p->table.patches, by_site);
+    pk_status s = scan_range(e, p, &m, NULL, lo, hi, a, a + PAGE, entry, err);
+    sort_tables(p);
     return s;
 }
 

@@ -394,7 +394,8 @@ static pk_status map_stub(run_engine *e, run_thread *t, pk_error *err)
         return pk_fail(err, PK_ERR_INTERNAL, "cannot write the monitor's page in process %d",
                        (int)p->pid);
     p->stub = stub;
-    p->own[p->nown++] = stub;
+    if (!run_own(p, stub, stub + 4096))
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     return PK_OK;
 }
 
@@ -580,12 +581,22 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
     }
     if (sig == SIGTRAP && si.si_code == SI_KERNEL && !e->opts->no_patch) {
         PK_CHECK(get_regs(t, &r, err));
-        const pk_patch *site = run_site_at(t->proc, r.rip - 1);
+        uint64_t at = r.rip - 1, then = 0;
+        const pk_patch *site = run_site_at(t->proc, at), *via;
+        pk_patch in_trampoline;
+        if (site) {
+            then = at + site->len;
+        } else if ((via = run_via_at(t->proc, at)) != NULL) {
+            in_trampoline = *via;
+            in_trampoline.site = via->trampoline;
+            site = &in_trampoline;
+            then = at + 1;
+        }
         uint8_t byte;
-        if (site && run_peek(t->proc, site->site, &byte, 1) && byte == 0xcc) {
+        if (site && run_peek(t->proc, at, &byte, 1) && byte == 0xcc) {
             /* The program single-steps itself: the trap after the site. */
             bool traced = r.eflags & 0x100;
-            PK_CHECK(run_emulate_site(e, t, site, &r, err));
+            PK_CHECK(run_emulate_site(e, t, site, at, then, &r, err));
             t->step_tf = traced;
             if (t->pending == RUN_NOTHING && traced) {
                 single_step_trap(t, r.rip);

@@ -153,10 +153,7 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
             *slot = p->slots[i].addr;
             return PK_OK;
         }
-    if (p->nown < 2 || p->slot_used + 16 > 4096) {
-        if (p->nown == RUN_OWN_PAGES)
-            return pk_fail(err, PK_ERR_UNSUPPORTED, "more sites run natively than the "
-                           "monitor has room for in process %d", (int)p->pid);
+    if (!p->slot_page || p->slot_used + 16 > 4096) {
         long nr = p->bits == 32 ? 192 /* mmap2 */ : SYS_mmap;
         uint64_t args[6] = { 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
                              p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
@@ -165,10 +162,12 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
         if (ret < 0 && ret > -4096)
             return pk_fail(err, PK_ERR_INTERNAL, "mmap in process %d: %s", (int)p->pid,
                            strerror((int)-ret));
-        p->own[p->nown++] = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
+        p->slot_page = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
         p->slot_used = 0;
+        if (!run_own(p, p->slot_page, p->slot_page + 4096))
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
-    uint64_t at = p->own[p->nown - 1] + p->slot_used;
+    uint64_t at = p->slot_page + p->slot_used;
     uint8_t code[16];
     memcpy(code, site->bytes, site->len);
     if (insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE) {
@@ -195,8 +194,8 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
     return PK_OK;
 }
 
-pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site,
-                           struct user_regs_struct *r, pk_error *err)
+pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, uint64_t at,
+                           uint64_t resume, struct user_regs_struct *r, pk_error *err)
 {
     run_process *p = t->proc;
     ZydisDecodedInstruction insn;
@@ -214,6 +213,8 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site,
         pk_guest_mem mem = { p, mem_read, mem_write };
         pk_emu_result res = pk_emulate(&insn, ops, &v, &regs, &mem);
         if (res.status == PK_EMU_DONE) {
+            if (regs.rip == site->site + site->len)
+                regs.rip = resume;
             pk_regs_to_user(&regs, r);
             t->vflags = v.vflags;
             e->stats->emulated[site->cls]++;
@@ -237,7 +238,8 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site,
     if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
     t->pending = RUN_NATIVE_STEP;
-    t->step_site = site->site;
+    t->step_site = at;
+    t->step_resume = resume;
     t->step_len = site->len;
     t->step_slot = slot;
     t->step_call_far = site->cls == PK_CLASS_CALL_FAR;
@@ -252,14 +254,15 @@ pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct 
     t->pending = RUN_NOTHING;
     uint64_t slot = t->step_slot, end = slot + t->step_len;
     if (r->rip == end) {
-        r->rip = t->step_site + t->step_len;
+        r->rip = t->step_resume;
     } else if (r->rip >= slot && r->rip < end) {
-        /* A fault, or a signal before it ran: at the site itself. */
+        /* A fault, or a signal before it ran: at the site's INT3 (where the
+         * program, returning from a handler, meets it again). */
         r->rip = t->step_site;
     }
     if (t->step_call_far) {
         /* The return address it pushed is the copy's: make it the site's. */
-        uint64_t back = 0, want = t->step_site + t->step_len;
+        uint64_t back = 0, want = t->step_resume;
         unsigned w = t->step_width == 8 ? 8 : t->step_width == 2 ? 2 : 4;
         if (run_peek(t->proc, r->rsp, &back, w) && back == (end & (w == 8 ? ~0ull : w == 4 ? 0xffffffffull : 0xffffull)))
             run_poke(t->proc, r->rsp, &want, w);
@@ -279,9 +282,10 @@ void pk_run_print_stats(FILE *out, const pk_run_result *result)
             (unsigned long long)s->syscalls, (unsigned long long)s->injected,
             (unsigned long long)s->signals);
     fprintf(out, "popek: %llu threads in %llu processes; %llu mappings scanned (%llu from the "
-            "cache); %llu sites patched\n", (unsigned long long)s->threads,
+            "cache); %llu sites patched, %llu by jump\n", (unsigned long long)s->threads,
             (unsigned long long)s->processes, (unsigned long long)s->mappings_scanned,
-            (unsigned long long)s->scan_cache_hits, (unsigned long long)s->sites_patched);
+            (unsigned long long)s->scan_cache_hits, (unsigned long long)s->sites_patched,
+            (unsigned long long)s->sites_jumped);
     fprintf(out, "popek: written code pages: %llu write faults, %llu scans before a run\n",
             (unsigned long long)s->write_faults, (unsigned long long)s->exec_faults);
     for (int c = 0; c < PK_CLASS_COUNT; c++)

@@ -500,7 +500,11 @@ static pk_nojump add_jump(const planner *pl, const span *sp, pk_plan *plan, uint
 {
     const pk_region *r = &pl->img->regions[pl->sel[sp->first]->region];
     uint64_t t = *code_end;
-    uint64_t far = t > sp->site ? t - sp->site : sp->site - t;
+    /* Addresses wrap: a monitor may lay trampolines out below a file's
+     * first address (at "negative" addresses), which a rel32 reaches all
+     * the same. */
+    int64_t d = (int64_t)(t - sp->site);
+    uint64_t far = d < 0 ? -(uint64_t)d : (uint64_t)d;
     if (r->bits == 64 && far >= ((uint64_t)1 << 31) - 4096)
         return PK_NOJUMP_REACH;
     pk_jump *j = &plan->table.jumps[plan->table.njumps];

@@ -46,6 +46,7 @@ typedef struct pk_run_options {
     unsigned sets;          /* PK_SET_* bits to patch; 0: PK_SET_PG */
     const bool *only;       /* NULL, or PK_CLASS_COUNT flags: these rows, not sets */
     bool no_patch;          /* patch nothing: run the program traced only */
+    bool int3_only;         /* no jumps: every site takes INT3 */
     const pk_run_profile *profile; /* NULL: pk_run_profile_default */
     FILE *log;              /* the monitor's messages and --trace (stderr) */
     const char *cache_dir;  /* where scans of files are kept between runs, or NULL */
@@ -59,7 +60,8 @@ typedef struct pk_run_stats {
     uint64_t syscalls;                  /* system calls the filter stopped */
     uint64_t injected;                  /* system calls the monitor made in the program */
     uint64_t signals;                   /* the program's own signals passed on */
-    uint64_t sites_patched;             /* INT3 patches placed */
+    uint64_t sites_patched;             /* sites patched (INT3 or jump) */
+    uint64_t sites_jumped;              /* of those, by a jump to a trampoline */
     uint64_t mappings_scanned;          /* executable mappings scanned */
     uint64_t scan_cache_hits;           /* of those, a file scanned before (this run or
                                            one before it, from the cache directory) */

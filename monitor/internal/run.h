@@ -44,8 +44,11 @@ typedef struct run_slot {
     uint8_t len;
 } run_slot;
 
-/* The most pages the monitor maps in a process (each holds 255 copies). */
-#define RUN_OWN_PAGES 16
+/* Where the trampolines of one file went in a process. */
+typedef struct run_placed {
+    uint64_t dev, inode, bias;
+    uint64_t at, size;
+} run_placed;
 
 typedef struct run_process {
     pid_t pid;              /* the thread-group id */
@@ -58,9 +61,13 @@ typedef struct run_process {
     run_page *pages;        /* sorted by address */
     size_t npages, pages_cap;
     uint64_t stub;          /* the monitor's page in the process, or 0 */
-    uint64_t own[RUN_OWN_PAGES]; /* the monitor's pages: the stub, then copies */
-    unsigned nown;
-    size_t slot_used;       /* bytes of own[nown - 1] that copies fill */
+    uint64_t slot_page;     /* the monitor's page of out-of-line copies, */
+    size_t slot_used;       /* and how much of it they fill */
+    pk_patch_table via;     /* the INT3 of each site in a trampoline: site is
+                               its address, trampoline the site's own */
+    size_t via_cap, jumps_cap;
+    struct run_placed *placed; /* trampolines mapped, one area per file */
+    size_t nplaced, placed_cap;
     run_slot *slots;
     size_t nslots, slots_cap;
     bool has_ldt;           /* it called modify_ldt to write */
@@ -85,8 +92,9 @@ typedef struct run_thread {
     long sc_nr;             /* RUN_SYSCALL_EXIT: the call, normalized, */
     uint64_t sc_args[6];    /* its arguments (old_mmap's read from memory) */
     long sc_ret;            /* and its result */
-    uint64_t step_site;     /* RUN_NATIVE_STEP: the site, its copy, */
+    uint64_t step_site;     /* RUN_NATIVE_STEP: where the site's INT3 is, its copy, */
     uint64_t step_slot;
+    uint64_t step_resume;   /* where the thread goes on after it, */
     uint8_t step_len;       /* its length and the copy's */
     bool step_tf;           /* the program had TF set: its trap follows */
     bool step_call_far;     /* a far CALL: its return address to mend */
@@ -152,6 +160,13 @@ bool run_poke(run_process *p, uint64_t addr, const void *buf, size_t len);
 /* The patched site at addr, or NULL. */
 const pk_patch *run_site_at(const run_process *p, uint64_t addr);
 
+/* The site whose INT3 in a trampoline is at addr, or NULL (its site field
+ * is that address, its trampoline field the site's own address). */
+const pk_patch *run_via_at(const run_process *p, uint64_t addr);
+
+/* Marks [lo, hi) as the monitor's own memory in p: never scanned. */
+bool run_own(run_process *p, uint64_t lo, uint64_t hi);
+
 /* Brings p's patches up to date with its executable mappings: scans and
  * patches new code, forgets code that is gone or no longer executable
  * (putting its original bytes back), and write-protects patched pages
@@ -185,11 +200,12 @@ void run_cache_free(run_scan_cache *c);
 
 /* ---- runemu.c: sites -------------------------------------------------------------- */
 
-/* Thread t stopped at the INT3 of site (rip is past it): emulates the
- * site against the profile, or starts running it natively out of line
- * (t->pending = RUN_NATIVE_STEP). */
-pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site,
-                           struct user_regs_struct *regs, pk_error *err);
+/* Thread t stopped at the INT3 at, standing for site (at site->site, or
+ * in a trampoline): emulates the site against the profile, or starts
+ * running it natively out of line (t->pending = RUN_NATIVE_STEP). Either
+ * way the thread goes on at resume. */
+pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, uint64_t at,
+                           uint64_t resume, struct user_regs_struct *regs, pk_error *err);
 
 /* After the step of RUN_NATIVE_STEP: puts rip back in the program's code. */
 pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct *regs,
