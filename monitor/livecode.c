@@ -209,6 +209,7 @@ static run_mapping *read_maps(pid_t pid, size_t *n)
         r->inode = inode;
         r->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
                   (perms[2] == 'x' ? PROT_EXEC : 0);
+        r->shared = perms[3] == 's';
         r->path = *name ? strdup(name) : NULL;
     }
     fclose(f);
@@ -281,9 +282,27 @@ static uint64_t covered_until(const run_process *p, uint64_t a)
     return 0;
 }
 
+/* The end of a range some thread's call is changing that holds a, or 0. */
+static uint64_t busy_until(const run_process *p, uint64_t a)
+{
+    for (size_t i = 0; i < p->nbusy; i++)
+        if (p->busy[i].start <= a && a < p->busy[i].end)
+            return p->busy[i].end;
+    return 0;
+}
+
 bool run_own(run_process *p, uint64_t lo, uint64_t hi)
 {
     return cover(p, lo, hi);
+}
+
+bool run_was_site(const run_process *p, uint64_t addr)
+{
+    size_t n = p->nghosts < RUN_GHOSTS ? p->nghosts : RUN_GHOSTS;
+    for (size_t i = 0; i < n; i++)
+        if (p->ghosts[i] == addr)
+            return true;
+    return false;
 }
 
 bool run_code_touches(const run_process *p, uint64_t addr, uint64_t len)
@@ -419,17 +438,18 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
             continue;
         }
         uint8_t byte;
+        /* Its trampoline stays, and its sites there (p->via): a thread
+         * still in it finishes it and comes back to the original bytes. */
         if (restore && run_peek(p, j->site, &byte, 1) && byte == 0xe9)
             poke_code(p, j->site, j->bytes, j->len);
-        /* its sites' INT3s in the trampoline are no longer reached */
-        size_t k = 0;
-        for (size_t v = 0; v < p->via.count; v++)
-            if (p->via.patches[v].trampoline < j->site ||
-                p->via.patches[v].trampoline >= j->site + j->len)
-                p->via.patches[k++] = p->via.patches[v];
-        p->via.count = k;
     }
     p->table.njumps = n;
+    /* Out-of-line copies of sites that may change are made afresh. */
+    n = 0;
+    for (size_t i = 0; i < p->nslots; i++)
+        if (p->slots[i].site < lo || p->slots[i].site >= hi)
+            p->slots[n++] = p->slots[i];
+    p->nslots = n;
     n = 0;
     for (size_t i = 0; i < p->table.count; i++) {
         pk_patch *q = &p->table.patches[i];
@@ -438,9 +458,12 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
             continue;
         }
         uint8_t byte;
-        if (restore && q->tactic == PK_TACTIC_INT3 && run_peek(p, q->site, &byte, 1) &&
-            byte == 0xcc)
+        if (q->tactic != PK_TACTIC_INT3)
+            continue;
+        if (restore && run_peek(p, q->site, &byte, 1) && byte == 0xcc)
             run_poke(p, q->site, q->bytes, 1);
+        /* A thread may have hit it already: its trap is still to come. */
+        p->ghosts[p->nghosts++ % RUN_GHOSTS] = q->site;
     }
     p->table.count = n;
 }
@@ -1015,17 +1038,30 @@ static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
         const run_mapping *m = &maps[i];
         if (!(m->prot & PROT_EXEC) || (m->path && strcmp(m->path, "[vsyscall]") == 0))
             continue;
+        /* Not patched (docs/run.md): shared memory (an INT3 written there
+         * would reach the file, or another process), and the stack, whose
+         * pages come as it grows. */
+        if (m->shared || (m->path && strcmp(m->path, "[stack]") == 0)) {
+            if (e->opts->trace && !covered_until(p, m->start))
+                run_log(e, "[%d] not patched: %s memory at 0x%llx", (int)p->pid,
+                        m->shared ? "shared" : "stack", (unsigned long long)m->start);
+            if (!cover(p, m->start, m->end))
+                s = pk_fail(err, PK_ERR_NOMEM, "out of memory");
+            continue;
+        }
         /* Written code: scanned when it runs. */
         bool written = (m->prot & PROT_WRITE) || !m->path ||
                        (m->path[0] != '/' && strcmp(m->path, "[vdso]") != 0);
         for (uint64_t a = m->start; a < m->end && s == PK_OK;) {
             uint64_t until = covered_until(p, a);
+            if (!until)
+                until = busy_until(p, a);
             if (until) {
                 a = until;
                 continue;
             }
             uint64_t b = a;
-            while (b < m->end && !covered_until(p, b))
+            while (b < m->end && !covered_until(p, b) && !busy_until(p, b))
                 b += PAGE;
             if (b > m->end)
                 b = m->end;
@@ -1046,50 +1082,94 @@ static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
     return s;
 }
 
+/* The range a filtered call changes, known at its entry: the old range
+ * of mprotect, munmap, mremap and mmap with MAP_FIXED; 0 for a plain mmap. */
+static bool call_range(const run_thread *t, uint64_t *lo, uint64_t *hi)
+{
+    const uint64_t *a = t->sc_args;
+    bool fixed = t->sc_nr == RUN_SC_MMAP && (a[3] & MAP_FIXED);
+    if (t->sc_nr != RUN_SC_MPROTECT && t->sc_nr != RUN_SC_MUNMAP &&
+        t->sc_nr != RUN_SC_MREMAP && !fixed)
+        return false;
+    *lo = page_of(a[0]);
+    *hi = (a[0] + a[1] + PAGE - 1) & ~(PAGE - 1);
+    return *lo < *hi;
+}
+
+void run_code_settle(run_process *p, pid_t tid)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->nbusy; i++)
+        if (p->busy_tid[i] != tid) {
+            p->busy[n] = p->busy[i];
+            p->busy_tid[n++] = p->busy_tid[i];
+        }
+    p->nbusy = n;
+}
+
+pk_status run_code_enter(run_engine *e, run_thread *t, pk_error *err)
+{
+    (void)e;
+    run_process *p = t->proc;
+    uint64_t lo, hi;
+    t->sc_prot = -1;
+    if (!call_range(t, &lo, &hi))
+        return PK_OK;
+    if (p->nbusy == RUN_BUSY_MAX)
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "too many threads changing code at once");
+    /* Until it returns, no other thread's sync takes this range in hand. */
+    p->busy[p->nbusy] = (run_range){ lo, hi };
+    p->busy_tid[p->nbusy++] = t->tid;
+    if (t->sc_nr == RUN_SC_MREMAP) {
+        /* The pages move with their contents: the program's own bytes, and
+         * the protection it asked for, go with them. */
+        run_page *pg = page_at(p, lo);
+        t->sc_prot = pg ? pg->prot : -1;
+        unpatch(p, lo, hi, true);
+    }
+    return PK_OK;
+}
+
 pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
 {
     run_process *p = t->proc;
     uint64_t lo = 0, hi = 0, lo2 = 0, hi2 = 0;
-    bool restore = false;
     const uint64_t *a = t->sc_args;
+    bool restore = false, known = call_range(t, &lo, &hi);
+    run_code_settle(p, t->tid);
     switch (t->sc_nr) {
     case RUN_SC_MMAP:
-        /* New memory (over whatever was there with MAP_FIXED). */
-        lo = (uint64_t)t->sc_ret;
-        hi = lo + a[1];
+        /* New memory, over whatever was there with MAP_FIXED. Without it, the
+         * memory was free: a range already covered was taken in hand by
+         * another thread's sync since. */
+        lo = page_of((uint64_t)t->sc_ret);
+        hi = (lo + a[1] + PAGE - 1) & ~(PAGE - 1);
+        if (!known && run_code_touches(p, lo, hi - lo))
+            lo = hi = 0;
         break;
     case RUN_SC_MPROTECT:
-        lo = a[0];
-        hi = a[0] + a[1];
-        /* Not code any more: the program's own bytes back. Still code: the
-         * patches stay (a rescan finds them in place). */
-        restore = !(a[2] & PROT_EXEC);
-        break;
-    case RUN_SC_MUNMAP:
-        lo = a[0];
-        hi = a[0] + a[1];
+        /* The same memory: the program's own bytes back (text relocations
+         * and JITs rewrite it), then scanned again if still code. */
+        restore = true;
         break;
     case RUN_SC_MREMAP:
-        lo = a[0];
-        hi = a[0] + a[1];
-        lo2 = (uint64_t)t->sc_ret;
-        hi2 = lo2 + a[2];
+        lo2 = page_of((uint64_t)t->sc_ret);
+        hi2 = (lo2 + a[2] + PAGE - 1) & ~(PAGE - 1);
         break;
     }
-    bool keep = t->sc_nr == RUN_SC_MPROTECT && !restore;
+    long nr = t->sc_nr;
     t->sc_nr = RUN_SC_OTHER;
-    hi = (hi + PAGE - 1) & ~(PAGE - 1);
-    hi2 = (hi2 + PAGE - 1) & ~(PAGE - 1);
     for (int k = 0; k < 2; k++) {
         uint64_t l = k ? lo2 : lo, h = k ? hi2 : hi;
         if (l >= h)
             continue;
         drop_pages(p, l, h);
-        if (!keep)
-            unpatch(p, l, h, restore);
+        unpatch(p, l, h, restore);
         if (!uncover_range(p, l, h))
             return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
+    if (nr == RUN_SC_MREMAP && t->sc_prot >= 0 && lo2 < hi2)
+        PK_CHECK(run_protect(e, t, lo2, hi2 - lo2, t->sc_prot, err));
     return sync_maps(e, t, err);
 }
 
@@ -1141,12 +1221,19 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
     if (!pg)
         return false;
     uint64_t a = pg->addr;
-    if (pg->data) {
+    *status = PK_OK;
+    /* A fetch faults at the instruction (or where it crosses into the page). */
+    bool fetch = addr >= rip && addr < rip + 16;
+    if (fetch) {
+        if (!pg->data)
+            return true; /* another thread made it code meanwhile: run it */
         /* Run: scanned from where it is entered before anything runs. No
          * other thread writes it meanwhile: it is read-only until then. */
         e->stats->exec_faults++;
+        if (e->opts->trace)
+            run_log(e, "[%d] 0x%llx runs written code at 0x%llx: scanned", (int)t->tid,
+                    (unsigned long long)rip, (unsigned long long)a);
         pg->data = false;
-        *status = PK_OK;
         if (pg->prot & PROT_WRITE)
             *status = run_protect(e, t, a, PAGE, pg->prot & ~(PROT_WRITE | PROT_EXEC), err);
         if (*status == PK_OK)
@@ -1155,7 +1242,14 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
             *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_WRITE, err);
         return true;
     }
+    if (!(pg->prot & PROT_WRITE))
+        return false; /* the program's own: it may not write there */
+    if (pg->data)
+        return true; /* another thread made it data meanwhile: write */
     e->stats->write_faults++;
+    if (e->opts->trace)
+        run_log(e, "[%d] 0x%llx writes code at 0x%llx: now data", (int)t->tid,
+                (unsigned long long)rip, (unsigned long long)addr);
     note_store(e, p, pg, rip, addr);
     if (page_of(rip) == a) {
         /* It writes its own page: open for one step (run_code_write_done). */

@@ -49,8 +49,8 @@ enum {
 
 /* ---- the filter ---------------------------------------------------------------- */
 
-/* The calls that stop besides mmap with PROT_EXEC (the i386 old_mmap takes
- * its arguments in memory, so it always stops). */
+/* The calls that stop besides mmap with PROT_EXEC or MAP_FIXED (the i386
+ * old_mmap takes its arguments in memory, so it always stops). */
 static const long traced64[] = { SYS_mprotect, SYS_pkey_mprotect, SYS_munmap, SYS_mremap,
                                  SYS_modify_ldt };
 static const long traced32[] = { I386_OLD_MMAP, I386_MPROTECT, I386_PKEY_MPROTECT, I386_MUNMAP,
@@ -60,7 +60,8 @@ enum { FILTER_MAX = 64 };
 
 /* Appends to f at *n the block for one ABI: when the call is of that ABI,
  * each call of list stops, and mmap_nr stops when args[2] (its prot) has
- * PROT_EXEC; other calls of the ABI are allowed. Other ABIs jump past. */
+ * PROT_EXEC or args[3] (its flags) MAP_FIXED (it may replace code); other
+ * calls of the ABI are allowed. Other ABIs jump past. */
 static void filter_abi(struct sock_filter *f, size_t *n, uint32_t arch, long mmap_nr,
                        const long *list, size_t nlist)
 {
@@ -73,11 +74,14 @@ static void filter_abi(struct sock_filter *f, size_t *n, uint32_t arch, long mma
                                           offsetof(struct seccomp_data, nr));
     for (size_t k = 0; k < nlist; k++)
         f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)list[k],
-                                              (uint8_t)(nlist - k + 3), 0);
-    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)mmap_nr, 0, 2);
+                                              (uint8_t)(nlist - k + 5), 0);
+    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)mmap_nr, 0, 4);
     f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
                                           offsetof(struct seccomp_data, args[2]));
-    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 1, 0);
+    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 3, 0);
+    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, args[3]));
+    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, MAP_FIXED, 1, 0);
     f[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     f[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE);
     f[arch_test] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 0,
@@ -210,6 +214,8 @@ static void drop_thread(run_engine *e, run_thread *t)
             e->threads[i] = e->threads[--e->nthreads];
             break;
         }
+    if (t->proc)
+        run_code_settle(t->proc, t->tid);
     if (t->proc && --t->proc->threads == 0)
         drop_process(e, t->proc);
     free(t);
@@ -231,20 +237,38 @@ static pid_t thread_group_of(pid_t tid)
     return tgid;
 }
 
-/* ---- resuming ---------------------------------------------------------------------- */
-
-/* Lets t go on: stepping, or to its system call's return, as it waits. */
-static void resume(run_engine *e, run_thread *t, int sig)
+/* Whether tid is gone or on its way out: no /proc entry, a zombie, or a
+ * SIGKILL pending for it or its process. */
+static bool thread_dying(pid_t tid)
 {
-    enum __ptrace_request how = PTRACE_CONT;
-    if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP)
-        how = PTRACE_SINGLESTEP;
-    else if (t->pending == RUN_SYSCALL_EXIT || t->pending == RUN_EXEC_EXIT)
-        how = PTRACE_SYSCALL;
-    if (ptrace(how, t->tid, 0, (void *)(long)sig) != 0 && errno != ESRCH)
-        run_end(e, PK_STATUS_MONITOR_ERROR, "ptrace(resume %d): %s", (int)t->tid,
-                strerror(errno));
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    bool dying = false;
+    unsigned long long pending;
+    char state;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "State: %c", &state) == 1 && (state == 'Z' || state == 'X'))
+            dying = true;
+        if ((sscanf(line, "SigPnd: %llx", &pending) == 1 ||
+             sscanf(line, "ShdPnd: %llx", &pending) == 1) && (pending & (1ull << (SIGKILL - 1))))
+            dying = true;
+    }
+    fclose(f);
+    return dying;
 }
+
+/* Whether tid is still in a ptrace stop (a thread killed meanwhile is
+ * not: its ptrace calls fail with ESRCH). */
+static bool still_stopped(pid_t tid)
+{
+    struct user_regs_struct r;
+    return ptrace(PTRACE_GETREGS, tid, 0, &r) == 0 || errno != ESRCH;
+}
+
+/* ---- resuming ---------------------------------------------------------------------- */
 
 /* A signal that arrived while the monitor was working in t is sent again,
  * now that t can take it. */
@@ -254,6 +278,21 @@ static void redeliver(run_thread *t)
         syscall(SYS_tgkill, t->proc->pid, t->tid, t->deferred);
         t->deferred = 0;
     }
+}
+
+/* Lets t go on: stepping, or to its system call's return, as it waits. */
+static void resume(run_engine *e, run_thread *t, int sig)
+{
+    enum __ptrace_request how = PTRACE_CONT;
+    if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP)
+        how = PTRACE_SINGLESTEP;
+    else if (t->pending == RUN_SYSCALL_EXIT || t->pending == RUN_EXEC_EXIT)
+        how = PTRACE_SYSCALL;
+    if (!sig)
+        redeliver(t);
+    if (ptrace(how, t->tid, 0, (void *)(long)sig) != 0 && errno != ESRCH)
+        run_end(e, PK_STATUS_MONITOR_ERROR, "ptrace(resume %d): %s", (int)t->tid,
+                strerror(errno));
 }
 
 /* ---- system calls made in the program ------------------------------------------- */
@@ -367,6 +406,8 @@ pk_status run_protect(run_engine *e, run_thread *t, uint64_t addr, uint64_t len,
     uint64_t args[6] = { addr, len, (uint64_t)prot };
     long ret;
     PK_CHECK(run_inject(e, t, nr, args, &ret, err));
+    if (ret == -ENOMEM)
+        return PK_OK; /* another thread unmapped it meanwhile */
     if (ret != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "mprotect(0x%llx, %llu) in process %d: %s",
                        (unsigned long long)addr, (unsigned long long)len, (int)t->proc->pid,
@@ -435,7 +476,8 @@ static void syscall_entry(run_engine *e, run_thread *t)
     bool wanted;
     switch (t->sc_nr) {
     case RUN_SC_MMAP:
-        wanted = true;
+        wanted = (t->sc_args[2] & PROT_EXEC) ||
+                 run_code_touches(t->proc, t->sc_args[0], t->sc_args[1]);
         break;
     case RUN_SC_MPROTECT:
         /* Of interest when it makes code, or touches code the monitor knows. */
@@ -455,6 +497,9 @@ static void syscall_entry(run_engine *e, run_thread *t)
     if (e->opts->no_patch && t->sc_nr != RUN_SC_MODIFY_LDT)
         wanted = false;
     t->pending = wanted ? RUN_SYSCALL_EXIT : RUN_NOTHING;
+    pk_error err;
+    if (wanted && t->sc_nr != RUN_SC_MODIFY_LDT && run_code_enter(e, t, &err) != PK_OK)
+        run_end(e, PK_STATUS_UNSUPPORTED, "%s", err.msg);
     resume(e, t, 0);
 }
 
@@ -464,8 +509,10 @@ static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
     struct __ptrace_syscall_info info;
     t->pending = RUN_NOTHING;
     if (ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) <= 0 ||
-        info.op != PTRACE_SYSCALL_INFO_EXIT || info.exit.is_error)
+        info.op != PTRACE_SYSCALL_INFO_EXIT || info.exit.is_error) {
+        run_code_settle(t->proc, t->tid);
         return PK_OK;
+    }
     if (t->sc_nr == RUN_SC_MODIFY_LDT) {
         t->proc->has_ldt = true;
         return PK_OK;
@@ -546,6 +593,14 @@ static void single_step_trap(run_thread *t, uint64_t rip)
     ptrace(PTRACE_SETSIGINFO, t->tid, 0, &si);
 }
 
+/* Whether a SIGSEGV may come from the monitor's hold on written code: an
+ * access the protection denied, or a store Linux's UMIP emulation could
+ * not make there (it reports SEGV_MAPERR). run_code_fault decides. */
+static bool held_fault(const siginfo_t *si)
+{
+    return si->si_code == SEGV_ACCERR || si->si_code == SEGV_MAPERR;
+}
+
 /* t stopped with signal sig. */
 static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *err)
 {
@@ -557,8 +612,20 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
     struct user_regs_struct r;
     if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP) {
         PK_CHECK(get_regs(t, &r, err));
-        bool stepped = sig == SIGTRAP && si.si_code != SI_KERNEL && si.si_code > 0;
+        bool stepped = sig == SIGTRAP && ((si.si_code != SI_KERNEL && si.si_code > 0) ||
+                                          (t->pending == RUN_NATIVE_STEP &&
+                                           r.rip == t->step_slot + t->step_len + 1));
         if (t->pending == RUN_NATIVE_STEP) {
+            /* The copy stores to written code the monitor holds: let the
+             * store through as the program's own, and step it again. */
+            pk_status fs = PK_OK;
+            if (sig == SIGSEGV && held_fault(&si) && !stepped &&
+                run_code_fault(e, t, (uint64_t)(uintptr_t)si.si_addr, r.rip, err, &fs)) {
+                PK_CHECK(fs);
+                t->pending = RUN_NATIVE_STEP;
+                resume(e, t, 0);
+                return PK_OK;
+            }
             /* Done, or a signal the copy raised (it is the site's, at the
              * site's address) or one that came before it ran. */
             bool traced = t->step_tf;
@@ -572,8 +639,9 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         }
         PK_CHECK(run_code_write_done(e, t, r.rip, err));
         if (stepped) {
-            redeliver(t);
-            resume(e, t, 0);
+            if (t->step_tf)
+                single_step_trap(t, r.rip);
+            resume(e, t, t->step_tf ? SIGTRAP : 0);
             return PK_OK;
         }
         /* The write did not happen (another fault, or a signal came first):
@@ -593,7 +661,16 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
             then = at + 1;
         }
         uint8_t byte;
-        if (site && run_peek(t->proc, at, &byte, 1) && byte == 0xcc) {
+        bool int3 = run_peek(t->proc, at, &byte, 1) && byte == 0xcc;
+        if (!site && !int3 && run_was_site(t->proc, at)) {
+            /* A site another thread took away after this one hit it: the
+             * instruction is back; run it. */
+            r.rip = at;
+            PK_CHECK(set_regs(t, &r, err));
+            resume(e, t, 0);
+            return PK_OK;
+        }
+        if (site && int3) {
             /* The program single-steps itself: the trap after the site. */
             bool traced = r.eflags & 0x100;
             PK_CHECK(run_emulate_site(e, t, site, at, then, &r, err));
@@ -607,9 +684,10 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
             return PK_OK;
         }
     }
-    if (sig == SIGSEGV && si.si_code == SEGV_ACCERR && !e->opts->no_patch) {
+    if (sig == SIGSEGV && held_fault(&si) && !e->opts->no_patch) {
         PK_CHECK(get_regs(t, &r, err));
         pk_status s = PK_OK;
+        t->step_tf = r.eflags & 0x100; /* for a write stepped: the program's trap after */
         if (run_code_fault(e, t, (uint64_t)(uintptr_t)si.si_addr, r.rip, err, &s)) {
             PK_CHECK(s);
             resume(e, t, 0);
@@ -685,10 +763,8 @@ static void handle_stop(run_engine *e, pid_t tid, int status, pid_t main_pid,
             } else {
                 s = syscall_exit(e, t, &err);
             }
-            if (s == PK_OK) {
-                redeliver(t);
+            if (s == PK_OK)
                 resume(e, t, 0);
-            }
         } else {
             s = signal_stop(e, t, sig, &err);
         }
@@ -696,7 +772,9 @@ static void handle_stop(run_engine *e, pid_t tid, int status, pid_t main_pid,
     default:
         resume(e, t, 0);
     }
-    if (s != PK_OK)
+    /* A thread killed under the monitor (another called exit_group) fails
+     * its ptrace calls: it is gone, not the monitor broken. */
+    if (s != PK_OK && !thread_dying(tid) && still_stopped(tid))
         run_end(e, s == PK_ERR_UNSUPPORTED ? PK_STATUS_UNSUPPORTED : PK_STATUS_MONITOR_ERROR,
                 "%s", err.msg);
 }
@@ -730,7 +808,6 @@ static void become_program(const char *path, char *const argv[])
 {
     struct sock_filter f[FILTER_MAX];
     struct sock_fprog prog = { .len = (unsigned short)build_filter(f), .filter = f };
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
     raise(SIGSTOP);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
         syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {

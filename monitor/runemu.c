@@ -153,12 +153,23 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
             *slot = p->slots[i].addr;
             return PK_OK;
         }
-    if (!p->slot_page || p->slot_used + 16 > 4096) {
+    /* A RIP-relative operand must stay in reach of the copy. */
+    bool relative = insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE;
+    uint64_t dist = p->slot_page > site->site ? p->slot_page - site->site
+                                              : site->site - p->slot_page;
+    if (!p->slot_page || p->slot_used + 16 > 4096 || (relative && dist > (1ull << 30))) {
+        /* A new page: for a RIP-relative site, near it (the first free of
+         * a few places within 256 MiB), else anywhere. */
         long nr = p->bits == 32 ? 192 /* mmap2 */ : SYS_mmap;
-        uint64_t args[6] = { 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
-                             p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
-        long ret;
-        PK_CHECK(run_inject(e, t, nr, args, &ret, err));
+        long ret = -ENOMEM;
+        for (int k = relative ? 1 : 0; k <= 16 && ret < 0 && ret > -4096; k++) {
+            uint64_t near = (site->site & ~0xfffull) + (uint64_t)(k & 1 ? -1 : 1) *
+                            (uint64_t)((k + 1) / 2) * (16ull << 20);
+            uint64_t args[6] = { k ? near : 0, 4096, PROT_READ | PROT_EXEC,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | (k ? MAP_FIXED_NOREPLACE : 0),
+                                 p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
+            PK_CHECK(run_inject(e, t, nr, args, &ret, err));
+        }
         if (ret < 0 && ret > -4096)
             return pk_fail(err, PK_ERR_INTERNAL, "mmap in process %d: %s", (int)p->pid,
                            strerror((int)-ret));
@@ -168,8 +179,11 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
             return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     uint64_t at = p->slot_page + p->slot_used;
+    /* The copy, then INT3: an instruction Linux emulates (UMIP) raises no
+     * single-step trap, and the thread must stop right after it anyway. */
     uint8_t code[16];
     memcpy(code, site->bytes, site->len);
+    code[site->len] = 0xcc;
     if (insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE) {
         int64_t disp = (int64_t)(site->site - at) + insn->raw.disp.value;
         if (insn->raw.disp.size != 32 || disp != (int32_t)disp)
@@ -178,7 +192,7 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
         int32_t d = (int32_t)disp;
         memcpy(code + insn->raw.disp.offset, &d, 4);
     }
-    if (!run_poke(p, at, code, site->len))
+    if (!run_poke(p, at, code, site->len + 1u))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot write in the monitor's page");
     if (p->nslots == p->slots_cap) {
         size_t cap = p->slots_cap ? p->slots_cap * 2 : 32;
@@ -253,7 +267,7 @@ pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct 
     (void)e;
     t->pending = RUN_NOTHING;
     uint64_t slot = t->step_slot, end = slot + t->step_len;
-    if (r->rip == end) {
+    if (r->rip == end || r->rip == end + 1) {
         r->rip = t->step_resume;
     } else if (r->rip >= slot && r->rip < end) {
         /* A fault, or a signal before it ran: at the site's INT3 (where the

@@ -20,6 +20,7 @@ typedef struct run_mapping {
     uint64_t start, end, offset;
     uint64_t dev, inode;
     int prot;               /* PROT_* */
+    bool shared;            /* MAP_SHARED */
     char *path;             /* NULL for anonymous memory; "[vdso]" */
 } run_mapping;
 
@@ -43,6 +44,11 @@ typedef struct run_slot {
     uint64_t addr;
     uint8_t len;
 } run_slot;
+
+/* Sites remembered after their INT3 went (see run_was_site). */
+#define RUN_GHOSTS 256
+/* Calls changing code at the same time in one process. */
+#define RUN_BUSY_MAX 64
 
 /* Where the trampolines of one file went in a process. */
 typedef struct run_placed {
@@ -71,6 +77,11 @@ typedef struct run_process {
     run_slot *slots;
     size_t nslots, slots_cap;
     bool has_ldt;           /* it called modify_ldt to write */
+    uint64_t ghosts[RUN_GHOSTS]; /* INT3 sites lately removed */
+    size_t nghosts;
+    run_range busy[RUN_BUSY_MAX]; /* ranges a thread's call is changing, */
+    pid_t busy_tid[RUN_BUSY_MAX]; /* and its thread */
+    size_t nbusy;
     unsigned threads;       /* live threads */
 } run_process;
 
@@ -92,6 +103,7 @@ typedef struct run_thread {
     long sc_nr;             /* RUN_SYSCALL_EXIT: the call, normalized, */
     uint64_t sc_args[6];    /* its arguments (old_mmap's read from memory) */
     long sc_ret;            /* and its result */
+    int sc_prot;            /* mremap: the moved pages' protection, or -1 */
     uint64_t step_site;     /* RUN_NATIVE_STEP: where the site's INT3 is, its copy, */
     uint64_t step_slot;
     uint64_t step_resume;   /* where the thread goes on after it, */
@@ -172,6 +184,17 @@ bool run_own(run_process *p, uint64_t lo, uint64_t hi);
  * (putting its original bytes back), and write-protects patched pages
  * the program may write. t is a stopped thread of p. */
 pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err);
+
+/* A filtered call is about to run in t: keeps other threads off the range
+ * it changes until run_code_sync (or run_code_settle) at its return. */
+pk_status run_code_enter(run_engine *e, run_thread *t, pk_error *err);
+
+/* Thread tid's call is over (it failed, or the thread is gone). */
+void run_code_settle(run_process *p, pid_t tid);
+
+/* Whether an INT3 the monitor placed stood at addr until lately: a trap
+ * from it may still come after the site went. */
+bool run_was_site(const run_process *p, uint64_t addr);
 
 /* True when [addr, addr + len) touches an executable mapping p knew. */
 bool run_code_touches(const run_process *p, uint64_t addr, uint64_t len);
