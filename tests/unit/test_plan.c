@@ -789,3 +789,46 @@ Test(plan, a_jump_through_a_register_set_right_before_is_known)
     cr_assert_eq(pushf_jump(&p, "saved_jump")->len, 9);
     planned_free(&p);
 }
+
+/* A monitor may lay trampolines out below a file's first address: at
+ * "negative" file addresses, which a rel32 reaches modulo 2^64 as well
+ * (popek run maps them just below a library). Out of reach is out of
+ * reach either way. */
+Test(plan, trampolines_below_address_zero_are_in_reach)
+{
+    planned normal = { 0 }, below = { 0 }, far = { 0 };
+    pk_plan_options po = { .tactic = PK_CHOOSE_AUTO };
+    plan_with(&normal, path, &po);
+    cr_assert_gt(normal.plan.table.njumps, 0);
+
+    pk_error err;
+    planned *ps[2] = { &below, &far };
+    const uint64_t at[2] = { (uint64_t)-0x10000, 0x400000ull + (3ull << 30) };
+    for (int k = 0; k < 2; k++) {
+        planned *p = ps[k];
+        cr_assert_eq(pk_image_load_file(&p->img, path, &err), PK_OK);
+        pk_scan_options so = { .sets = PK_SET_PG, .flow = true };
+        cr_assert_eq(pk_scan_image(&p->img, &so, &p->scan, &err), PK_OK);
+        cr_assert_eq(pk_flow_build(&p->img, &p->flow, &err), PK_OK);
+        cr_assert_eq(pk_patch_plan(&p->img, &p->scan, &p->flow, at[k], &po, &p->plan, &err),
+                     PK_OK, "%s", err.msg);
+    }
+    cr_assert_eq(below.plan.table.njumps, normal.plan.table.njumps);
+    cr_assert_eq(far.plan.table.njumps, 0);
+    cr_assert_gt(far.plan.nojump[PK_NOJUMP_REACH], 0);
+
+    /* Each jump's rel32, taken modulo 2^64, lands on its trampoline. */
+    for (size_t i = 0; i < below.plan.table.njumps; i++) {
+        const pk_jump *j = &below.plan.table.jumps[i];
+        cr_assert_geq(j->trampoline, (uint64_t)-0x10000);
+        uint8_t code[PK_JUMP_MAX_LEN];
+        cr_assert_eq(pk_jump_emit(j, 64, code, &err), PK_OK, "%s", err.msg);
+        int32_t rel;
+        memcpy(&rel, code + 1, 4);
+        cr_assert_eq(code[0], 0xe9);
+        cr_assert_eq(j->site + 5 + (uint64_t)(int64_t)rel, j->trampoline);
+    }
+    planned_free(&normal);
+    planned_free(&below);
+    planned_free(&far);
+}
