@@ -374,9 +374,10 @@ static bool patchable(const run_engine *e, pk_class_id cls, uint8_t flags)
 }
 
 /* Patches the instruction bytes[0..len) found at addr with INT3, if the
- * process still holds it there and no site covers it yet. */
+ * process still holds it there (else *differs is set) and no site covers
+ * it yet. */
 static pk_status patch_site(run_engine *e, run_process *p, uint64_t addr, const uint8_t *bytes,
-                            uint8_t len, pk_class_id cls, pk_error *err)
+                            uint8_t len, pk_class_id cls, bool *differs, pk_error *err)
 {
     for (size_t i = 0; i < p->table.count; i++) {
         const pk_patch *q = &p->table.patches[i];
@@ -384,8 +385,10 @@ static pk_status patch_site(run_engine *e, run_process *p, uint64_t addr, const 
             return PK_OK;
     }
     uint8_t now[15];
-    if (!run_peek(p, addr, now, len) || memcmp(now, bytes, len) != 0)
+    if (!run_peek(p, addr, now, len) || memcmp(now, bytes, len) != 0) {
+        *differs = true;
         return PK_OK;
+    }
     if (p->table.count == p->table_cap) {
         size_t cap = p->table_cap ? p->table_cap * 2 : 64;
         pk_patch *g = realloc(p->table.patches, cap * sizeof *g);
@@ -723,9 +726,10 @@ static bool stored_to(const run_process *p, uint64_t addr, unsigned len)
 
 /* Patches the sites of c (file offsets) that start in [lo, hi) of m; a
  * site the linear sweep alone found over bytes stored to as data is not
- * an instruction. */
+ * an instruction. *differs: the process holds other bytes at some site. */
 static pk_status patch_from(run_engine *e, run_process *p, const run_scan_cache *c,
-                            const run_mapping *m, uint64_t lo, uint64_t hi, pk_error *err)
+                            const run_mapping *m, uint64_t lo, uint64_t hi, bool *differs,
+                            pk_error *err)
 {
     for (size_t i = 0; i < c->n; i++) {
         const cached_site *s = &c->sites[i];
@@ -736,7 +740,7 @@ static pk_status patch_from(run_engine *e, run_process *p, const run_scan_cache 
             continue;
         if (!(s->found & PK_FOUND_RECURSIVE) && stored_to(p, addr, s->len))
             continue;
-        PK_CHECK(patch_site(e, p, addr, s->bytes, s->len, s->cls, err));
+        PK_CHECK(patch_site(e, p, addr, s->bytes, s->len, s->cls, differs, err));
     }
     return PK_OK;
 }
@@ -768,8 +772,14 @@ static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m,
 {
     e->stats->mappings_scanned++;
     bool vdso = m->path && strcmp(m->path, "[vdso]") == 0;
-    if (c && !(m->prot & PROT_WRITE))
-        return patch_from(e, p, c, m, keep_lo, keep_hi, err);
+    bool differs = false;
+    if (c && !(m->prot & PROT_WRITE)) {
+        PK_CHECK(patch_from(e, p, c, m, keep_lo, keep_hi, &differs, err));
+        /* The file's code, changed once loaded (a text relocation): swept
+         * as it stands too. */
+        if (!differs)
+            return PK_OK;
+    }
 
     uint64_t from = vdso ? m->start : lo, to = vdso ? m->end : hi;
     uint8_t *buf = read_code(p, from, to);
@@ -794,7 +804,7 @@ static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m,
                        (unsigned long long)from, (unsigned long long)to);
     /* Raw code's "file" is the range itself. */
     run_mapping at = { .start = vdso ? m->start : from, .offset = 0 };
-    s = patch_from(e, p, own, &at, keep_lo, keep_hi, err);
+    s = patch_from(e, p, own, &at, keep_lo, keep_hi, &differs, err);
     run_cache_free(own);
     return s;
 }
