@@ -72,6 +72,30 @@ bool run_poke(run_process *p, uint64_t addr, const void *buf, size_t len)
     return open_mem(p) && pwrite(p->mem, buf, len, (off_t)addr) == (ssize_t)len;
 }
 
+/* ---- arrays ---------------------------------------------------------------------- */
+
+bool run_grow(void **array, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return true;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *g = realloc(*array, c * size);
+    if (!g)
+        return false;
+    *array = g;
+    *cap = c;
+    return true;
+}
+
+bool run_append(void **array, size_t *count, size_t *cap, const void *item, size_t size)
+{
+    if (!run_grow(array, cap, *count, size))
+        return false;
+    memcpy((char *)*array + *count * size, item, size);
+    (*count)++;
+    return true;
+}
+
 /* ---- processes -------------------------------------------------------------------- */
 
 run_process *run_process_new(pid_t pid)
@@ -220,14 +244,8 @@ static run_mapping *read_maps(pid_t pid, size_t *n)
 
 static bool cover(run_process *p, uint64_t lo, uint64_t hi)
 {
-    if (p->ncovered == p->covered_cap) {
-        size_t cap = p->covered_cap ? p->covered_cap * 2 : 16;
-        run_range *g = realloc(p->covered, cap * sizeof *g);
-        if (!g)
-            return false;
-        p->covered = g;
-        p->covered_cap = cap;
-    }
+    if (!run_grow((void **)&p->covered, &p->covered_cap, p->ncovered, sizeof *p->covered))
+        return false;
     size_t i = 0;
     while (i < p->ncovered && p->covered[i].end < lo)
         i++;
@@ -389,14 +407,9 @@ static pk_status patch_site(run_engine *e, run_process *p, uint64_t addr, const 
         *differs = true;
         return PK_OK;
     }
-    if (p->table.count == p->table_cap) {
-        size_t cap = p->table_cap ? p->table_cap * 2 : 64;
-        pk_patch *g = realloc(p->table.patches, cap * sizeof *g);
-        if (!g)
-            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
-        p->table.patches = g;
-        p->table_cap = cap;
-    }
+    if (!run_grow((void **)&p->table.patches, &p->table_cap, p->table.count,
+                  sizeof *p->table.patches))
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     static const uint8_t int3 = 0xcc;
     if (!run_poke(p, addr, &int3, 1))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot patch 0x%llx in process %d",
@@ -853,21 +866,6 @@ static bool plan_file(run_engine *e, run_scan_cache *c, const char *path, uint64
     return ok;
 }
 
-static bool append(void **array, size_t *count, size_t *cap, const void *item, size_t size)
-{
-    if (*count == *cap) {
-        size_t c = *cap ? *cap * 2 : 32;
-        void *g = realloc(*array, c * size);
-        if (!g)
-            return false;
-        *array = g;
-        *cap = c;
-    }
-    memcpy((char *)*array + *count * size, item, size);
-    (*count)++;
-    return true;
-}
-
 /* Whether [lo, hi) is free of mappings. */
 static bool unmapped(const run_mapping *maps, size_t nmaps, uint64_t lo, uint64_t hi)
 {
@@ -923,7 +921,7 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
             continue;
         run_placed placed = { m->dev, m->inode, bias, at, size };
         if (!run_poke(p, at, c->code, c->code_len) || !run_own(p, at, at + size) ||
-            !append((void **)&p->placed, &p->nplaced, &p->placed_cap, &placed, sizeof placed)) {
+            !run_append((void **)&p->placed, &p->nplaced, &p->placed_cap, &placed, sizeof placed)) {
             *status = pk_fail(err, PK_ERR_INTERNAL, "cannot write trampolines in process %d",
                               (int)p->pid);
             return 0;
@@ -964,7 +962,7 @@ static pk_status place_jumps(run_engine *e, run_thread *t, run_scan_cache *c,
             continue;
         j.site += bias;
         j.trampoline += bias;
-        if (!append((void **)&p->table.jumps, &p->table.njumps, &p->jumps_cap, &j, sizeof j))
+        if (!run_append((void **)&p->table.jumps, &p->table.njumps, &p->jumps_cap, &j, sizeof j))
             return pk_fail(err, PK_ERR_NOMEM, "out of memory");
         for (size_t k = 0; k < c->plan.count; k++) {
             pk_patch q = c->plan.patches[k];
@@ -975,9 +973,9 @@ static pk_status place_jumps(run_engine *e, run_thread *t, run_scan_cache *c,
             pk_patch via = q;
             via.site = q.trampoline;
             via.trampoline = q.site;
-            if (!append((void **)&p->table.patches, &p->table.count, &p->table_cap, &q,
+            if (!run_append((void **)&p->table.patches, &p->table.count, &p->table_cap, &q,
                         sizeof q) ||
-                !append((void **)&p->via.patches, &p->via.count, &p->via_cap, &via,
+                !run_append((void **)&p->via.patches, &p->via.count, &p->via_cap, &via,
                         sizeof via))
                 return pk_fail(err, PK_ERR_NOMEM, "out of memory");
             e->stats->sites_patched++;
@@ -1016,14 +1014,8 @@ static pk_status hold_as_data(run_engine *e, run_thread *t, uint64_t lo, uint64_
     for (uint64_t a = page_of(lo); a < hi; a += PAGE) {
         if (page_at(p, a))
             continue;
-        if (p->npages == p->pages_cap) {
-            size_t cap = p->pages_cap ? p->pages_cap * 2 : 16;
-            run_page *g = realloc(p->pages, cap * sizeof *g);
-            if (!g)
-                return pk_fail(err, PK_ERR_NOMEM, "out of memory");
-            p->pages = g;
-            p->pages_cap = cap;
-        }
+        if (!run_grow((void **)&p->pages, &p->pages_cap, p->npages, sizeof *p->pages))
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
         size_t i = p->npages;
         while (i > 0 && p->pages[i - 1].addr > a) {
             p->pages[i] = p->pages[i - 1];

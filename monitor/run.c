@@ -157,23 +157,10 @@ static run_thread *find_thread(run_engine *e, pid_t tid)
     return NULL;
 }
 
-static bool grow(void **array, size_t *cap, size_t n, size_t size)
-{
-    if (n < *cap)
-        return true;
-    size_t c = *cap ? *cap * 2 : 16;
-    void *a = realloc(*array, c * size);
-    if (!a)
-        return false;
-    *array = a;
-    *cap = c;
-    return true;
-}
-
 static run_thread *add_thread(run_engine *e, pid_t tid, run_process *p)
 {
     run_thread *t = calloc(1, sizeof *t);
-    if (!t || !grow((void **)&e->threads, &e->threads_cap, e->nthreads, sizeof *e->threads)) {
+    if (!t || !run_grow((void **)&e->threads, &e->threads_cap, e->nthreads, sizeof *e->threads)) {
         free(t);
         return NULL;
     }
@@ -190,7 +177,7 @@ static run_thread *add_thread(run_engine *e, pid_t tid, run_process *p)
 
 static bool add_process(run_engine *e, run_process *p)
 {
-    if (!grow((void **)&e->procs, &e->procs_cap, e->nprocs, sizeof *e->procs))
+    if (!run_grow((void **)&e->procs, &e->procs_cap, e->nprocs, sizeof *e->procs))
         return false;
     e->procs[e->nprocs++] = p;
     e->stats->processes++;

@@ -194,15 +194,9 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
     }
     if (!run_poke(p, at, code, site->len + 1u))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot write in the monitor's page");
-    if (p->nslots == p->slots_cap) {
-        size_t cap = p->slots_cap ? p->slots_cap * 2 : 32;
-        run_slot *g = realloc(p->slots, cap * sizeof *g);
-        if (!g)
-            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
-        p->slots = g;
-        p->slots_cap = cap;
-    }
-    p->slots[p->nslots++] = (run_slot){ site->site, at, site->len };
+    run_slot slot_of = { site->site, at, site->len };
+    if (!run_append((void **)&p->slots, &p->nslots, &p->slots_cap, &slot_of, sizeof slot_of))
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     p->slot_used += 16;
     *slot = at;
     return PK_OK;

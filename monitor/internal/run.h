@@ -165,6 +165,11 @@ void run_log(run_engine *e, const char *fmt, ...) __attribute__((format(printf, 
 
 /* ---- livecode.c: what is executable, scanned and patched ----------------------- */
 
+/* Room for one more of n elements of size bytes in *array (capacity *cap,
+ * doubled as needed); false when memory runs out. run_append adds item. */
+bool run_grow(void **array, size_t *cap, size_t n, size_t size);
+bool run_append(void **array, size_t *count, size_t *cap, const void *item, size_t size);
+
 /* Reads and writes process memory, whatever its protection. */
 bool run_peek(run_process *p, uint64_t addr, void *buf, size_t len);
 bool run_poke(run_process *p, uint64_t addr, const void *buf, size_t len);
