@@ -35,7 +35,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -910,17 +909,13 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
         }
         if (!c->plan.njumps || c->code_len > size)
             return 0;
-        long nr = p->bits == 32 ? 192 /* mmap2 */ : SYS_mmap;
-        uint64_t args[6] = { at, size, PROT_READ | PROT_EXEC,
-                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                             p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
-        long ret;
-        if ((*status = run_inject(e, t, nr, args, &ret, err)) != PK_OK)
+        uint64_t mapped;
+        if ((*status = run_map(e, t, at, size, &mapped, err)) != PK_OK)
             return 0;
-        if ((uint64_t)ret != at)
+        if (!mapped)
             continue;
         run_placed placed = { m->dev, m->inode, bias, at, size };
-        if (!run_poke(p, at, c->code, c->code_len) || !run_own(p, at, at + size) ||
+        if (!run_poke(p, at, c->code, c->code_len) ||
             !run_append((void **)&p->placed, &p->nplaced, &p->placed_cap, &placed, sizeof placed)) {
             *status = pk_fail(err, PK_ERR_INTERNAL, "cannot write trampolines in process %d",
                               (int)p->pid);

@@ -402,28 +402,38 @@ pk_status run_protect(run_engine *e, run_thread *t, uint64_t addr, uint64_t len,
     return PK_OK;
 }
 
-/* Maps the monitor's page in t's process: the system-call stub, then room
- * for out-of-line copies of sites. */
-static pk_status map_stub(run_engine *e, run_thread *t, pk_error *err)
+pk_status run_map(run_engine *e, run_thread *t, uint64_t at, uint64_t size, uint64_t *addr,
+                  pk_error *err)
 {
     run_process *p = t->proc;
     long nr = p->bits == 32 ? I386_MMAP2 : SYS_mmap;
-    uint64_t args[6] = { 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
-                         (uint64_t)-1, 0 };
-    if (p->bits == 32)
-        args[4] = 0xffffffffu;
+    uint64_t args[6] = { at, size, PROT_READ | PROT_EXEC,
+                         MAP_PRIVATE | MAP_ANONYMOUS | (at ? MAP_FIXED_NOREPLACE : 0),
+                         p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
     long ret;
     PK_CHECK(run_inject(e, t, nr, args, &ret, err));
+    *addr = 0;
+    if (ret == -EEXIST || (at && (uint64_t)ret != at && !(ret < 0 && ret > -4096)))
+        return PK_OK; /* taken (an old kernel maps elsewhere instead) */
     if (ret < 0 && ret > -4096)
         return pk_fail(err, PK_ERR_INTERNAL, "mmap in process %d: %s", (int)p->pid,
                        strerror((int)-ret));
-    uint64_t stub = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
+    *addr = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
+    if (!run_own(p, *addr, *addr + size))
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+    return PK_OK;
+}
+
+/* Maps the monitor's system-call stub in t's process. */
+static pk_status map_stub(run_engine *e, run_thread *t, pk_error *err)
+{
+    run_process *p = t->proc;
+    uint64_t stub;
+    PK_CHECK(run_map(e, t, 0, 4096, &stub, err));
     if (!run_poke(p, stub, p->bits == 32 ? syscall32 : syscall64, 3))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot write the monitor's page in process %d",
                        (int)p->pid);
     p->stub = stub;
-    if (!run_own(p, stub, stub + 4096))
-        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     return PK_OK;
 }
 

@@ -22,7 +22,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 
 #include "popek/run.h"
@@ -160,23 +159,17 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
     if (!p->slot_page || p->slot_used + 16 > 4096 || (relative && dist > (1ull << 30))) {
         /* A new page: for a RIP-relative site, near it (the first free of
          * a few places within 256 MiB), else anywhere. */
-        long nr = p->bits == 32 ? 192 /* mmap2 */ : SYS_mmap;
-        long ret = -ENOMEM;
-        for (int k = relative ? 1 : 0; k <= 16 && ret < 0 && ret > -4096; k++) {
+        uint64_t page = 0;
+        for (int k = relative ? 1 : 0; k <= 16 && !page; k++) {
             uint64_t near = (site->site & ~0xfffull) + (uint64_t)(k & 1 ? -1 : 1) *
                             (uint64_t)((k + 1) / 2) * (16ull << 20);
-            uint64_t args[6] = { k ? near : 0, 4096, PROT_READ | PROT_EXEC,
-                                 MAP_PRIVATE | MAP_ANONYMOUS | (k ? MAP_FIXED_NOREPLACE : 0),
-                                 p->bits == 32 ? 0xffffffffu : (uint64_t)-1, 0 };
-            PK_CHECK(run_inject(e, t, nr, args, &ret, err));
+            PK_CHECK(run_map(e, t, k ? near : 0, 4096, &page, err));
         }
-        if (ret < 0 && ret > -4096)
-            return pk_fail(err, PK_ERR_INTERNAL, "mmap in process %d: %s", (int)p->pid,
-                           strerror((int)-ret));
-        p->slot_page = p->bits == 32 ? (uint32_t)ret : (uint64_t)ret;
+        if (!page)
+            return pk_fail(err, PK_ERR_UNSUPPORTED, "no room for a copy of the site at 0x%llx "
+                           "near it", (unsigned long long)site->site);
+        p->slot_page = page;
         p->slot_used = 0;
-        if (!run_own(p, p->slot_page, p->slot_page + 4096))
-            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     uint64_t at = p->slot_page + p->slot_used;
     /* The copy, then INT3: an instruction Linux emulates (UMIP) raises no

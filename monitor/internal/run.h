@@ -153,6 +153,12 @@ typedef struct run_engine {
 pk_status run_inject(run_engine *e, run_thread *t, long nr, const uint64_t args[6], long *ret,
                      pk_error *err);
 
+/* Maps size bytes, readable and executable, for the monitor's own use in
+ * t's process: at at exactly (*addr 0 when that is taken), or anywhere
+ * when at is 0. The range counts as covered: never scanned. */
+pk_status run_map(run_engine *e, run_thread *t, uint64_t at, uint64_t size, uint64_t *addr,
+                  pk_error *err);
+
 /* The process's mprotect, injected. */
 pk_status run_protect(run_engine *e, run_thread *t, uint64_t addr, uint64_t len, int prot,
                       pk_error *err);
