@@ -2,14 +2,17 @@
  * live.
  *
  * A process keeps the ranges of executable memory the monitor has taken
- * in hand ("covered"), the sites it patched there with INT3 (a patch table
- * like the one `popek patch` writes), and the pages of code the program
- * writes.
+ * in hand ("covered"), the sites it patched there (a patch table like the
+ * one `popek patch` writes, and the sites' INT3s in trampolines), and the
+ * pages of code the program writes.
  *
  * A mapping of a file is scanned as the file (its symbols give recursive
- * descent its roots) as soon as it is mapped, and the result is kept per
- * file for the run, so libraries a forked or exec'ed program maps again
- * are not scanned again. The vDSO is scanned as the ELF image it is.
+ * descent its roots) as soon as it is mapped. Its sites take jumps where
+ * `popek patch` would put them, to trampolines mapped beside the file,
+ * and INT3 elsewhere. The scan and the plan are kept per file, for the run
+ * and on disk, so libraries a forked or exec'ed program maps again, or
+ * the next run maps, are not scanned again. The vDSO is scanned as the
+ * ELF image it is.
  *
  * Code the program writes (anonymous or writable executable memory: a
  * JIT's) has no symbols, and often shares its pages with data. It is
@@ -24,10 +27,11 @@
  * (and have an INT3 written into it). An instruction that writes its own
  * page runs once with the page open, single-stepped.
  *
- * A change the program makes (mprotect, munmap, mmap over, mremap)
- * uncovers the range it names: its sites are forgotten, their original
- * bytes put back where the memory is still the same, and whatever is still
- * executable there is taken in hand again. */
+ * A change the program makes (mprotect, munmap, mmap over, mremap) keeps
+ * other threads' syncs off the range it names while it runs; then the
+ * range is uncovered: its sites are forgotten, their original bytes put
+ * back where the memory is still the same, and whatever is executable
+ * there is taken in hand again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -11,9 +11,13 @@
  *   patched (livecode.c) before its first instruction runs;
  * - a filtered system call: let it run, and on its way out bring the
  *   patches up to date with the new mappings;
- * - SIGTRAP at a patched INT3: emulate the site (runemu.c);
- * - SIGSEGV on a code page the monitor protects: the write or run it
- *   guards (livecode.c).
+ * - SIGTRAP at a patched INT3 (at a site or in a trampoline): emulate the
+ *   site (runemu.c);
+ * - SIGSEGV on written code the monitor holds: the write or the run it
+ *   holds back (livecode.c).
+ *
+ * The monitor makes system calls in the program itself (mmap, mprotect)
+ * through a `syscall; int3` stub it maps there.
  *
  * Every other signal is the program's own and is passed on unchanged. */
 #include <errno.h>
