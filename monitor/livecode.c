@@ -461,6 +461,7 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
          * still in it finishes it and comes back to the original bytes. */
         if (restore && run_peek(p, j->site, &byte, 1) && byte == 0xe9)
             poke_code(p, j->site, j->bytes, j->len);
+        p->ghosts[p->nghosts++ % RUN_GHOSTS] = j->site;
     }
     p->table.njumps = n;
     /* Out-of-line copies of sites that may change are made afresh. */
@@ -630,7 +631,7 @@ static run_scan_cache *cache_load(const char *name)
     bool ok = c && fread(magic, sizeof magic, 1, f) == 1 &&
               !memcmp(magic, CACHE_MAGIC, sizeof magic) && fread(&n, sizeof n, 1, f) == 1 &&
               n < (1u << 24) && (!n || (c->sites = calloc(n, sizeof *c->sites))) &&
-              fread(c->sites, sizeof *c->sites, n, f) == n &&
+              (!n || fread(c->sites, sizeof *c->sites, n, f) == n) &&
               fread(&c->code_vaddr, sizeof c->code_vaddr, 1, f) == 1 &&
               read_blob(f, &table, &table_len) && read_blob(f, &code, &code_len) &&
               fgetc(f) == EOF;
@@ -672,7 +673,7 @@ static void cache_store(const run_scan_cache *c)
     uint64_t n = c->n, tl = table_len, cl = c->code_vaddr ? c->code_len : 0;
     bool ok = fwrite(CACHE_MAGIC, sizeof CACHE_MAGIC - 1, 1, f) == 1 &&
               fwrite(&n, sizeof n, 1, f) == 1 &&
-              fwrite(c->sites, sizeof *c->sites, c->n, f) == c->n &&
+              (!c->n || fwrite(c->sites, sizeof *c->sites, c->n, f) == c->n) &&
               fwrite(&c->code_vaddr, sizeof c->code_vaddr, 1, f) == 1 &&
               fwrite(&tl, sizeof tl, 1, f) == 1 && (!tl || fwrite(table, tl, 1, f) == 1) &&
               fwrite(&cl, sizeof cl, 1, f) == 1 && (!cl || fwrite(c->code, cl, 1, f) == 1);
@@ -880,17 +881,26 @@ static bool unmapped(const run_mapping *maps, size_t nmaps, uint64_t lo, uint64_
 
 /* Where the trampolines of c's file go in t's process, mapped now if they
  * are not yet: just below the file's lowest mapping (ld.so maps libraries
- * top down, leaving room there), else just above its highest. 0 when
- * neither has room: the file's sites take INT3. */
+ * top down, leaving room there), else, but for the program itself, just
+ * above its highest. 0 when neither has room: the file's sites take INT3. */
 static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *c,
                                   const run_mapping *maps, size_t nmaps, const run_mapping *m,
                                   uint64_t bias, pk_error *err, pk_status *status)
 {
     run_process *p = t->proc;
-    for (size_t i = 0; i < p->nplaced; i++)
-        if (p->placed[i].dev == m->dev && p->placed[i].inode == m->inode &&
-            p->placed[i].bias == bias)
-            return p->placed[i].at;
+    for (size_t i = 0; i < p->nplaced; i++) {
+        const run_placed *pl = &p->placed[i];
+        if (pl->dev != m->dev || pl->inode != m->inode || pl->bias != bias)
+            continue;
+        /* The file's plan may have been made since for another place (in
+         * another process): made again for this one, the same code. */
+        if (c->code_vaddr != pl->at - bias) {
+            if (!plan_file(e, c, m->path, pl->at - bias) || c->code_len > pl->size)
+                return 0;
+            cache_store(c);
+        }
+        return pl->at;
+    }
     uint64_t lowest = m->start, highest = m->end;
     for (size_t i = 0; i < nmaps; i++)
         if (maps[i].dev == m->dev && maps[i].inode == m->inode) {
@@ -900,8 +910,14 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
     /* Room for the trampolines: at most 64 bytes a site. */
     uint64_t size = (64 * (uint64_t)c->n + 64 + PAGE - 1) & ~(PAGE - 1);
     uint64_t limit = p->bits == 32 ? 1ull << 32 : 1ull << 47;
+    /* Above the program itself is where its heap (brk) starts. */
+    char exe[64];
+    struct stat st;
+    snprintf(exe, sizeof exe, "/proc/%d/exe", (int)p->pid);
+    bool program = stat(exe, &st) == 0 && (uint64_t)st.st_ino == m->inode &&
+                   (uint64_t)st.st_dev == m->dev;
     uint64_t candidates[2] = { lowest > size + (1u << 20) ? lowest - size : 0,
-                               highest + size < limit ? highest : 0 };
+                               !program && highest + size < limit ? highest : 0 };
     for (int k = 0; k < 2; k++) {
         uint64_t at = candidates[k];
         if (!at || !unmapped(maps, nmaps, at, at + size))
@@ -993,6 +1009,15 @@ static int by_jump(const void *a, const void *b)
 
 /* ---- code pages the program may write --------------------------------------------- */
 
+/* Whether p holds any page of [lo, hi) as written code. */
+static bool pages_in(const run_process *p, uint64_t lo, uint64_t hi)
+{
+    for (size_t i = 0; i < p->npages; i++)
+        if (p->pages[i].addr < hi && lo < p->pages[i].addr + PAGE)
+            return true;
+    return false;
+}
+
 static void drop_pages(run_process *p, uint64_t lo, uint64_t hi)
 {
     size_t n = 0;
@@ -1029,7 +1054,7 @@ static pk_status hold_as_data(run_engine *e, run_thread *t, uint64_t lo, uint64_
 /* ---- keeping up with the program's mappings ------------------------------------------ */
 
 /* Scans and patches every executable mapping not covered yet. */
-static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
+static pk_status sync_maps(run_engine *e, run_thread *t, bool fresh, pk_error *err)
 {
     run_process *p = t->proc;
     size_t n;
@@ -1068,7 +1093,7 @@ static pk_status sync_maps(run_engine *e, run_thread *t, pk_error *err)
                 b = m->end;
             /* A file's scan (NULL: no file, or not the one mapped). */
             run_scan_cache *c = written ? NULL : file_scan(e, m);
-            if (c && !e->opts->int3_only)
+            if (c && fresh && !e->opts->int3_only)
                 s = place_jumps(e, t, c, maps, n, m, a, b, err);
             if (s == PK_OK)
                 s = written ? hold_as_data(e, t, a, b, m->prot, err)
@@ -1149,8 +1174,12 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
             lo = hi = 0;
         break;
     case RUN_SC_MPROTECT:
-        /* The same memory: the program's own bytes back (text relocations
-         * and JITs rewrite it), then scanned again if still code. */
+        /* Still code the program could not have written since it was
+         * scanned: the patches stay (and threads run on through them).
+         * Else the program's own bytes back (text relocations and JITs
+         * rewrite them), and scanned again where it is code. */
+        if ((a[2] & PROT_EXEC) && !(a[2] & PROT_WRITE) && !pages_in(p, lo, hi))
+            lo = hi = 0;
         restore = true;
         break;
     case RUN_SC_MREMAP:
@@ -1165,13 +1194,18 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
         if (l >= h)
             continue;
         drop_pages(p, l, h);
-        unpatch(p, l, h, restore);
+        /* mremap's new range: any INT3 there is one another thread's sync
+         * put over the bytes moved in. */
+        unpatch(p, l, h, restore || k == 1);
         if (!uncover_range(p, l, h))
             return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     if (nr == RUN_SC_MREMAP && t->sc_prot >= 0 && lo2 < hi2)
         PK_CHECK(run_protect(e, t, lo2, hi2 - lo2, t->sc_prot, err));
-    return sync_maps(e, t, err);
+    /* Jumps go only into code no thread can be running yet: a new program,
+     * new memory. Code that may have run takes INT3s: a thread may stand
+     * between instructions a jump would move. */
+    return sync_maps(e, t, nr == RUN_SC_OTHER || nr == RUN_SC_MMAP, err);
 }
 
 /* ---- faults on written code ---------------------------------------------------- */

@@ -663,9 +663,12 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         }
         uint8_t byte;
         bool int3 = run_peek(t->proc, at, &byte, 1) && byte == 0xcc;
-        if (!site && !int3 && run_was_site(t->proc, at)) {
-            /* A site another thread took away after this one hit it: the
-             * instruction is back; run it. */
+        if (!int3 && (site || run_was_site(t->proc, at) ||
+                      pk_patch_table_jump_at(&t->proc->table, at))) {
+            /* An INT3 of the monitor's that is gone since this thread hit
+             * it: a site taken away, or the first byte of a jump or of
+             * original bytes being written (INT3 first); run what is there
+             * now. */
             r.rip = at;
             PK_CHECK(set_regs(t, &r, err));
             resume(e, t, 0);
