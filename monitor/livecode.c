@@ -1263,13 +1263,14 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
         if (!pg->data)
             return true; /* another thread made it code meanwhile: run it */
         /* Run: scanned from where it is entered before anything runs. No
-         * other thread writes it meanwhile: it is read-only until then. */
+         * other thread writes it meanwhile: it is read-only until then (a
+         * lone thread cannot). */
         e->stats->exec_faults++;
         if (e->opts->trace)
             run_log(e, "[%d] 0x%llx runs written code at 0x%llx: scanned", (int)t->tid,
                     (unsigned long long)rip, (unsigned long long)a);
         pg->data = false;
-        if (pg->prot & PROT_WRITE)
+        if ((pg->prot & PROT_WRITE) && p->threads > 1)
             *status = run_protect(e, t, a, PAGE, pg->prot & ~(PROT_WRITE | PROT_EXEC), err);
         if (*status == PK_OK)
             *status = rescan_page(e, p, pg, rip, err);
