@@ -42,6 +42,7 @@
 
 #include "popek/boot.h"
 #include "popek/run.h"
+#include "popek/vcpu.h"
 #include "../scanner/internal/decoder.h"
 #include "internal/run.h"
 
@@ -171,7 +172,7 @@ static run_thread *add_thread(run_engine *e, pid_t tid, run_process *p)
     t->tid = tid;
     t->proc = p;
     /* A process starts with IF 1 and IOPL 0 (and ID as it is: 0). */
-    t->vflags = 1u << 9;
+    t->vflags = PK_FLAG_IF;
     if (p)
         p->threads++;
     e->threads[e->nthreads++] = t;
@@ -212,43 +213,45 @@ static void drop_thread(run_engine *e, run_thread *t)
     free(t);
 }
 
-/* The thread-group id of tid, from /proc; -1 if it is gone. */
-static pid_t thread_group_of(pid_t tid)
+/* What /proc/TID/status says of tid: its thread-group id, and whether it
+ * is on its way out (a zombie, or a SIGKILL pending for it or its
+ * process). False when tid is gone. */
+static bool thread_status(pid_t tid, pid_t *tgid, bool *dying)
 {
     char path[64], line[128];
     snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
     FILE *f = fopen(path, "r");
     if (!f)
-        return -1;
-    pid_t tgid = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "Tgid: %d", &tgid) == 1)
-            break;
-    fclose(f);
-    return tgid;
-}
-
-/* Whether tid is gone or on its way out: no /proc entry, a zombie, or a
- * SIGKILL pending for it or its process. */
-static bool thread_dying(pid_t tid)
-{
-    char path[64], line[128];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return true;
-    bool dying = false;
+        return false;
+    *tgid = -1;
+    *dying = false;
     unsigned long long pending;
     char state;
     while (fgets(line, sizeof line, f)) {
         if (sscanf(line, "State: %c", &state) == 1 && (state == 'Z' || state == 'X'))
-            dying = true;
+            *dying = true;
+        if (sscanf(line, "Tgid: %d", tgid) == 1)
+            continue;
         if ((sscanf(line, "SigPnd: %llx", &pending) == 1 ||
              sscanf(line, "ShdPnd: %llx", &pending) == 1) && (pending & (1ull << (SIGKILL - 1))))
-            dying = true;
+            *dying = true;
     }
     fclose(f);
-    return dying;
+    return true;
+}
+
+static pid_t thread_group_of(pid_t tid)
+{
+    pid_t tgid;
+    bool dying;
+    return thread_status(tid, &tgid, &dying) ? tgid : -1;
+}
+
+static bool thread_dying(pid_t tid)
+{
+    pid_t tgid;
+    bool dying;
+    return !thread_status(tid, &tgid, &dying) || dying;
 }
 
 /* Whether tid is still in a ptrace stop (a thread killed meanwhile is
@@ -367,7 +370,7 @@ pk_status run_inject(run_engine *e, run_thread *t, long nr, const uint64_t args[
     call.rip = at;
     call.rax = (unsigned long long)nr;
     call.orig_rax = (unsigned long long)-1;
-    call.eflags &= ~0x100ull; /* TF */
+    call.eflags &= ~(unsigned long long)PK_FLAG_TF;
     if (p->bits == 32) {
         call.rbx = args[0]; call.rcx = args[1]; call.rdx = args[2];
         call.rsi = args[3]; call.rdi = args[4]; call.rbp = args[5];
@@ -540,7 +543,7 @@ static void exec_event(run_engine *e, run_thread *t)
     }
     run_process_reset(p);
     e->exec_seen = true;
-    t->vflags = 1u << 9;
+    t->vflags = PK_FLAG_IF;
     t->sc_nr = RUN_SC_OTHER;
     t->pending = RUN_EXEC_EXIT;
     resume(e, t, 0);
@@ -594,6 +597,15 @@ static void single_step_trap(run_thread *t, uint64_t rip)
     ptrace(PTRACE_SETSIGINFO, t->tid, 0, &si);
 }
 
+/* Lets t go on after a site or a step of the monitor's, at rip: with the
+ * trap a single step raises when the program had TF set. */
+static void resume_traced(run_engine *e, run_thread *t, uint64_t rip, bool traced)
+{
+    if (traced)
+        single_step_trap(t, rip);
+    resume(e, t, traced ? SIGTRAP : 0);
+}
+
 /* Whether a SIGSEGV may come from the monitor's hold on written code: an
  * access the protection denied, or a store Linux's UMIP emulation could
  * not make there (it reports SEGV_MAPERR). run_code_fault decides. */
@@ -629,20 +641,18 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
             }
             /* Done, or a signal the copy raised (it is the site's, at the
              * site's address) or one that came before it ran. */
-            bool traced = t->step_tf;
             PK_CHECK(run_native_done(e, t, &r, err));
-            if (stepped && traced)
-                single_step_trap(t, r.rip);
-            resume(e, t, stepped ? traced ? SIGTRAP : 0 : sig);
-            if (!stepped)
+            if (stepped) {
+                resume_traced(e, t, r.rip, t->step_tf);
+            } else {
+                resume(e, t, sig);
                 e->stats->signals++;
+            }
             return PK_OK;
         }
         PK_CHECK(run_code_write_done(e, t, r.rip, err));
         if (stepped) {
-            if (t->step_tf)
-                single_step_trap(t, r.rip);
-            resume(e, t, t->step_tf ? SIGTRAP : 0);
+            resume_traced(e, t, r.rip, t->step_tf);
             return PK_OK;
         }
         /* The write did not happen (another fault, or a signal came first):
@@ -676,22 +686,18 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         }
         if (site && int3) {
             /* The program single-steps itself: the trap after the site. */
-            bool traced = r.eflags & 0x100;
+            bool traced = r.eflags & PK_FLAG_TF;
             PK_CHECK(run_emulate_site(e, t, site, at, then, &r, err));
             t->step_tf = traced;
-            if (t->pending == RUN_NOTHING && traced) {
-                single_step_trap(t, r.rip);
-                resume(e, t, SIGTRAP);
-            } else {
-                resume(e, t, 0);
-            }
+            /* Run natively, the step's own trap comes first. */
+            resume_traced(e, t, r.rip, traced && t->pending == RUN_NOTHING);
             return PK_OK;
         }
     }
     if (sig == SIGSEGV && held_fault(&si) && !e->opts->no_patch) {
         PK_CHECK(get_regs(t, &r, err));
         pk_status s = PK_OK;
-        t->step_tf = r.eflags & 0x100; /* for a write stepped: the program's trap after */
+        t->step_tf = r.eflags & PK_FLAG_TF; /* for a write stepped: the program's trap after */
         if (run_code_fault(e, t, (uint64_t)(uintptr_t)si.si_addr, r.rip, err, &s)) {
             PK_CHECK(s);
             resume(e, t, 0);
@@ -919,4 +925,27 @@ pk_status pk_run(char *const argv[], const pk_run_options *opts, pk_run_result *
     free(e.procs);
     run_cache_free(e.cache);
     return PK_OK;
+}
+
+/* ---- stats --------------------------------------------------------------------------- */
+
+void pk_run_print_stats(FILE *out, const pk_run_result *result)
+{
+    const pk_run_stats *s = &result->stats;
+    fprintf(out, "popek: %.3f s; %llu stops, %llu system calls seen, %llu made by the monitor, "
+            "%llu signals passed on\n", (double)s->total_ns / 1e9, (unsigned long long)s->stops,
+            (unsigned long long)s->syscalls, (unsigned long long)s->injected,
+            (unsigned long long)s->signals);
+    fprintf(out, "popek: %llu threads in %llu processes; %llu mappings scanned (%llu from the "
+            "cache); %llu sites patched, %llu by jump\n", (unsigned long long)s->threads,
+            (unsigned long long)s->processes, (unsigned long long)s->mappings_scanned,
+            (unsigned long long)s->scan_cache_hits, (unsigned long long)s->sites_patched,
+            (unsigned long long)s->sites_jumped);
+    fprintf(out, "popek: written code pages: %llu write faults, %llu scans before a run\n",
+            (unsigned long long)s->write_faults, (unsigned long long)s->exec_faults);
+    for (int c = 0; c < PK_CLASS_COUNT; c++)
+        if (s->emulated[c] || s->native[c])
+            fprintf(out, "popek:   %-14s %10llu emulated %10llu run natively\n",
+                    pk_class_get((pk_class_id)c)->key, (unsigned long long)s->emulated[c],
+                    (unsigned long long)s->native[c]);
 }

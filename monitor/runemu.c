@@ -272,26 +272,3 @@ pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct 
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
     return PK_OK;
 }
-
-/* ---- stats --------------------------------------------------------------------------- */
-
-void pk_run_print_stats(FILE *out, const pk_run_result *result)
-{
-    const pk_run_stats *s = &result->stats;
-    fprintf(out, "popek: %.3f s; %llu stops, %llu system calls seen, %llu made by the monitor, "
-            "%llu signals passed on\n", (double)s->total_ns / 1e9, (unsigned long long)s->stops,
-            (unsigned long long)s->syscalls, (unsigned long long)s->injected,
-            (unsigned long long)s->signals);
-    fprintf(out, "popek: %llu threads in %llu processes; %llu mappings scanned (%llu from the "
-            "cache); %llu sites patched, %llu by jump\n", (unsigned long long)s->threads,
-            (unsigned long long)s->processes, (unsigned long long)s->mappings_scanned,
-            (unsigned long long)s->scan_cache_hits, (unsigned long long)s->sites_patched,
-            (unsigned long long)s->sites_jumped);
-    fprintf(out, "popek: written code pages: %llu write faults, %llu scans before a run\n",
-            (unsigned long long)s->write_faults, (unsigned long long)s->exec_faults);
-    for (int c = 0; c < PK_CLASS_COUNT; c++)
-        if (s->emulated[c] || s->native[c])
-            fprintf(out, "popek:   %-14s %10llu emulated %10llu run natively\n",
-                    pk_class_get((pk_class_id)c)->key, (unsigned long long)s->emulated[c],
-                    (unsigned long long)s->native[c]);
-}
