@@ -15,9 +15,9 @@ static const char usage_run[] =
     "\n"
     "Runs an ordinary Linux program (64- or 32-bit, static or dynamic) under the\n"
     "monitor. Its system calls go to the host kernel; every instruction of the\n"
-    "chosen sets is patched with INT3 before it can run, in the program, its\n"
-    "libraries, the vDSO and code it writes at run time, and is emulated against a\n"
-    "virtual CPU. Threads, forks and execs are followed.\n"
+    "chosen sets is patched (a jump to a trampoline, or INT3) before it can run, in\n"
+    "the program, its libraries, the vDSO and code it writes at run time, and is\n"
+    "emulated against a virtual CPU. Threads, forks and execs are followed.\n"
     "\n"
     "options:\n"
     "  --set SETS          the sets to patch: pg (default), privileged, extended, all\n"
@@ -146,6 +146,12 @@ int cmd_run(int argc, char **argv)
     char cache_dir[4096];
     if (!no_cache)
         ro.cache_dir = cache_directory(cache, cache_dir, sizeof cache_dir);
+    /* A directory asked for by name must be usable; the default one may
+     * not be (no home): then every run scans afresh. */
+    if (cache && !no_cache && !ro.cache_dir) {
+        fprintf(stderr, "popek: --cache %s: %s\n", cache, strerror(errno));
+        return EXIT_BAD;
+    }
     FILE *log = NULL;
     if (log_path) {
         /* Not inherited by the program. */
