@@ -181,6 +181,7 @@ run_process *run_process_fork(const run_process *p, pid_t child)
     c->slot_page = p->slot_page;
     c->slot_used = p->slot_used;
     c->has_ldt = p->has_ldt;
+    memcpy(c->sigactions, p->sigactions, sizeof c->sigactions);
     if ((p->table.count && !c->table.patches) || (p->ncovered && !c->covered) ||
         (p->table.njumps && !c->table.jumps) || (p->via.count && !c->via.patches) ||
         (p->nplaced && !c->placed) ||

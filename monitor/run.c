@@ -46,63 +46,120 @@
 #include "../scanner/internal/decoder.h"
 #include "internal/run.h"
 
-/* i386 system call numbers (asm/unistd_32.h), for programs of that ABI. */
-enum {
-    I386_OLD_MMAP = 90, I386_MUNMAP = 91, I386_MODIFY_LDT = 123, I386_MPROTECT = 125,
-    I386_MREMAP = 163, I386_MMAP2 = 192, I386_PKEY_MPROTECT = 380,
-};
-
 /* ---- the filter ---------------------------------------------------------------- */
 
-/* The calls that stop besides mmap with PROT_EXEC or MAP_FIXED (the i386
- * old_mmap takes its arguments in memory, so it always stops). */
-static const long traced64[] = { SYS_mprotect, SYS_pkey_mprotect, SYS_munmap, SYS_mremap,
-                                 SYS_modify_ldt };
-static const long traced32[] = { I386_OLD_MMAP, I386_MPROTECT, I386_PKEY_MPROTECT, I386_MUNMAP,
-                                 I386_MREMAP, I386_MODIFY_LDT };
+/* What one ABI's calls the filter stops. Calls that change code: always
+ * (the i386 old_mmap takes its arguments in memory), and mmap when it maps
+ * code or may replace some (PROT_EXEC or MAP_FIXED). Calls that change
+ * signal state (runsig.c): returns from handlers and the rare old i386
+ * calls always, the others when args[1] is not NULL (a change, not a
+ * query). */
+typedef struct filter_abi {
+    uint32_t arch;
+    long mmap;
+    const long *code, *signal, *signal_changing;
+    size_t ncode, nsignal, nsignal_changing;
+} filter_abi;
 
-enum { FILTER_MAX = 64 };
+static const long code64[] = { SYS_mprotect, SYS_pkey_mprotect, SYS_munmap, SYS_mremap,
+                               SYS_modify_ldt };
+static const long signal64[] = { SYS_rt_sigreturn };
+static const long signal_changing64[] = { SYS_rt_sigaction, SYS_rt_sigprocmask };
+static const long code32[] = { I386_OLD_MMAP, I386_MPROTECT, I386_PKEY_MPROTECT, I386_MUNMAP,
+                               I386_MREMAP, I386_MODIFY_LDT };
+static const long signal32[] = { I386_SIGACTION, I386_SIGPROCMASK, I386_SIGRETURN,
+                                 I386_RT_SIGRETURN };
+static const long signal_changing32[] = { I386_RT_SIGACTION, I386_RT_SIGPROCMASK };
 
-/* Appends to f at *n the block for one ABI: when the call is of that ABI,
- * each call of list stops, and mmap_nr stops when args[2] (its prot) has
- * PROT_EXEC or args[3] (its flags) MAP_FIXED (it may replace code); other
- * calls of the ABI are allowed. Other ABIs jump past. */
-static void filter_abi(struct sock_filter *f, size_t *n, uint32_t arch, long mmap_nr,
-                       const long *list, size_t nlist)
+#define COUNT(a) (sizeof (a) / sizeof (a)[0])
+static const filter_abi filter_abis[] = {
+    { AUDIT_ARCH_X86_64, SYS_mmap, code64, signal64, signal_changing64,
+      COUNT(code64), COUNT(signal64), COUNT(signal_changing64) },
+    { AUDIT_ARCH_I386, I386_MMAP2, code32, signal32, signal_changing32,
+      COUNT(code32), COUNT(signal32), COUNT(signal_changing32) },
+};
+
+enum { FILTER_MAX = 96 };
+
+/* A filter under construction: jumps name the index of their target,
+ * resolved to BPF's relative offsets by filter_jump. */
+typedef struct filter {
+    struct sock_filter f[FILTER_MAX];
+    size_t n;
+} filter;
+
+static size_t filter_stmt(filter *f, uint16_t code, uint32_t k)
 {
-    size_t i = *n;
-    /* if (arch != this ABI) skip this block: patched below */
-    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                          offsetof(struct seccomp_data, arch));
-    size_t arch_test = i++;
-    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                          offsetof(struct seccomp_data, nr));
-    for (size_t k = 0; k < nlist; k++)
-        f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)list[k],
-                                              (uint8_t)(nlist - k + 5), 0);
-    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)mmap_nr, 0, 4);
-    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                          offsetof(struct seccomp_data, args[2]));
-    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 3, 0);
-    f[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                          offsetof(struct seccomp_data, args[3]));
-    f[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, MAP_FIXED, 1, 0);
-    f[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-    f[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE);
-    f[arch_test] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 0,
-                                                (uint8_t)(i - arch_test - 1));
-    *n = i;
+    f->f[f->n] = (struct sock_filter)BPF_STMT(code, k);
+    return f->n++;
 }
 
-static size_t build_filter(struct sock_filter f[FILTER_MAX])
+static size_t filter_load(filter *f, size_t offset)
 {
-    size_t n = 0;
-    filter_abi(f, &n, AUDIT_ARCH_X86_64, SYS_mmap, traced64,
-               sizeof traced64 / sizeof traced64[0]);
-    filter_abi(f, &n, AUDIT_ARCH_I386, I386_MMAP2, traced32,
-               sizeof traced32 / sizeof traced32[0]);
-    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-    return n;
+    return filter_stmt(f, BPF_LD | BPF_W | BPF_ABS, (uint32_t)offset);
+}
+
+/* A conditional jump whose targets are set later with filter_target. */
+static size_t filter_jump(filter *f, uint16_t op, uint32_t k)
+{
+    f->f[f->n] = (struct sock_filter)BPF_JUMP(BPF_JMP | op | BPF_K, k, 0, 0);
+    return f->n++;
+}
+
+static void filter_target(filter *f, size_t jump, size_t if_true, size_t if_false)
+{
+    f->f[jump].jt = (uint8_t)(if_true - jump - 1);
+    f->f[jump].jf = (uint8_t)(if_false - jump - 1);
+}
+
+/* The block of one ABI; a call of another ABI skips it. */
+static void filter_add_abi(filter *f, const filter_abi *abi, bool signals)
+{
+    size_t args1 = offsetof(struct seccomp_data, args[1]);
+    filter_load(f, offsetof(struct seccomp_data, arch));
+    size_t arch = filter_jump(f, BPF_JEQ, abi->arch);
+    filter_load(f, offsetof(struct seccomp_data, nr));
+    size_t always[16], changing[8];
+    size_t nalways = 0, nchanging = 0;
+    for (size_t k = 0; k < abi->ncode; k++)
+        always[nalways++] = filter_jump(f, BPF_JEQ, (uint32_t)abi->code[k]);
+    for (size_t k = 0; signals && k < abi->nsignal; k++)
+        always[nalways++] = filter_jump(f, BPF_JEQ, (uint32_t)abi->signal[k]);
+    for (size_t k = 0; signals && k < abi->nsignal_changing; k++)
+        changing[nchanging++] = filter_jump(f, BPF_JEQ, (uint32_t)abi->signal_changing[k]);
+    size_t mmap = filter_jump(f, BPF_JEQ, (uint32_t)abi->mmap);
+    size_t mmap_prot = filter_load(f, offsetof(struct seccomp_data, args[2]));
+    size_t exec = filter_jump(f, BPF_JSET, PROT_EXEC);
+    filter_load(f, offsetof(struct seccomp_data, args[3]));
+    size_t fixed = filter_jump(f, BPF_JSET, MAP_FIXED);
+    size_t arg1 = filter_load(f, args1);
+    size_t arg1_low = filter_jump(f, BPF_JEQ, 0);
+    size_t arg1_high_load = filter_load(f, args1 + 4);
+    size_t arg1_high = filter_jump(f, BPF_JEQ, 0);
+    size_t allow = filter_stmt(f, BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    size_t trace = filter_stmt(f, BPF_RET | BPF_K, SECCOMP_RET_TRACE);
+    for (size_t k = 0; k < nalways; k++)
+        filter_target(f, always[k], trace, always[k] + 1);
+    for (size_t k = 0; k < nchanging; k++)
+        filter_target(f, changing[k], arg1, changing[k] + 1);
+    filter_target(f, mmap, mmap_prot, allow);
+    filter_target(f, exec, trace, exec + 1);
+    filter_target(f, fixed, trace, allow);
+    filter_target(f, arg1_low, arg1_high_load, trace);
+    filter_target(f, arg1_high, allow, trace);
+    filter_target(f, arch, arch + 1, f->n);
+}
+
+/* The program's filter; with signals, the calls that change its signal
+ * state stop too (runsig.c). */
+static size_t build_filter(struct sock_filter out[FILTER_MAX], bool signals)
+{
+    filter f = { .n = 0 };
+    for (size_t i = 0; i < COUNT(filter_abis); i++)
+        filter_add_abi(&f, &filter_abis[i], signals);
+    filter_stmt(&f, BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    memcpy(out, f.f, f.n * sizeof *out);
+    return f.n;
 }
 
 /* The call a filtered stop is for, the same for both ABIs. */
@@ -115,6 +172,9 @@ static long normalize_syscall(uint32_t arch, long nr)
         case SYS_munmap: return RUN_SC_MUNMAP;
         case SYS_mremap: return RUN_SC_MREMAP;
         case SYS_modify_ldt: return RUN_SC_MODIFY_LDT;
+        case SYS_rt_sigaction: return RUN_SC_SIGACTION;
+        case SYS_rt_sigprocmask: return RUN_SC_SIGPROCMASK;
+        case SYS_rt_sigreturn: return RUN_SC_SIGRETURN;
         }
     } else if (arch == AUDIT_ARCH_I386) {
         switch (nr) {
@@ -123,6 +183,10 @@ static long normalize_syscall(uint32_t arch, long nr)
         case I386_MUNMAP: return RUN_SC_MUNMAP;
         case I386_MREMAP: return RUN_SC_MREMAP;
         case I386_MODIFY_LDT: return RUN_SC_MODIFY_LDT;
+        case I386_RT_SIGACTION: return RUN_SC_SIGACTION;
+        case I386_SIGACTION: return RUN_SC_OLD_SIGACTION;
+        case I386_RT_SIGPROCMASK: case I386_SIGPROCMASK: return RUN_SC_SIGPROCMASK;
+        case I386_RT_SIGRETURN: case I386_SIGRETURN: return RUN_SC_SIGRETURN;
         }
     }
     return RUN_SC_OTHER;
@@ -313,12 +377,15 @@ static const uint8_t syscall64[] = { 0x0f, 0x05, 0xcc };
 static const uint8_t syscall32[] = { 0xcd, 0x80, 0xcc };
 
 /* Runs the system call set up in t's registers from code at at, to the
- * INT3 after it. */
+ * INT3 after it; or, when that INT3's SIGTRAP would disturb the program's
+ * signal state (runsig.c), to the call's return, a stop of ptrace's own. */
 static pk_status run_call(run_engine *e, run_thread *t, uint64_t at, pk_error *err)
 {
+    bool by_trap = run_sig_quiet(t, SIGTRAP);
+    enum __ptrace_request how = by_trap ? PTRACE_CONT : PTRACE_SYSCALL;
     for (;;) {
-        if (ptrace(PTRACE_CONT, t->tid, 0, 0) != 0)
-            return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_CONT, %d): %s", (int)t->tid,
+        if (ptrace(how, t->tid, 0, 0) != 0)
+            return pk_fail(err, PK_ERR_INTERNAL, "ptrace(resume, %d): %s", (int)t->tid,
                            strerror(errno));
         int status;
         if (waitpid(t->tid, &status, __WALL) < 0)
@@ -331,7 +398,14 @@ static pk_status run_call(run_engine *e, run_thread *t, uint64_t at, pk_error *e
         int event = status >> 16, sig = WSTOPSIG(status);
         if (event == PTRACE_EVENT_SECCOMP || event == PTRACE_EVENT_STOP)
             continue;
-        if (event == 0 && sig == SIGTRAP) {
+        if (event == 0 && sig == (SIGTRAP | 0x80)) {
+            struct __ptrace_syscall_info info;
+            if (ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) > 0 &&
+                info.op == PTRACE_SYSCALL_INFO_EXIT)
+                return PK_OK;
+            continue;
+        }
+        if (event == 0 && sig == SIGTRAP && by_trap) {
             struct user_regs_struct r;
             PK_CHECK(get_regs(t, &r, err));
             if (r.rip == at + 3)
@@ -341,7 +415,7 @@ static pk_status run_call(run_engine *e, run_thread *t, uint64_t at, pk_error *e
         }
         if (event == 0) {
             /* The program's signal, come meanwhile: sent again later. */
-            if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL)
+            if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP)
                 return pk_fail(err, PK_ERR_INTERNAL, "signal %d in a system call the monitor "
                                "made in thread %d", sig, (int)t->tid);
             t->deferred = sig;
@@ -455,6 +529,8 @@ static pk_status exec_done(run_engine *e, run_thread *t, pk_error *err)
     p->bits = r.cs == 0x23 ? 32 : 64;
     if (e->opts->no_patch)
         return PK_OK;
+    run_sig_exec(p);
+    run_sig_read_mask(t);
     PK_CHECK(map_stub(e, t, err));
     return run_code_sync(e, t, err);
 }
@@ -495,14 +571,21 @@ static void syscall_entry(run_engine *e, run_thread *t)
     case RUN_SC_MODIFY_LDT:
         wanted = t->sc_args[0] == 1 || t->sc_args[0] == 0x11; /* the writing functions */
         break;
+    case RUN_SC_SIGACTION:
+    case RUN_SC_OLD_SIGACTION:
+    case RUN_SC_SIGPROCMASK:
+    case RUN_SC_SIGRETURN:
+        wanted = true;
+        break;
     default:
         wanted = false;
     }
-    if (e->opts->no_patch && t->sc_nr != RUN_SC_MODIFY_LDT)
+    bool code = t->sc_nr >= RUN_SC_MMAP && t->sc_nr <= RUN_SC_MREMAP;
+    if (e->opts->no_patch && code)
         wanted = false;
     t->pending = wanted ? RUN_SYSCALL_EXIT : RUN_NOTHING;
     pk_error err;
-    if (wanted && t->sc_nr != RUN_SC_MODIFY_LDT && run_code_enter(e, t, &err) != PK_OK)
+    if (wanted && code && run_code_enter(e, t, &err) != PK_OK)
         run_end(e, PK_STATUS_UNSUPPORTED, "%s", err.msg);
     resume(e, t, 0);
 }
@@ -512,8 +595,14 @@ static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
 {
     struct __ptrace_syscall_info info;
     t->pending = RUN_NOTHING;
-    if (ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) <= 0 ||
-        info.op != PTRACE_SYSCALL_INFO_EXIT || info.exit.is_error) {
+    bool returned = ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) > 0 &&
+                    info.op == PTRACE_SYSCALL_INFO_EXIT;
+    if (t->sc_nr >= RUN_SC_SIGACTION) {
+        /* (a sigreturn's result is the rax it restores, error or not) */
+        run_sig_syscall_exit(t, returned ? (long)info.exit.rval : -1);
+        return PK_OK;
+    }
+    if (!returned || info.exit.is_error) {
         run_code_settle(t->proc, t->tid);
         return PK_OK;
     }
@@ -597,13 +686,31 @@ static void single_step_trap(run_thread *t, uint64_t rip)
     ptrace(PTRACE_SETSIGINFO, t->tid, 0, &si);
 }
 
-/* Lets t go on after a site or a step of the monitor's, at rip: with the
- * trap a single step raises when the program had TF set. */
-static void resume_traced(run_engine *e, run_thread *t, uint64_t rip, bool traced)
+/* t goes on with the program's own signal sig. */
+static void deliver(run_engine *e, run_thread *t, int sig)
 {
-    if (traced)
-        single_step_trap(t, rip);
-    resume(e, t, traced ? SIGTRAP : 0);
+    run_sig_delivered(t, sig);
+    resume(e, t, sig);
+}
+
+/* t goes on past the forced signal sig the monitor took for itself. */
+static pk_status consume(run_engine *e, run_thread *t, int sig, pk_error *err)
+{
+    PK_CHECK(run_sig_mend(e, t, sig, err));
+    resume(e, t, 0);
+    return PK_OK;
+}
+
+/* Lets t go on after a site or a step of the monitor's (its SIGTRAP), at
+ * rip: with the trap a single step raises when the program had TF set. */
+static pk_status resume_traced(run_engine *e, run_thread *t, uint64_t rip, bool traced,
+                               pk_error *err)
+{
+    if (!traced)
+        return consume(e, t, SIGTRAP, err);
+    single_step_trap(t, rip);
+    deliver(e, t, SIGTRAP);
+    return PK_OK;
 }
 
 /* Whether a SIGSEGV may come from the monitor's hold on written code: an
@@ -636,25 +743,20 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
                 run_code_fault(e, t, (uint64_t)(uintptr_t)si.si_addr, r.rip, err, &fs)) {
                 PK_CHECK(fs);
                 t->pending = RUN_NATIVE_STEP;
-                resume(e, t, 0);
-                return PK_OK;
+                return consume(e, t, sig, err);
             }
             /* Done, or a signal the copy raised (it is the site's, at the
              * site's address) or one that came before it ran. */
             PK_CHECK(run_native_done(e, t, &r, err));
-            if (stepped) {
-                resume_traced(e, t, r.rip, t->step_tf);
-            } else {
-                resume(e, t, sig);
-                e->stats->signals++;
-            }
+            if (stepped)
+                return resume_traced(e, t, r.rip, t->step_tf, err);
+            deliver(e, t, sig);
+            e->stats->signals++;
             return PK_OK;
         }
         PK_CHECK(run_code_write_done(e, t, r.rip, err));
-        if (stepped) {
-            resume_traced(e, t, r.rip, t->step_tf);
-            return PK_OK;
-        }
+        if (stepped)
+            return resume_traced(e, t, r.rip, t->step_tf, err);
         /* The write did not happen (another fault, or a signal came first):
          * it runs again once this is dealt with. */
     }
@@ -681,8 +783,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
              * now. */
             r.rip = at;
             PK_CHECK(set_regs(t, &r, err));
-            resume(e, t, 0);
-            return PK_OK;
+            return consume(e, t, sig, err);
         }
         if (site && int3) {
             /* The program single-steps itself: the trap after the site. */
@@ -690,8 +791,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
             PK_CHECK(run_emulate_site(e, t, site, at, then, &r, err));
             t->step_tf = traced;
             /* Run natively, the step's own trap comes first. */
-            resume_traced(e, t, r.rip, traced && t->pending == RUN_NOTHING);
-            return PK_OK;
+            return resume_traced(e, t, r.rip, traced && t->pending == RUN_NOTHING, err);
         }
     }
     if (sig == SIGSEGV && held_fault(&si) && !e->opts->no_patch) {
@@ -700,8 +800,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         t->step_tf = r.eflags & PK_FLAG_TF; /* for a write stepped: the program's trap after */
         if (run_code_fault(e, t, (uint64_t)(uintptr_t)si.si_addr, r.rip, err, &s)) {
             PK_CHECK(s);
-            resume(e, t, 0);
-            return PK_OK;
+            return consume(e, t, sig, err);
         }
     }
     /* The SIGCONT that started the program is the monitor's, not its own. */
@@ -710,7 +809,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         return PK_OK;
     }
     e->stats->signals++;
-    resume(e, t, sig);
+    deliver(e, t, sig);
     return PK_OK;
 }
 
@@ -730,15 +829,18 @@ static void handle_stop(run_engine *e, pid_t tid, int status, pid_t main_pid,
     if (!t) {
         /* A new thread or process whose parent's event is still to come:
          * it waits, stopped, until then. */
-        if (!(t = add_thread(e, tid, NULL)))
+        if (!(t = add_thread(e, tid, NULL))) {
             run_end(e, PK_STATUS_MONITOR_ERROR, "out of memory following thread %d", (int)tid);
-        else
+        } else {
             t->seen = true;
+            run_sig_read_mask(t);
+        }
         return;
     }
     int event = status >> 16, sig = WSTOPSIG(status);
     if (!t->seen) {
         t->seen = true;
+        run_sig_read_mask(t);
         if (event == PTRACE_EVENT_STOP) {
             resume(e, t, 0);
             return;
@@ -814,10 +916,10 @@ static bool find_program(const char *argv0, char *path, size_t size)
 }
 
 /* The child: waits to be seized, takes the filter, becomes the program. */
-static void become_program(const char *path, char *const argv[])
+static void become_program(const char *path, char *const argv[], bool signals)
 {
     struct sock_filter f[FILTER_MAX];
-    struct sock_fprog prog = { .len = (unsigned short)build_filter(f), .filter = f };
+    struct sock_fprog prog = { .len = (unsigned short)build_filter(f, signals), .filter = f };
     raise(SIGSTOP);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
         syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
@@ -860,7 +962,7 @@ pk_status pk_run(char *const argv[], const pk_run_options *opts, pk_run_result *
     if (pid < 0)
         return pk_fail(err, PK_ERR_INTERNAL, "fork: %s", strerror(errno));
     if (pid == 0)
-        become_program(path, argv);
+        become_program(path, argv, !opts->no_patch);
 
     int status;
     if (waitpid(pid, &status, WSTOPPED) != pid || !WIFSTOPPED(status)) {

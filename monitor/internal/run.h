@@ -50,6 +50,16 @@ typedef struct run_slot {
 /* Calls changing code at the same time in one process. */
 #define RUN_BUSY_MAX 64
 
+/* What a process does with a signal, as it last set it (the kernel's
+ * struct sigaction, widened). */
+typedef struct run_sigaction {
+    uint64_t handler;       /* 0 SIG_DFL, 1 SIG_IGN, else a function */
+    uint64_t flags, restorer;
+    uint64_t mask;          /* bit sig - 1 for signal sig */
+} run_sigaction;
+
+#define RUN_SIGNALS 64
+
 /* Where the trampolines of one file went in a process. */
 typedef struct run_placed {
     uint64_t dev, inode, bias;
@@ -77,6 +87,7 @@ typedef struct run_process {
     run_slot *slots;
     size_t nslots, slots_cap;
     bool has_ldt;           /* it called modify_ldt to write */
+    run_sigaction sigactions[RUN_SIGNALS]; /* by signal number - 1 */
     uint64_t ghosts[RUN_GHOSTS]; /* INT3 sites lately removed */
     size_t nghosts;
     run_range busy[RUN_BUSY_MAX]; /* ranges a thread's call is changing, */
@@ -113,7 +124,17 @@ typedef struct run_thread {
     uint8_t step_width;     /* its operand size in bytes */
     uint64_t step_page;     /* RUN_WRITE_STEP: the page opened */
     int deferred;           /* a signal that came while the monitor worked, or 0 */
+    uint64_t sigmask;       /* the signals it blocks, as the program set them, */
+    bool sigmask_known;     /* once its first stop showed them */
 } run_thread;
+
+/* i386 system call numbers (asm/unistd_32.h), for programs of that ABI. */
+enum {
+    I386_SIGACTION = 67, I386_OLD_MMAP = 90, I386_MUNMAP = 91, I386_SIGRETURN = 119,
+    I386_MODIFY_LDT = 123, I386_MPROTECT = 125, I386_SIGPROCMASK = 126, I386_MREMAP = 163,
+    I386_RT_SIGRETURN = 173, I386_RT_SIGACTION = 174, I386_RT_SIGPROCMASK = 175,
+    I386_MMAP2 = 192, I386_PKEY_MPROTECT = 380,
+};
 
 /* The system calls the filter stops on, the same for both ABIs. */
 enum {
@@ -123,6 +144,10 @@ enum {
     RUN_SC_MUNMAP,
     RUN_SC_MREMAP,
     RUN_SC_MODIFY_LDT,
+    RUN_SC_SIGACTION,       /* rt_sigaction */
+    RUN_SC_OLD_SIGACTION,   /* the i386 sigaction of old */
+    RUN_SC_SIGPROCMASK,     /* rt_sigprocmask, or the i386 sigprocmask */
+    RUN_SC_SIGRETURN,       /* rt_sigreturn, or the i386 sigreturn */
 };
 
 typedef struct run_scan_cache run_scan_cache;
@@ -231,6 +256,30 @@ run_process *run_process_fork(const run_process *p, pid_t child);
 void run_process_reset(run_process *p);
 
 void run_cache_free(run_scan_cache *c);
+
+/* ---- runsig.c: the program's signal state --------------------------------------- */
+
+/* t's mask as it is now (t stopped). */
+void run_sig_read_mask(run_thread *t);
+
+/* After exec: handlers are gone, ignored signals stay ignored. */
+void run_sig_exec(run_process *p);
+
+/* A call of RUN_SC_SIGACTION .. RUN_SC_SIGRETURN returned in t (ret: its
+ * result). */
+void run_sig_syscall_exit(run_thread *t, long ret);
+
+/* t is about to take the program's own signal sig (its handler runs with
+ * the handler's mask). */
+void run_sig_delivered(run_thread *t, int sig);
+
+/* Whether the kernel's delivery of sig by force (a trap or fault) leaves
+ * t's signal state as it is: sig neither blocked nor ignored. */
+bool run_sig_quiet(const run_thread *t, int sig);
+
+/* t stopped with a forced sig the monitor consumes: puts back what its
+ * delivery changed (handler reset, sig unblocked). */
+pk_status run_sig_mend(run_engine *e, run_thread *t, int sig, pk_error *err);
 
 /* ---- runemu.c: sites -------------------------------------------------------------- */
 
