@@ -363,6 +363,56 @@ const pk_patch *run_via_at(const run_process *p, uint64_t addr)
     return pk_patch_table_find(&p->via, addr);
 }
 
+/* The counterparts of jump j's instructions in its trampoline, from p's
+ * memory (pk_trampoline_check's counterparts). */
+static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_JUMP_MAX_LEN])
+{
+    const pk_patch_table *t = &p->table;
+    size_t lo = 0, hi = t->count;
+    while (lo < hi) { /* the first site at or after the jump */
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->patches[mid].site < j->site)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t n = 0;
+    while (lo + n < t->count && t->patches[lo + n].site < j->site + j->len)
+        n++;
+    uint8_t *code = malloc(j->trampoline_len);
+    pk_error err;
+    bool ok = code && run_peek(p, j->trampoline, code, j->trampoline_len) &&
+              pk_trampoline_check(j, &t->patches[lo], n, p->bits, false, code,
+                                  j->trampoline_len, out, &err) == PK_OK;
+    free(code);
+    return ok;
+}
+
+uint64_t run_original_of(run_process *p, uint64_t addr)
+{
+    for (size_t i = 0; i < p->table.njumps; i++) {
+        const pk_jump *j = &p->table.jumps[i];
+        uint64_t at[PK_JUMP_MAX_LEN];
+        if (addr < j->trampoline || addr >= j->trampoline + j->trampoline_len)
+            continue;
+        if (jump_counterparts(p, j, at))
+            for (unsigned off = 0; off < j->len; off++)
+                if (at[off] == addr)
+                    return j->site + off;
+        return 0;
+    }
+    return 0;
+}
+
+uint64_t run_resume_at(run_process *p, uint64_t addr)
+{
+    const pk_jump *j = pk_patch_table_jump_at(&p->table, addr);
+    uint64_t at[PK_JUMP_MAX_LEN];
+    if (!j || addr == j->site || !jump_counterparts(p, j, at) || !at[addr - j->site])
+        return addr;
+    return at[addr - j->site];
+}
+
 static int by_site(const void *a, const void *b)
 {
     const pk_patch *x = a, *y = b;

@@ -600,6 +600,16 @@ static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
     if (t->sc_nr >= RUN_SC_SIGACTION) {
         /* (a sigreturn's result is the rax it restores, error or not) */
         run_sig_syscall_exit(t, returned ? (long)info.exit.rval : -1);
+        struct user_regs_struct r;
+        if (t->sc_nr == RUN_SC_SIGRETURN && t->proc->table.njumps) {
+            /* back to an instruction that runs in a trampoline (deliver) */
+            PK_CHECK(get_regs(t, &r, err));
+            uint64_t resume_at = run_resume_at(t->proc, r.rip);
+            if (resume_at != r.rip) {
+                r.rip = resume_at;
+                PK_CHECK(set_regs(t, &r, err));
+            }
+        }
         return PK_OK;
     }
     if (!returned || info.exit.is_error) {
@@ -686,11 +696,23 @@ static void single_step_trap(run_thread *t, uint64_t rip)
     ptrace(PTRACE_SETSIGINFO, t->tid, 0, &si);
 }
 
-/* t goes on with the program's own signal sig. */
-static void deliver(run_engine *e, run_thread *t, int sig)
+/* t goes on with the program's own signal sig. A handler is shown the
+ * address of the instruction that ran in a trampoline, not the
+ * trampoline's (its return goes back there: syscall_exit). */
+static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
 {
+    struct user_regs_struct r;
+    uint64_t original;
+    if (t->proc->table.njumps && run_sig_handled(t->proc, sig)) {
+        PK_CHECK(get_regs(t, &r, err));
+        if ((original = run_original_of(t->proc, r.rip)) != 0) {
+            r.rip = original;
+            PK_CHECK(set_regs(t, &r, err));
+        }
+    }
     run_sig_delivered(t, sig);
     resume(e, t, sig);
+    return PK_OK;
 }
 
 /* t goes on past the forced signal sig the monitor took for itself. */
@@ -709,8 +731,7 @@ static pk_status resume_traced(run_engine *e, run_thread *t, uint64_t rip, bool 
     if (!traced)
         return consume(e, t, SIGTRAP, err);
     single_step_trap(t, rip);
-    deliver(e, t, SIGTRAP);
-    return PK_OK;
+    return deliver(e, t, SIGTRAP, err);
 }
 
 /* Whether a SIGSEGV may come from the monitor's hold on written code: an
@@ -750,9 +771,8 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
             PK_CHECK(run_native_done(e, t, &r, err));
             if (stepped)
                 return resume_traced(e, t, r.rip, t->step_tf, err);
-            deliver(e, t, sig);
             e->stats->signals++;
-            return PK_OK;
+            return deliver(e, t, sig, err);
         }
         PK_CHECK(run_code_write_done(e, t, r.rip, err));
         if (stepped)
@@ -809,8 +829,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         return PK_OK;
     }
     e->stats->signals++;
-    deliver(e, t, sig);
-    return PK_OK;
+    return deliver(e, t, sig, err);
 }
 
 static void handle_stop(run_engine *e, pid_t tid, int status, pid_t main_pid,

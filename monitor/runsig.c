@@ -122,16 +122,20 @@ void run_sig_syscall_exit(run_thread *t, long ret)
 
 void run_sig_delivered(run_thread *t, int sig)
 {
-    if (sig < 1 || sig > RUN_SIGNALS)
+    if (!run_sig_handled(t->proc, sig))
         return;
     run_sigaction *a = &t->proc->sigactions[sig - 1];
-    if (a->handler == RUN_SIG_DFL || a->handler == RUN_SIG_IGN)
-        return;
     run_sig_read_mask(t);
     t->sigmask |= a->mask | (a->flags & RUN_SA_NODEFER ? 0 : bit(sig));
     t->sigmask &= ~(bit(SIGKILL) | bit(SIGSTOP));
     if (a->flags & RUN_SA_RESETHAND)
         *a = (run_sigaction){ 0 };
+}
+
+bool run_sig_handled(const run_process *p, int sig)
+{
+    return sig >= 1 && sig <= RUN_SIGNALS && p->sigactions[sig - 1].handler != RUN_SIG_DFL &&
+           p->sigactions[sig - 1].handler != RUN_SIG_IGN;
 }
 
 bool run_sig_quiet(const run_thread *t, int sig)

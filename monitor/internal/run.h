@@ -212,6 +212,16 @@ const pk_patch *run_site_at(const run_process *p, uint64_t addr);
  * is that address, its trampoline field the site's own address). */
 const pk_patch *run_via_at(const run_process *p, uint64_t addr);
 
+/* The instruction whose counterpart in a trampoline is at addr (where
+ * the program sees it run: a signal's handler is shown that address), or
+ * 0 when addr is no such counterpart. */
+uint64_t run_original_of(run_process *p, uint64_t addr);
+
+/* Where code resuming at addr goes on: when addr is inside a jump's
+ * bytes (a handler returning to an instruction run in a trampoline),
+ * its counterpart in the trampoline; else addr. */
+uint64_t run_resume_at(run_process *p, uint64_t addr);
+
 /* Marks [lo, hi) as the monitor's own memory in p: never scanned. */
 bool run_own(run_process *p, uint64_t lo, uint64_t hi);
 
@@ -272,6 +282,9 @@ void run_sig_syscall_exit(run_thread *t, long ret);
 /* t is about to take the program's own signal sig (its handler runs with
  * the handler's mask). */
 void run_sig_delivered(run_thread *t, int sig);
+
+/* Whether a handler of p's runs when sig is delivered. */
+bool run_sig_handled(const run_process *p, int sig);
 
 /* Whether the kernel's delivery of sig by force (a trap or fault) leaves
  * t's signal state as it is: sig neither blocked nor ignored. */
