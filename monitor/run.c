@@ -3,7 +3,8 @@
  *
  * The program is started stopped, seized, and given a seccomp filter that
  * sends the monitor only the system calls that change what is executable
- * (and modify_ldt); every other call goes straight to the host kernel. The
+ * (and modify_ldt), and those that change the program's signal state
+ * (runsig.c); every other call goes straight to the host kernel. The
  * monitor then waits on every thread it traces (clones, forks and vforks
  * are followed automatically) and acts on four kinds of stops:
  *
@@ -39,6 +40,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include "popek/boot.h"
 #include "popek/run.h"
@@ -977,6 +979,7 @@ pk_status pk_run(char *const argv[], const pk_run_options *opts, pk_run_result *
 
     fflush(NULL);
     uint64_t start = now_ns();
+    e.tsc_start = __rdtsc();
     pid_t pid = fork();
     if (pid < 0)
         return pk_fail(err, PK_ERR_INTERNAL, "fork: %s", strerror(errno));

@@ -1,7 +1,8 @@
 /* popek — `popek run`: a patched site, emulated or run natively.
  *
  * What a site shows of the processor comes from the profile: SGDT, SIDT,
- * SLDT, STR and SMSW give its values; PUSHF and POPF keep IF, IOPL, NT and
+ * SLDT, STR and SMSW give its values, and CPUID, RDTSC and RDTSCP too where
+ * it sets them; PUSHF and POPF keep IF, IOPL, NT and
  * ID per thread; the segment-register reads give the thread's real
  * selectors. All of these go through pk_emulate, as in `popek boot`, with a
  * virtual CPU at CPL 3.
@@ -10,7 +11,7 @@
  * ordinary program: LAR, LSL, VERR and VERW check the process's real GDT
  * and LDT (the LDT it set up with modify_ldt, the vDSO's per-CPU segment),
  * segment loads and far transfers load real descriptors, CPUID and RDTSC
- * read the real processor. Such a site runs natively out of line: a copy
+ * read the real processor (unless the profile says otherwise). Such a site runs natively out of line: a copy
  * of the instruction, its RIP-relative displacement adjusted, stands in the
  * monitor's page in the process, and the thread steps it there. So does a
  * site whose emulation would fault: the copy raises the very fault the
@@ -23,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
+#include <x86intrin.h>
 
 #include "popek/run.h"
 #include "popek/vcpu.h"
@@ -41,6 +43,91 @@ void pk_run_profile_default(pk_run_profile *p)
     p->ldtr = 0x50;
 }
 
+/* Parses the whole of text as one number (C notation) of at most max. */
+static bool parse_number(const char *text, uint64_t max, uint64_t *v)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(text, &end, 0);
+    if (end == text || *end || errno || text[0] == '-' || n > max)
+        return false;
+    *v = n;
+    return true;
+}
+
+/* The part of s between spaces, written over s. */
+static char *trim(char *s)
+{
+    s += strspn(s, " \t\r\n");
+    size_t n = strlen(s);
+    while (n && strchr(" \t\r\n", s[n - 1]))
+        s[--n] = 0;
+    return s;
+}
+
+/* "cpuid.LEAF[.SUBLEAF]" = "EAX EBX ECX EDX": into p. */
+static bool parse_cpuid(pk_run_profile *p, char *key, char *value)
+{
+    pk_run_cpuid c = { .any_subleaf = true };
+    char *dot = strchr(key, '.');
+    uint64_t v;
+    if (dot)
+        *dot = 0;
+    if (!parse_number(key, 0xffffffff, &v))
+        return false;
+    c.leaf = (uint32_t)v;
+    if (dot) {
+        if (!parse_number(dot + 1, 0xffffffff, &v))
+            return false;
+        c.subleaf = (uint32_t)v;
+        c.any_subleaf = false;
+    }
+    uint32_t *out[4] = { &c.eax, &c.ebx, &c.ecx, &c.edx };
+    char *save = NULL, *word = strtok_r(value, " \t", &save);
+    for (int i = 0; i < 4; i++, word = strtok_r(NULL, " \t", &save)) {
+        if (!word || !parse_number(word, 0xffffffff, &v))
+            return false;
+        *out[i] = (uint32_t)v;
+    }
+    if (word)
+        return false;
+    unsigned i = 0;
+    while (i < p->ncpuid && !(p->cpuid[i].leaf == c.leaf && p->cpuid[i].subleaf == c.subleaf &&
+                              p->cpuid[i].any_subleaf == c.any_subleaf))
+        i++;
+    if (i == PK_RUN_CPUID_MAX)
+        return false;
+    p->cpuid[i] = c;
+    if (i == p->ncpuid)
+        p->ncpuid++;
+    return true;
+}
+
+/* The keys of a profile that take one number: the largest, and where it goes. */
+typedef struct profile_key {
+    const char *name;
+    uint64_t max;
+    void (*set)(pk_run_profile *p, uint64_t v);
+} profile_key;
+
+static void set_gdt_base(pk_run_profile *p, uint64_t v) { p->gdt_base = v; }
+static void set_gdt_limit(pk_run_profile *p, uint64_t v) { p->gdt_limit = (uint16_t)v; }
+static void set_idt_base(pk_run_profile *p, uint64_t v) { p->idt_base = v; }
+static void set_idt_limit(pk_run_profile *p, uint64_t v) { p->idt_limit = (uint16_t)v; }
+static void set_cr0(pk_run_profile *p, uint64_t v) { p->cr0 = v; }
+static void set_tr(pk_run_profile *p, uint64_t v) { p->tr = (uint16_t)v; }
+static void set_ldtr(pk_run_profile *p, uint64_t v) { p->ldtr = (uint16_t)v; p->ldtr_always = true; }
+static void set_tsc(pk_run_profile *p, uint64_t v) { p->tsc = v; p->tsc_set = true; }
+static void set_tsc_aux(pk_run_profile *p, uint64_t v) { p->tsc_aux = (uint32_t)v; p->tsc_aux_set = true; }
+
+static const profile_key profile_keys[] = {
+    { "gdt_base", UINT64_MAX, set_gdt_base }, { "gdt_limit", 0xffff, set_gdt_limit },
+    { "idt_base", UINT64_MAX, set_idt_base }, { "idt_limit", 0xffff, set_idt_limit },
+    { "cr0", UINT64_MAX, set_cr0 }, { "tr", 0xffff, set_tr }, { "ldtr", 0xffff, set_ldtr },
+    { "tsc", UINT64_MAX, set_tsc }, { "tsc_aux", 0xffffffff, set_tsc_aux },
+    { NULL, 0, NULL },
+};
+
 pk_status pk_run_profile_load(pk_run_profile *p, const char *path, pk_error *err)
 {
     FILE *f = fopen(path, "r");
@@ -54,27 +141,33 @@ pk_status pk_run_profile_load(pk_run_profile *p, const char *path, pk_error *err
         char *hash = strchr(line, '#');
         if (hash)
             *hash = 0;
-        char key[32], value[64], extra[2];
-        int got = sscanf(line, " %31[a-z0-9_] = %63s %1s", key, value, extra);
-        if (got <= 0 && strspn(line, " \t\r\n") == strlen(line))
+        char *eq = strchr(line, '=');
+        if (!eq) {
+            if (*trim(line))
+                s = pk_fail(err, PK_ERR_FORMAT, "line %u: expected KEY = VALUE", n);
             continue;
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(value, &end, 0);
-        if (got != 2 || errno || *end || value[0] == '-')
-            s = pk_fail(err, PK_ERR_FORMAT, "line %u: expected KEY = NUMBER", n);
-        else if (!strcmp(key, "gdt_base")) p->gdt_base = v;
-        else if (!strcmp(key, "idt_base")) p->idt_base = v;
-        else if (!strcmp(key, "cr0")) p->cr0 = v;
-        else if (v > 0xffff)
-            s = pk_fail(err, PK_ERR_FORMAT, "line %u: %s is 16 bits", n, key);
-        else if (!strcmp(key, "gdt_limit")) p->gdt_limit = (uint16_t)v;
-        else if (!strcmp(key, "idt_limit")) p->idt_limit = (uint16_t)v;
-        else if (!strcmp(key, "tr")) p->tr = (uint16_t)v;
-        else if (!strcmp(key, "ldtr")) { p->ldtr = (uint16_t)v; p->ldtr_always = true; }
-        else
+        }
+        *eq = 0;
+        char *key = trim(line), *value = trim(eq + 1);
+        uint64_t v = 0;
+        if (!strncmp(key, "cpuid.", 6)) {
+            if (!parse_cpuid(p, key + 6, value))
+                s = pk_fail(err, PK_ERR_FORMAT, "line %u: expected cpuid.LEAF[.SUBLEAF] = EAX "
+                            "EBX ECX EDX (32-bit numbers; at most %d leaves)", n,
+                            PK_RUN_CPUID_MAX);
+            continue;
+        }
+        const profile_key *k = profile_keys;
+        while (k->name && strcmp(k->name, key))
+            k++;
+        if (!k->name)
             s = pk_fail(err, PK_ERR_FORMAT, "line %u: no key '%s' (gdt_base, gdt_limit, "
-                        "idt_base, idt_limit, cr0, tr, ldtr)", n, key);
+                        "idt_base, idt_limit, cr0, tr, ldtr, tsc, tsc_aux, cpuid.LEAF)", n, key);
+        else if (!parse_number(value, k->max, &v))
+            s = pk_fail(err, PK_ERR_FORMAT, "line %u: expected %s = NUMBER%s", n, key,
+                        k->max == 0xffff ? " (16 bits)" : k->max == 0xffffffff ? " (32 bits)" : "");
+        else
+            k->set(p, v);
     }
     fclose(f);
     return s;
@@ -137,6 +230,53 @@ static void thread_vcpu(const run_engine *e, const run_thread *t,
     v->cr0 = e->profile.cr0;
     v->seg[PK_TR].selector = e->profile.tr;
     v->seg[PK_LDTR].selector = p->has_ldt || e->profile.ldtr_always ? e->profile.ldtr : 0;
+}
+
+/* CPUID, RDTSC and RDTSCP where the profile sets what they read: false
+ * when it does not (they run natively). effect says what it did. */
+static bool profile_row(const run_engine *e, const pk_patch *site, struct user_regs_struct *r,
+                        char *effect, size_t size)
+{
+    const pk_run_profile *pr = &e->profile;
+    if (site->cls == PK_CLASS_CPUID) {
+        uint32_t leaf = (uint32_t)r->rax, subleaf = (uint32_t)r->rcx;
+        const pk_run_cpuid *hit = NULL;
+        for (unsigned i = 0; i < pr->ncpuid; i++) {
+            const pk_run_cpuid *c = &pr->cpuid[i];
+            if (c->leaf == leaf && !c->any_subleaf && c->subleaf == subleaf) {
+                hit = c;
+                break;
+            }
+            if (c->leaf == leaf && c->any_subleaf)
+                hit = c;
+        }
+        if (!hit)
+            return false;
+        r->rax = hit->eax;
+        r->rbx = hit->ebx;
+        r->rcx = hit->ecx;
+        r->rdx = hit->edx;
+        r->rip += site->len;
+        if (hit->any_subleaf)
+            snprintf(effect, size, "leaf 0x%x from the profile", leaf);
+        else
+            snprintf(effect, size, "leaf 0x%x.%u from the profile", leaf, subleaf);
+        return true;
+    }
+    bool rdtscp = site->cls == PK_CLASS_RDTSCP;
+    if ((site->cls != PK_CLASS_RDTSC && !rdtscp) || !(pr->tsc_set || (rdtscp && pr->tsc_aux_set)))
+        return false;
+    unsigned aux;
+    uint64_t now = __rdtscp(&aux);
+    uint64_t tsc = pr->tsc_set ? pr->tsc + (now - e->tsc_start) : now;
+    r->rax = (uint32_t)tsc;
+    r->rdx = tsc >> 32;
+    if (rdtscp)
+        r->rcx = pr->tsc_aux_set ? pr->tsc_aux : aux;
+    r->rip += site->len;
+    snprintf(effect, size, "TSC 0x%llx%s", (unsigned long long)tsc,
+             pr->tsc_set ? " from the profile's start" : "");
+    return true;
 }
 
 /* ---- run natively out of line ----------------------------------------------------- */
@@ -206,6 +346,8 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, u
         return pk_fail(err, PK_ERR_INTERNAL, "the site at 0x%llx does not decode",
                        (unsigned long long)site->site);
     r->rip = site->site;
+    char effect[96];
+    bool done = false;
     if (virtual_row(site->cls)) {
         pk_vcpu v;
         pk_regs regs;
@@ -213,21 +355,25 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, u
         pk_regs_from_user(r, &regs);
         pk_guest_mem mem = { p, mem_read, mem_write };
         pk_emu_result res = pk_emulate(&insn, ops, &v, &regs, &mem);
-        if (res.status == PK_EMU_DONE) {
-            if (regs.rip == site->site + site->len)
-                regs.rip = resume;
+        /* A fault (or a form it does not emulate) runs natively, below. */
+        if ((done = res.status == PK_EMU_DONE)) {
             pk_regs_to_user(&regs, r);
             t->vflags = v.vflags;
-            e->stats->emulated[site->cls]++;
-            if (e->opts->trace)
-                run_log(e, "[%d] 0x%llx %s: %s", (int)t->tid, (unsigned long long)site->site,
-                        pk_class_get(site->cls)->key, res.effect);
-            if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
-                return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s",
-                               strerror(errno));
-            return PK_OK;
+            snprintf(effect, sizeof effect, "%s", res.effect);
         }
-        /* A fault (or a form it does not emulate): natively, below. */
+    } else {
+        done = profile_row(e, site, r, effect, sizeof effect);
+    }
+    if (done) {
+        if (r->rip == site->site + site->len)
+            r->rip = resume;
+        e->stats->emulated[site->cls]++;
+        if (e->opts->trace)
+            run_log(e, "[%d] 0x%llx %s: %s", (int)t->tid, (unsigned long long)site->site,
+                    pk_class_get(site->cls)->key, effect);
+        if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
+            return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
+        return PK_OK;
     }
     uint64_t slot = 0;
     PK_CHECK(copy_site(e, t, site, &insn, &slot, err));

@@ -3,13 +3,15 @@
  *
  * The program runs in a traced process whose system calls go to the host
  * kernel. A seccomp filter stops it only on the calls that change what is
- * executable (mmap with PROT_EXEC, mprotect, munmap, mremap) and on
- * modify_ldt. Code is scanned and patched with INT3 before it first runs:
+ * executable (mmap with PROT_EXEC, mprotect, munmap, mremap), on
+ * modify_ldt, and on those that change its signal state (which the
+ * monitor's own traps must leave as it is). Code is scanned and patched
+ * before it first runs:
  * the program, its interpreter, its libraries and the vDSO at exec, and
  * then whatever the program maps executable. A patched site is emulated
  * against a virtual CPU whose values come from a profile; the rest of what
- * the patched rows do (LAR on a real selector, a far transfer, CPUID) is
- * run natively out of line. Threads, forks and execs are followed. */
+ * the patched rows do (LAR on a real selector, a far transfer, CPUID where
+ * the profile does not set it) is run natively out of line. Threads, forks and execs are followed. */
 #ifndef POPEK_RUN_H
 #define POPEK_RUN_H
 
@@ -19,6 +21,16 @@
 
 #include "popek/catalog.h"
 #include "popek/status.h"
+
+/* A CPUID leaf the profile sets: what CPUID returns for it. */
+typedef struct pk_run_cpuid {
+    uint32_t leaf, subleaf;
+    bool any_subleaf;               /* the leaf whatever ECX holds (unless a
+                                       subleaf of its own is set) */
+    uint32_t eax, ebx, ecx, edx;
+} pk_run_cpuid;
+
+#define PK_RUN_CPUID_MAX 64
 
 /* What the virtual CPU shows an ordinary program. The default is what
  * Linux itself shows a process on a CPU with UMIP (REFERENCE.md §3), so
@@ -30,16 +42,27 @@ typedef struct pk_run_profile {
     uint16_t tr;                    /* STR */
     uint16_t ldtr;                  /* SLDT once the process has an LDT */
     bool ldtr_always;               /* SLDT shows ldtr even before (a profile's choice) */
+    /* With --set extended: CPUID leaves (others read the processor), */
+    pk_run_cpuid cpuid[PK_RUN_CPUID_MAX];
+    unsigned ncpuid;
+    bool tsc_set;                   /* RDTSC and RDTSCP count from tsc at the start */
+    uint64_t tsc;                   /* (at the host's rate), */
+    bool tsc_aux_set;               /* and RDTSCP's ECX is tsc_aux */
+    uint32_t tsc_aux;
 } pk_run_profile;
 
 /* Linux's values: GDT 0xfffffffffffe0000, IDT 0xffffffffffff0000, limits
- * 0, CR0 0x80050033, TR 0x40, LDTR 0x50 after modify_ldt. */
+ * 0, CR0 0x80050033, TR 0x40, LDTR 0x50 after modify_ldt; CPUID and the
+ * TSC as the processor has them. */
 void pk_run_profile_default(pk_run_profile *p);
 
 /* Reads a profile: lines "KEY = VALUE" (gdt_base, gdt_limit, idt_base,
- * idt_limit, cr0, tr, ldtr; numbers in C notation), '#' comments, blank
- * lines. Keys it does not name keep their values; ldtr makes SLDT show it
- * always. Errors: PK_ERR_IO, PK_ERR_FORMAT naming the line. */
+ * idt_limit, cr0, tr, ldtr, tsc, tsc_aux; numbers in C notation), and
+ * "cpuid.LEAF = EAX EBX ECX EDX" or "cpuid.LEAF.SUBLEAF = ..." (LEAF and
+ * SUBLEAF numbers too); '#' comments, blank lines. Keys it does not name
+ * keep their values; ldtr makes SLDT show it always; a CPUID leaf named
+ * again takes the later values. Errors: PK_ERR_IO, PK_ERR_FORMAT naming
+ * the line. */
 pk_status pk_run_profile_load(pk_run_profile *p, const char *path, pk_error *err);
 
 typedef struct pk_run_options {

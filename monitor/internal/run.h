@@ -165,6 +165,7 @@ typedef struct run_engine {
     run_scan_cache *cache;
     ZydisDecoder decoder64, decoder32;
     bool exec_seen;         /* the program has started */
+    uint64_t tsc_start;     /* the TSC when it started (the profile's tsc) */
     /* The monitor ended the run: status and why. */
     bool ended;
     int end_status;

@@ -85,6 +85,33 @@ Test(run_profile, ldtr_shows_always)
     cr_assert_eq(p.gdt_base, 0x1000);
 }
 
+Test(run_profile, cpuid_and_tsc)
+{
+    profile_file("cpuid.0x40000000 = 1 2 3 0xffffffff\n"
+                 "cpuid.7.1 = 0 0x10 0 0   # subleaf 1 only\n"
+                 "cpuid.0x40000000 = 5 6 7 8   # again: the later values\n"
+                 "tsc = 0x10000000000\n"
+                 "tsc_aux = 9\n");
+    pk_run_profile p;
+    pk_run_profile_default(&p);
+    cr_assert(!p.tsc_set && !p.tsc_aux_set && p.ncpuid == 0);
+    pk_error err = { { 0 } };
+    cr_assert_eq(pk_run_profile_load(&p, path, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(p.ncpuid, 2);
+    cr_assert_eq(p.cpuid[0].leaf, 0x40000000u);
+    cr_assert(p.cpuid[0].any_subleaf);
+    cr_assert_eq(p.cpuid[0].eax, 5);
+    cr_assert_eq(p.cpuid[0].edx, 8);
+    cr_assert_eq(p.cpuid[1].leaf, 7);
+    cr_assert_eq(p.cpuid[1].subleaf, 1);
+    cr_assert(!p.cpuid[1].any_subleaf);
+    cr_assert_eq(p.cpuid[1].ebx, 0x10);
+    cr_assert(p.tsc_set);
+    cr_assert_eq(p.tsc, 1ull << 40);
+    cr_assert(p.tsc_aux_set);
+    cr_assert_eq(p.tsc_aux, 9);
+}
+
 static void load_fails(const char *text, pk_status want, const char *says)
 {
     profile_file(text);
@@ -99,11 +126,16 @@ static void load_fails(const char *text, pk_status want, const char *says)
 Test(run_profile, bad_files)
 {
     load_fails("cr0 = zero\n", PK_ERR_FORMAT, "line 1");
-    load_fails("\n\ntr = 0x10000\n", PK_ERR_FORMAT, "line 3: tr is 16 bits");
+    load_fails("\n\ntr = 0x10000\n", PK_ERR_FORMAT, "line 3: expected tr = NUMBER (16 bits)");
     load_fails("cr3 = 0\n", PK_ERR_FORMAT, "no key 'cr3'");
     load_fails("cr0 = 1 2\n", PK_ERR_FORMAT, "line 1");
     load_fails("cr0 = -1\n", PK_ERR_FORMAT, "line 1");
     load_fails("cr0\n", PK_ERR_FORMAT, "line 1");
+    load_fails("cpuid.1 = 1 2 3\n", PK_ERR_FORMAT, "line 1: expected cpuid.LEAF");
+    load_fails("cpuid.1 = 1 2 3 4 5\n", PK_ERR_FORMAT, "line 1: expected cpuid.LEAF");
+    load_fails("cpuid.1 = 1 2 3 0x100000000\n", PK_ERR_FORMAT, "line 1: expected cpuid.LEAF");
+    load_fails("cpuid.x = 1 2 3 4\n", PK_ERR_FORMAT, "line 1: expected cpuid.LEAF");
+    load_fails("tsc_aux = 0x100000000\n", PK_ERR_FORMAT, "line 1: expected tsc_aux = NUMBER (32 bits)");
     pk_run_profile p;
     pk_error err = { { 0 } };
     cr_assert_eq(pk_run_profile_load(&p, "/nonexistent/profile", &err), PK_ERR_IO);
