@@ -515,12 +515,11 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
         p->ghosts[p->nghosts++ % RUN_GHOSTS] = j->site;
     }
     p->table.njumps = n;
-    /* Out-of-line copies of sites that may change are made afresh. */
-    n = 0;
+    /* Out-of-line copies of sites that may change are made afresh: their
+     * room is free for other copies. */
     for (size_t i = 0; i < p->nslots; i++)
-        if (p->slots[i].site < lo || p->slots[i].site >= hi)
-            p->slots[n++] = p->slots[i];
-    p->nslots = n;
+        if (p->slots[i].site >= lo && p->slots[i].site < hi)
+            p->slots[i].site = 0;
     n = 0;
     for (size_t i = 0; i < p->table.count; i++) {
         pk_patch *q = &p->table.patches[i];
@@ -1338,8 +1337,21 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
         run_log(e, "[%d] 0x%llx writes code at 0x%llx: now data", (int)t->tid,
                 (unsigned long long)rip, (unsigned long long)addr);
     note_store(e, p, pg, rip, addr);
+    pk_patch insn_at;
+    if (page_of(rip) == a && run_copy_decode(e, p, rip, &insn_at)) {
+        /* It writes its own page: the page becomes data like any other,
+         * and the instruction runs once from a copy out of line, so no
+         * thread runs the page unpatched meanwhile. */
+        pg->data = true;
+        *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_EXEC, err);
+        unpatch(p, a, a + PAGE, true);
+        if (*status == PK_OK)
+            *status = run_copy_step(e, t, &insn_at, err);
+        return true;
+    }
     if (page_of(rip) == a) {
-        /* It writes its own page: open for one step (run_code_write_done). */
+        /* A branch that writes its own page (a CALL pushing onto it):
+         * stepped with the page open (run_code_write_done). */
         unpatch(p, a, a + PAGE, true);
         *status = run_protect(e, t, a, PAGE, pg->prot, err);
         t->pending = RUN_WRITE_STEP;

@@ -281,6 +281,21 @@ static bool profile_row(const run_engine *e, const pk_patch *site, struct user_r
 
 /* ---- run natively out of line ----------------------------------------------------- */
 
+static uint64_t distance(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : b - a;
+}
+
+/* Whether a thread of p is about to run the copy at addr. */
+static bool slot_in_use(const run_engine *e, const run_process *p, uint64_t addr)
+{
+    for (size_t i = 0; i < e->nthreads; i++)
+        if (e->threads[i]->proc == p && e->threads[i]->pending == RUN_NATIVE_STEP &&
+            e->threads[i]->step_slot == addr)
+            return true;
+    return false;
+}
+
 /* Puts a copy of site in the monitor's page, to run at its new address:
  * a RIP-relative displacement is adjusted to reach the same byte. */
 static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
@@ -294,9 +309,13 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
         }
     /* A RIP-relative operand must stay in reach of the copy. */
     bool relative = insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE;
-    uint64_t dist = p->slot_page > site->site ? p->slot_page - site->site
-                                              : site->site - p->slot_page;
-    if (!p->slot_page || p->slot_used + 16 > 4096 || (relative && dist > (1ull << 30))) {
+    run_slot *reuse = NULL;
+    for (size_t i = 0; i < p->nslots && !reuse; i++)
+        if (!p->slots[i].site && !slot_in_use(e, p, p->slots[i].addr) &&
+            (!relative || distance(p->slots[i].addr, site->site) < (1ull << 30)))
+            reuse = &p->slots[i];
+    uint64_t dist = distance(p->slot_page, site->site);
+    if (!reuse && (!p->slot_page || p->slot_used + 16 > 4096 || (relative && dist > (1ull << 30)))) {
         /* A new page: for a RIP-relative site, near it (the first free of
          * a few places within 256 MiB), else anywhere. */
         uint64_t page = 0;
@@ -311,7 +330,7 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
         p->slot_page = page;
         p->slot_used = 0;
     }
-    uint64_t at = p->slot_page + p->slot_used;
+    uint64_t at = reuse ? reuse->addr : p->slot_page + p->slot_used;
     /* The copy, then INT3: an instruction Linux emulates (UMIP) raises no
      * single-step trap, and the thread must stop right after it anyway. */
     uint8_t code[16];
@@ -328,10 +347,36 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
     if (!run_poke(p, at, code, site->len + 1u))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot write in the monitor's page");
     run_slot slot_of = { site->site, at, site->len };
-    if (!run_append((void **)&p->slots, &p->nslots, &p->slots_cap, &slot_of, sizeof slot_of))
-        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
-    p->slot_used += 16;
+    if (reuse) {
+        *reuse = slot_of;
+    } else {
+        if (!run_append((void **)&p->slots, &p->nslots, &p->slots_cap, &slot_of, sizeof slot_of))
+            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+        p->slot_used += 16;
+    }
     *slot = at;
+    return PK_OK;
+}
+
+/* Sends t to a copy of site (insn) out of line, for one step
+ * (RUN_NATIVE_STEP); it goes on at resume, or back at at if the copy
+ * faults or a signal comes first. */
+static pk_status step_copy(run_engine *e, run_thread *t, const pk_patch *site,
+                           const ZydisDecodedInstruction *insn, uint64_t at, uint64_t resume,
+                           struct user_regs_struct *r, pk_error *err)
+{
+    uint64_t slot = 0;
+    PK_CHECK(copy_site(e, t, site, insn, &slot, err));
+    r->rip = slot;
+    if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
+        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
+    t->pending = RUN_NATIVE_STEP;
+    t->step_site = at;
+    t->step_resume = resume;
+    t->step_len = site->len;
+    t->step_slot = slot;
+    t->step_call_far = site->cls == PK_CLASS_CALL_FAR;
+    t->step_width = (uint8_t)(insn->operand_width / 8);
     return PK_OK;
 }
 
@@ -375,23 +420,54 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, u
             return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
         return PK_OK;
     }
-    uint64_t slot = 0;
-    PK_CHECK(copy_site(e, t, site, &insn, &slot, err));
     e->stats->native[site->cls]++;
     if (e->opts->trace)
         run_log(e, "[%d] 0x%llx %s: run natively", (int)t->tid,
                 (unsigned long long)site->site, pk_class_get(site->cls)->key);
-    r->rip = slot;
-    if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
-        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
-    t->pending = RUN_NATIVE_STEP;
-    t->step_site = at;
-    t->step_resume = resume;
-    t->step_len = site->len;
-    t->step_slot = slot;
-    t->step_call_far = site->cls == PK_CLASS_CALL_FAR;
-    t->step_width = (uint8_t)(insn.operand_width / 8);
-    return PK_OK;
+    return step_copy(e, t, site, &insn, at, resume, r, err);
+}
+
+/* Whether insn can run from a copy as it is (its RIP-relative operand
+ * adjusted by copy_site): no branch, nothing that depends on where it is. */
+static bool copyable(const ZydisDecodedInstruction *insn)
+{
+    switch (insn->meta.category) {
+    case ZYDIS_CATEGORY_COND_BR: case ZYDIS_CATEGORY_UNCOND_BR: case ZYDIS_CATEGORY_CALL:
+    case ZYDIS_CATEGORY_RET: case ZYDIS_CATEGORY_INTERRUPT: case ZYDIS_CATEGORY_SYSCALL:
+    case ZYDIS_CATEGORY_SYSRET: case ZYDIS_CATEGORY_SYSTEM:
+        return false;
+    default:
+        return insn->mnemonic != ZYDIS_MNEMONIC_LOOP && insn->mnemonic != ZYDIS_MNEMONIC_XBEGIN;
+    }
+}
+
+bool run_copy_decode(run_engine *e, run_process *p, uint64_t rip, pk_patch *insn_at)
+{
+    *insn_at = (pk_patch){ .site = rip, .len = 15, .cls = PK_CLASS_NONE };
+    ZydisDecodedInstruction insn;
+    const ZydisDecoder *dec = p->bits == 32 ? &e->decoder32 : &e->decoder64;
+    while (insn_at->len && !run_peek(p, rip, insn_at->bytes, insn_at->len))
+        insn_at->len--; /* the end of the mapping */
+    if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(dec, NULL, insn_at->bytes, insn_at->len,
+                                                  &insn)) ||
+        !copyable(&insn))
+        return false;
+    insn_at->len = insn.length;
+    return true;
+}
+
+pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, pk_error *err)
+{
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    const ZydisDecoder *dec = t->proc->bits == 32 ? &e->decoder32 : &e->decoder64;
+    struct user_regs_struct r;
+    if (ZYAN_FAILED(ZydisDecoderDecodeFull(dec, insn_at->bytes, insn_at->len, &insn, ops)))
+        return pk_fail(err, PK_ERR_INTERNAL, "the instruction at 0x%llx does not decode",
+                       (unsigned long long)insn_at->site);
+    if (ptrace(PTRACE_GETREGS, t->tid, 0, &r) != 0)
+        return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_GETREGS): %s", strerror(errno));
+    return step_copy(e, t, insn_at, &insn, insn_at->site, insn_at->site + insn.length, &r, err);
 }
 
 pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct *r,

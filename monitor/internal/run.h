@@ -40,7 +40,7 @@ typedef struct run_page {
 
 /* An out-of-line copy of a site, where the monitor runs it natively. */
 typedef struct run_slot {
-    uint64_t site;
+    uint64_t site;          /* 0: free, its room for another copy */
     uint64_t addr;
     uint8_t len;
 } run_slot;
@@ -303,6 +303,14 @@ pk_status run_sig_mend(run_engine *e, run_thread *t, int sig, pk_error *err);
  * way the thread goes on at resume. */
 pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, uint64_t at,
                            uint64_t resume, struct user_regs_struct *regs, pk_error *err);
+
+/* The instruction at rip in p, into insn_at (site, bytes, len), when it can
+ * run from a copy out of line: not a branch. */
+bool run_copy_decode(run_engine *e, run_process *p, uint64_t rip, pk_patch *insn_at);
+
+/* Runs that instruction in stopped thread t from a copy, for one step
+ * (RUN_NATIVE_STEP, as a site run natively; not counted as one). */
+pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, pk_error *err);
 
 /* After the step of RUN_NATIVE_STEP: puts rip back in the program's code. */
 pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct *regs,
