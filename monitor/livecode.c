@@ -1080,16 +1080,15 @@ static void drop_pages(run_process *p, uint64_t lo, uint64_t hi)
     p->npages = n;
 }
 
-/* Takes [lo, hi) in hand as code the program writes: data until it runs. */
-static pk_status hold_as_data(run_engine *e, run_thread *t, uint64_t lo, uint64_t hi, int prot,
-                              pk_error *err)
+/* Records [lo, hi) as code the program writes, now data (the program
+ * asked for prot); false when memory runs out. */
+static bool hold_pages(run_process *p, uint64_t lo, uint64_t hi, int prot)
 {
-    run_process *p = t->proc;
     for (uint64_t a = page_of(lo); a < hi; a += PAGE) {
         if (page_at(p, a))
             continue;
         if (!run_grow((void **)&p->pages, &p->pages_cap, p->npages, sizeof *p->pages))
-            return pk_fail(err, PK_ERR_NOMEM, "out of memory");
+            return false;
         size_t i = p->npages;
         while (i > 0 && p->pages[i - 1].addr > a) {
             p->pages[i] = p->pages[i - 1];
@@ -1098,6 +1097,15 @@ static pk_status hold_as_data(run_engine *e, run_thread *t, uint64_t lo, uint64_
         p->pages[i] = (run_page){ .addr = a, .prot = prot, .data = true };
         p->npages++;
     }
+    return true;
+}
+
+/* Takes [lo, hi) in hand as code the program writes: data until it runs. */
+static pk_status hold_as_data(run_engine *e, run_thread *t, uint64_t lo, uint64_t hi, int prot,
+                              pk_error *err)
+{
+    if (!hold_pages(t->proc, lo, hi, prot))
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     return run_protect(e, t, page_of(lo), hi - page_of(lo), prot & ~PROT_EXEC, err);
 }
 
@@ -1189,6 +1197,7 @@ pk_status run_code_enter(run_engine *e, run_thread *t, pk_error *err)
     run_process *p = t->proc;
     uint64_t lo, hi;
     t->sc_prot = -1;
+    t->sc_exec_held = false;
     if (!call_range(t, &lo, &hi))
         return PK_OK;
     if (p->nbusy == RUN_BUSY_MAX)
@@ -1202,6 +1211,19 @@ pk_status run_code_enter(run_engine *e, run_thread *t, pk_error *err)
         run_page *pg = page_at(p, lo);
         t->sc_prot = pg ? pg->prot : -1;
         unpatch(p, lo, hi, true);
+    }
+    const uint64_t *a = t->sc_args;
+    if (t->sc_nr == RUN_SC_MPROTECT && (a[2] & PROT_EXEC) &&
+        ((a[2] & PROT_WRITE) || pages_in(p, lo, hi))) {
+        /* It makes written code executable (or code writable): the call
+         * runs without PROT_EXEC, so that no thread runs those bytes
+         * before they are scanned, not even between its return and the
+         * monitor's stop there (run_code_sync holds them as data). */
+        struct user_regs_struct r;
+        PK_CHECK(run_get_regs(t, &r, err));
+        r.rdx &= ~(unsigned long long)PROT_EXEC; /* prot, in both ABIs */
+        PK_CHECK(run_set_regs(t, &r, err));
+        t->sc_exec_held = true;
     }
     return PK_OK;
 }
@@ -1244,10 +1266,14 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
         if (l >= h)
             continue;
         drop_pages(p, l, h);
+        /* Written code whose execute permission the call did not give
+         * (run_code_enter): data until it runs. */
+        bool held = k == 0 && t->sc_exec_held;
         /* mremap's new range: any INT3 there is one another thread's sync
          * put over the bytes moved in. */
         unpatch(p, l, h, restore || k == 1);
-        if (!uncover_range(p, l, h))
+        if (!uncover_range(p, l, h) || (held && (!hold_pages(p, l, h, (int)a[2]) ||
+                                                 !cover(p, l, h))))
             return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     }
     if (nr == RUN_SC_MREMAP && t->sc_prot >= 0 && lo2 < hi2)
@@ -1303,8 +1329,12 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
 {
     run_process *p = t->proc;
     run_page *pg = page_at(p, addr);
-    if (!pg)
-        return false;
+    if (!pg) {
+        /* A call of another thread's is changing the range (without
+         * PROT_EXEC: run_code_enter): the access runs again once the
+         * monitor has taken the call's return in hand. */
+        return busy_until(p, addr) != 0;
+    }
     uint64_t a = pg->addr;
     *status = PK_OK;
     /* A fetch faults at the instruction (or where it crosses into the page). */

@@ -357,7 +357,7 @@ static void resume(run_engine *e, run_thread *t, int sig)
 
 /* ---- system calls made in the program ------------------------------------------- */
 
-static pk_status get_regs(run_thread *t, struct user_regs_struct *r, pk_error *err)
+pk_status run_get_regs(run_thread *t, struct user_regs_struct *r, pk_error *err)
 {
     if (ptrace(PTRACE_GETREGS, t->tid, 0, r) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_GETREGS, %d): %s", (int)t->tid,
@@ -365,7 +365,7 @@ static pk_status get_regs(run_thread *t, struct user_regs_struct *r, pk_error *e
     return PK_OK;
 }
 
-static pk_status set_regs(run_thread *t, const struct user_regs_struct *r, pk_error *err)
+pk_status run_set_regs(run_thread *t, const struct user_regs_struct *r, pk_error *err)
 {
     if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS, %d): %s", (int)t->tid,
@@ -409,7 +409,7 @@ static pk_status run_call(run_engine *e, run_thread *t, uint64_t at, pk_error *e
         }
         if (event == 0 && sig == SIGTRAP && by_trap) {
             struct user_regs_struct r;
-            PK_CHECK(get_regs(t, &r, err));
+            PK_CHECK(run_get_regs(t, &r, err));
             if (r.rip == at + 3)
                 return PK_OK;
             return pk_fail(err, PK_ERR_INTERNAL, "thread %d trapped at 0x%llx during a system "
@@ -430,7 +430,7 @@ pk_status run_inject(run_engine *e, run_thread *t, long nr, const uint64_t args[
 {
     run_process *p = t->proc;
     struct user_regs_struct saved, call;
-    PK_CHECK(get_regs(t, &saved, err));
+    PK_CHECK(run_get_regs(t, &saved, err));
     const uint8_t *code = p->bits == 32 ? syscall32 : syscall64;
     uint64_t at = p->stub;
     uint8_t under[3];
@@ -454,19 +454,19 @@ pk_status run_inject(run_engine *e, run_thread *t, long nr, const uint64_t args[
         call.rdi = args[0]; call.rsi = args[1]; call.rdx = args[2];
         call.r10 = args[3]; call.r8 = args[4]; call.r9 = args[5];
     }
-    pk_status s = set_regs(t, &call, err);
+    pk_status s = run_set_regs(t, &call, err);
     if (s == PK_OK)
         s = run_call(e, t, at, err);
     struct user_regs_struct done;
     if (s == PK_OK)
-        s = get_regs(t, &done, err);
+        s = run_get_regs(t, &done, err);
     if (at != p->stub && !run_poke(p, at, under, sizeof under) && s == PK_OK)
         s = pk_fail(err, PK_ERR_INTERNAL, "cannot restore the code at 0x%llx",
                     (unsigned long long)at);
     PK_CHECK(s);
     e->stats->injected++;
     *ret = p->bits == 32 ? (long)(int32_t)done.rax : (long)done.rax;
-    return set_regs(t, &saved, err);
+    return run_set_regs(t, &saved, err);
 }
 
 pk_status run_protect(run_engine *e, run_thread *t, uint64_t addr, uint64_t len, int prot,
@@ -526,7 +526,7 @@ static pk_status map_stub(run_engine *e, run_thread *t, pk_error *err)
 static pk_status exec_done(run_engine *e, run_thread *t, pk_error *err)
 {
     struct user_regs_struct r;
-    PK_CHECK(get_regs(t, &r, err));
+    PK_CHECK(run_get_regs(t, &r, err));
     run_process *p = t->proc;
     p->bits = r.cs == 0x23 ? 32 : 64;
     if (e->opts->no_patch)
@@ -605,11 +605,11 @@ static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
         struct user_regs_struct r;
         if (t->sc_nr == RUN_SC_SIGRETURN && t->proc->table.njumps) {
             /* back to an instruction that runs in a trampoline (deliver) */
-            PK_CHECK(get_regs(t, &r, err));
+            PK_CHECK(run_get_regs(t, &r, err));
             uint64_t resume_at = run_resume_at(t->proc, r.rip);
             if (resume_at != r.rip) {
                 r.rip = resume_at;
-                PK_CHECK(set_regs(t, &r, err));
+                PK_CHECK(run_set_regs(t, &r, err));
             }
         }
         return PK_OK;
@@ -706,10 +706,10 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
     struct user_regs_struct r;
     uint64_t original;
     if (t->proc->table.njumps && run_sig_handled(t->proc, sig)) {
-        PK_CHECK(get_regs(t, &r, err));
+        PK_CHECK(run_get_regs(t, &r, err));
         if ((original = run_original_of(t->proc, r.rip)) != 0) {
             r.rip = original;
-            PK_CHECK(set_regs(t, &r, err));
+            PK_CHECK(run_set_regs(t, &r, err));
         }
     }
     run_sig_delivered(t, sig);
@@ -754,7 +754,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
     }
     struct user_regs_struct r;
     if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP) {
-        PK_CHECK(get_regs(t, &r, err));
+        PK_CHECK(run_get_regs(t, &r, err));
         bool stepped = sig == SIGTRAP && ((si.si_code != SI_KERNEL && si.si_code > 0) ||
                                           (t->pending == RUN_NATIVE_STEP &&
                                            r.rip == t->step_slot + t->step_len + 1));
@@ -783,7 +783,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
          * it runs again once this is dealt with. */
     }
     if (sig == SIGTRAP && si.si_code == SI_KERNEL && !e->opts->no_patch) {
-        PK_CHECK(get_regs(t, &r, err));
+        PK_CHECK(run_get_regs(t, &r, err));
         uint64_t at = r.rip - 1, then = 0;
         const pk_patch *site = run_site_at(t->proc, at), *via;
         pk_patch in_trampoline;
@@ -804,7 +804,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
              * original bytes being written (INT3 first); run what is there
              * now. */
             r.rip = at;
-            PK_CHECK(set_regs(t, &r, err));
+            PK_CHECK(run_set_regs(t, &r, err));
             return consume(e, t, sig, err);
         }
         if (site && int3) {
@@ -817,7 +817,7 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         }
     }
     if (sig == SIGSEGV && held_fault(&si) && !e->opts->no_patch) {
-        PK_CHECK(get_regs(t, &r, err));
+        PK_CHECK(run_get_regs(t, &r, err));
         pk_status s = PK_OK;
         t->step_tf = r.eflags & PK_FLAG_TF; /* for a write stepped: the program's trap after */
         if (run_code_fault(e, t, (uint64_t)(uintptr_t)si.si_addr, r.rip, err, &s)) {

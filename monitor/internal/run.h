@@ -115,6 +115,7 @@ typedef struct run_thread {
     uint64_t sc_args[6];    /* its arguments (old_mmap's read from memory) */
     long sc_ret;            /* and its result */
     int sc_prot;            /* mremap: the moved pages' protection, or -1 */
+    bool sc_exec_held;      /* mprotect: PROT_EXEC held back (run_code_enter) */
     uint64_t step_site;     /* RUN_NATIVE_STEP: where the site's INT3 is, its copy, */
     uint64_t step_slot;
     uint64_t step_resume;   /* where the thread goes on after it, */
@@ -173,6 +174,10 @@ typedef struct run_engine {
 } run_engine;
 
 /* ---- run.c: driving threads ---------------------------------------------------- */
+
+/* Stopped thread t's registers. */
+pk_status run_get_regs(run_thread *t, struct user_regs_struct *r, pk_error *err);
+pk_status run_set_regs(run_thread *t, const struct user_regs_struct *r, pk_error *err);
 
 /* Makes system call nr (the process's ABI) in stopped thread t, which
  * then stands where it stood. *ret gets the result (-errno on failure). */
