@@ -47,6 +47,7 @@
 #include "popek/trampoline.h"
 #include "popek/popek.h"
 #include "popek/scan.h"
+#include "../scanner/internal/decoder.h"
 #include "internal/run.h"
 
 #define PAGE 4096ull
@@ -109,6 +110,10 @@ run_process *run_process_new(pid_t pid)
     p->pid = pid;
     p->mem = -1;
     p->bits = 64;
+    if (!(p->sighand = run_sighand_new(NULL))) {
+        free(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -128,9 +133,11 @@ void run_process_reset(run_process *p)
     free(p->slots);
     pid_t pid = p->pid;
     unsigned threads = p->threads;
+    run_sighand *sighand = p->sighand;
     memset(p, 0, sizeof *p);
     p->pid = pid;
     p->threads = threads;
+    p->sighand = sighand;
     p->mem = -1;
     p->bits = 64;
 }
@@ -140,6 +147,7 @@ void run_process_free(run_process *p)
     if (!p)
         return;
     run_process_reset(p);
+    run_sighand_drop(p->sighand);
     free(p);
 }
 
@@ -153,11 +161,13 @@ static void *copy_array(const void *a, size_t n, size_t size)
     return c;
 }
 
-run_process *run_process_fork(const run_process *p, pid_t child)
+run_process *run_process_fork(const run_process *p, pid_t child, bool share_handlers)
 {
     run_process *c = run_process_new(child);
     if (!c)
         return NULL;
+    run_sighand_drop(c->sighand);
+    c->sighand = share_handlers ? run_sighand_share(p->sighand) : run_sighand_new(p->sighand);
     c->bits = p->bits;
     c->table = p->table;
     c->table.patches = copy_array(p->table.patches, p->table.count, sizeof *p->table.patches);
@@ -181,11 +191,10 @@ run_process *run_process_fork(const run_process *p, pid_t child)
     c->slot_page = p->slot_page;
     c->slot_used = p->slot_used;
     c->has_ldt = p->has_ldt;
-    memcpy(c->sigactions, p->sigactions, sizeof c->sigactions);
     if ((p->table.count && !c->table.patches) || (p->ncovered && !c->covered) ||
         (p->table.njumps && !c->table.jumps) || (p->via.count && !c->via.patches) ||
         (p->nplaced && !c->placed) ||
-        (p->npages && !c->npages) || (p->nslots && !c->slots)) {
+        (p->npages && !c->npages) || (p->nslots && !c->slots) || !c->sighand) {
         run_process_free(c);
         return NULL;
     }
@@ -399,6 +408,19 @@ uint64_t run_original_of(run_process *p, uint64_t addr)
             for (unsigned off = 0; off < j->len; off++)
                 if (at[off] == addr)
                     return j->site + off;
+        /* The jump back: as good as the instruction after the jump. */
+        uint8_t code[15];
+        ZydisDecoder dec;
+        ZydisDecodedInstruction insn;
+        ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+        uint64_t back;
+        if (pk_decoder_init(&dec, p->bits, false) &&
+            run_peek(p, addr, code, sizeof code) &&
+            ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, code, sizeof code, &insn, ops)) &&
+            insn.mnemonic == ZYDIS_MNEMONIC_JMP && ops[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
+            ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &ops[0], addr, &back)) &&
+            back == j->site + j->len)
+            return back;
         return 0;
     }
     return 0;

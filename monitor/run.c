@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -69,8 +70,8 @@ static const long signal64[] = { SYS_rt_sigreturn };
 static const long signal_changing64[] = { SYS_rt_sigaction, SYS_rt_sigprocmask };
 static const long code32[] = { I386_OLD_MMAP, I386_MPROTECT, I386_PKEY_MPROTECT, I386_MUNMAP,
                                I386_MREMAP, I386_MODIFY_LDT };
-static const long signal32[] = { I386_SIGACTION, I386_SIGPROCMASK, I386_SIGRETURN,
-                                 I386_RT_SIGRETURN };
+static const long signal32[] = { I386_SIGNAL, I386_SIGACTION, I386_SSETMASK, I386_SIGPROCMASK,
+                                 I386_SIGRETURN, I386_RT_SIGRETURN };
 static const long signal_changing32[] = { I386_RT_SIGACTION, I386_RT_SIGPROCMASK };
 
 #define COUNT(a) (sizeof (a) / sizeof (a)[0])
@@ -187,7 +188,9 @@ static long normalize_syscall(uint32_t arch, long nr)
         case I386_MODIFY_LDT: return RUN_SC_MODIFY_LDT;
         case I386_RT_SIGACTION: return RUN_SC_SIGACTION;
         case I386_SIGACTION: return RUN_SC_OLD_SIGACTION;
-        case I386_RT_SIGPROCMASK: case I386_SIGPROCMASK: return RUN_SC_SIGPROCMASK;
+        case I386_SIGNAL: return RUN_SC_SIGNAL;
+        case I386_RT_SIGPROCMASK: return RUN_SC_SIGPROCMASK;
+        case I386_SIGPROCMASK: case I386_SSETMASK: return RUN_SC_OLD_SIGPROCMASK;
         case I386_RT_SIGRETURN: case I386_SIGRETURN: return RUN_SC_SIGRETURN;
         }
     }
@@ -531,7 +534,8 @@ static pk_status exec_done(run_engine *e, run_thread *t, pk_error *err)
     p->bits = r.cs == 0x23 ? 32 : 64;
     if (e->opts->no_patch)
         return PK_OK;
-    run_sig_exec(p);
+    if (run_sig_exec(p) != PK_OK)
+        return pk_fail(err, PK_ERR_NOMEM, "out of memory");
     run_sig_read_mask(t);
     PK_CHECK(map_stub(e, t, err));
     return run_code_sync(e, t, err);
@@ -548,6 +552,7 @@ static void syscall_entry(run_engine *e, run_thread *t)
         return;
     }
     t->sc_nr = normalize_syscall(info.arch, (long)info.seccomp.nr);
+    t->sc_compat = info.arch == AUDIT_ARCH_I386;
     for (int i = 0; i < 6; i++)
         t->sc_args[i] = info.seccomp.args[i];
     uint32_t args32[6];
@@ -573,11 +578,9 @@ static void syscall_entry(run_engine *e, run_thread *t)
     case RUN_SC_MODIFY_LDT:
         wanted = t->sc_args[0] == 1 || t->sc_args[0] == 0x11; /* the writing functions */
         break;
-    case RUN_SC_SIGACTION:
-    case RUN_SC_OLD_SIGACTION:
-    case RUN_SC_SIGPROCMASK:
-    case RUN_SC_SIGRETURN:
-        wanted = true;
+    case RUN_SC_SIGACTION: case RUN_SC_OLD_SIGACTION: case RUN_SC_SIGNAL:
+    case RUN_SC_SIGPROCMASK: case RUN_SC_OLD_SIGPROCMASK: case RUN_SC_SIGRETURN:
+        wanted = run_sig_syscall_entry(t);
         break;
     default:
         wanted = false;
@@ -600,8 +603,7 @@ static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
     bool returned = ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) > 0 &&
                     info.op == PTRACE_SYSCALL_INFO_EXIT;
     if (t->sc_nr >= RUN_SC_SIGACTION) {
-        /* (a sigreturn's result is the rax it restores, error or not) */
-        run_sig_syscall_exit(t, returned ? (long)info.exit.rval : -1);
+        run_sig_syscall_exit(t);
         struct user_regs_struct r;
         if (t->sc_nr == RUN_SC_SIGRETURN && t->proc->table.njumps) {
             /* back to an instruction that runs in a trampoline (deliver) */
@@ -650,6 +652,23 @@ static void exec_event(run_engine *e, run_thread *t)
     resume(e, t, 0);
 }
 
+/* The flags of the clone or clone3 call t stands in (at its event stop). */
+static uint64_t clone_flags(run_thread *t)
+{
+    struct user_regs_struct r;
+    pk_error err;
+    uint64_t flags = 0;
+    if (run_get_regs(t, &r, &err) != PK_OK)
+        return 0;
+    bool compat = t->proc->bits == 32;
+    uint64_t arg0 = compat ? (uint32_t)r.rbx : r.rdi;
+    if (r.orig_rax == (compat ? I386_CLONE : SYS_clone))
+        return arg0;
+    if (r.orig_rax == SYS_clone3 && run_peek(t->proc, arg0, &flags, sizeof flags))
+        return flags; /* clone3: the same number in both ABIs; flags come first */
+    return 0;
+}
+
 /* t cloned, forked or vforked (event): the new thread or process. */
 static void child_event(run_engine *e, run_thread *t, int event)
 {
@@ -660,7 +679,8 @@ static void child_event(run_engine *e, run_thread *t, int event)
     if (event == PTRACE_EVENT_CLONE && thread_group_of(child) == p->pid) {
         /* a thread of the same process */
     } else {
-        run_process *copy = run_process_fork(p, child);
+        bool share = clone_flags(t) & CLONE_SIGHAND; /* (a fork event, with SIGCHLD) */
+        run_process *copy = run_process_fork(p, child, share);
         if (!copy || !add_process(e, copy)) {
             run_process_free(copy);
             run_end(e, PK_STATUS_MONITOR_ERROR, "out of memory following process %d",
@@ -698,6 +718,17 @@ static void single_step_trap(run_thread *t, uint64_t rip)
     ptrace(PTRACE_SETSIGINFO, t->tid, 0, &si);
 }
 
+/* The program's signal held back for a fault to run again (signal_stop)
+ * waits again. */
+static pk_status requeue(run_engine *e, run_thread *t, pk_error *err)
+{
+    if (!t->requeue.si_signo)
+        return PK_OK;
+    siginfo_t si = t->requeue;
+    t->requeue.si_signo = 0;
+    return run_sig_requeue(e, t, &si, err);
+}
+
 /* t goes on with the program's own signal sig. A handler is shown the
  * address of the instruction that ran in a trampoline, not the
  * trampoline's (its return goes back there: syscall_exit). */
@@ -705,9 +736,13 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
 {
     struct user_regs_struct r;
     uint64_t original;
+    PK_CHECK(requeue(e, t, err));
     if (t->proc->table.njumps && run_sig_handled(t->proc, sig)) {
         PK_CHECK(run_get_regs(t, &r, err));
-        if ((original = run_original_of(t->proc, r.rip)) != 0) {
+        /* (only where the handler surely runs: an ignored signal would
+         * leave the thread at the original address, among a jump's bytes) */
+        if ((original = run_original_of(t->proc, r.rip)) != 0 &&
+            run_sig_caught_now(t->tid, sig)) {
             r.rip = original;
             PK_CHECK(run_set_regs(t, &r, err));
         }
@@ -721,6 +756,7 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
 static pk_status consume(run_engine *e, run_thread *t, int sig, pk_error *err)
 {
     PK_CHECK(run_sig_mend(e, t, sig, err));
+    PK_CHECK(requeue(e, t, err));
     resume(e, t, 0);
     return PK_OK;
 }
@@ -782,7 +818,13 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         /* The write did not happen (another fault, or a signal came first):
          * it runs again once this is dealt with. */
     }
-    if (sig == SIGTRAP && si.si_code == SI_KERNEL && !e->opts->no_patch) {
+    /* The monitor's INT3; or one whose SIGTRAP the kernel dropped for the
+     * program's own, pending while blocked (or queued for the tracer while
+     * ignored): force_sig drops a signal already pending, after resetting
+     * its handler and unblocking it (run_sig_forced sees that). */
+    bool swallowed = sig == SIGTRAP && si.si_code != SI_KERNEL && !e->opts->no_patch &&
+                     run_sig_forced(t, SIGTRAP);
+    if (sig == SIGTRAP && (si.si_code == SI_KERNEL || swallowed) && !e->opts->no_patch) {
         PK_CHECK(run_get_regs(t, &r, err));
         uint64_t at = r.rip - 1, then = 0;
         const pk_patch *site = run_site_at(t->proc, at), *via;
@@ -797,8 +839,8 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         }
         uint8_t byte;
         bool int3 = run_peek(t->proc, at, &byte, 1) && byte == 0xcc;
-        if (!int3 && (site || run_was_site(t->proc, at) ||
-                      pk_patch_table_jump_at(&t->proc->table, at))) {
+        if (!int3 && !swallowed && (site || run_was_site(t->proc, at) ||
+                                    pk_patch_table_jump_at(&t->proc->table, at))) {
             /* An INT3 of the monitor's that is gone since this thread hit
              * it: a site taken away, or the first byte of a jump or of
              * original bytes being written (INT3 first); run what is there
@@ -809,12 +851,31 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         }
         if (site && int3) {
             /* The program single-steps itself: the trap after the site. */
-            bool traced = r.eflags & PK_FLAG_TF;
+            bool traced = r.eflags & PK_FLAG_TF, blocked = run_sig_blocked(t, SIGTRAP);
             PK_CHECK(run_emulate_site(e, t, site, at, then, &r, err));
             t->step_tf = traced;
+            if (swallowed) {
+                /* The program's signal waits again (ignored, it is gone). */
+                PK_CHECK(run_sig_mend(e, t, SIGTRAP, err));
+                if (blocked)
+                    PK_CHECK(run_sig_requeue(e, t, &si, err));
+                resume(e, t, 0);
+                return PK_OK;
+            }
             /* Run natively, the step's own trap comes first. */
             return resume_traced(e, t, r.rip, traced && t->pending == RUN_NOTHING, err);
         }
+    }
+    if (sig == SIGSEGV && si.si_code <= 0 && !e->opts->no_patch &&
+        run_sig_forced(t, SIGSEGV)) {
+        /* A fault of the monitor's hold whose SIGSEGV the kernel dropped
+         * for the program's own, pending while blocked (as with SIGTRAP
+         * above): the access runs again, and faults afresh, and the
+         * program's signal waits again after that (consume). */
+        PK_CHECK(run_sig_mend(e, t, SIGSEGV, err));
+        t->requeue = si;
+        resume(e, t, 0);
+        return PK_OK;
     }
     if (sig == SIGSEGV && held_fault(&si) && !e->opts->no_patch) {
         PK_CHECK(run_get_regs(t, &r, err));

@@ -17,6 +17,7 @@
  * site whose emulation would fault: the copy raises the very fault the
  * instruction raises natively, which the program then receives at the
  * site's own address. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +49,10 @@ static bool parse_number(const char *text, uint64_t max, uint64_t *v)
 {
     char *end;
     errno = 0;
+    if (!isdigit((unsigned char)text[0]))
+        return false; /* (strtoull would take a sign or spaces) */
     unsigned long long n = strtoull(text, &end, 0);
-    if (end == text || *end || errno || text[0] == '-' || n > max)
+    if (*end || errno || n > max)
         return false;
     *v = n;
     return true;
@@ -58,9 +61,10 @@ static bool parse_number(const char *text, uint64_t max, uint64_t *v)
 /* The part of s between spaces, written over s. */
 static char *trim(char *s)
 {
-    s += strspn(s, " \t\r\n");
+    while (isspace((unsigned char)*s))
+        s++;
     size_t n = strlen(s);
-    while (n && strchr(" \t\r\n", s[n - 1]))
+    while (n && isspace((unsigned char)s[n - 1]))
         s[--n] = 0;
     return s;
 }
@@ -83,8 +87,9 @@ static bool parse_cpuid(pk_run_profile *p, char *key, char *value)
         c.any_subleaf = false;
     }
     uint32_t *out[4] = { &c.eax, &c.ebx, &c.ecx, &c.edx };
-    char *save = NULL, *word = strtok_r(value, " \t", &save);
-    for (int i = 0; i < 4; i++, word = strtok_r(NULL, " \t", &save)) {
+    const char *spaces = " \t\v\f\r\n";
+    char *save = NULL, *word = strtok_r(value, spaces, &save);
+    for (int i = 0; i < 4; i++, word = strtok_r(NULL, spaces, &save)) {
         if (!word || !parse_number(word, 0xffffffff, &v))
             return false;
         *out[i] = (uint32_t)v;
@@ -133,10 +138,11 @@ pk_status pk_run_profile_load(pk_run_profile *p, const char *path, pk_error *err
     FILE *f = fopen(path, "r");
     if (!f)
         return pk_fail(err, PK_ERR_IO, "%s", strerror(errno));
-    char line[256];
+    char *line = NULL;
+    size_t size = 0;
     unsigned n = 0;
     pk_status s = PK_OK;
-    while (s == PK_OK && fgets(line, sizeof line, f)) {
+    while (s == PK_OK && getline(&line, &size, f) >= 0) {
         n++;
         char *hash = strchr(line, '#');
         if (hash)
@@ -169,6 +175,7 @@ pk_status pk_run_profile_load(pk_run_profile *p, const char *path, pk_error *err
         else
             k->set(p, v);
     }
+    free(line);
     fclose(f);
     return s;
 }

@@ -57,7 +57,8 @@ typedef struct pk_run_profile {
 void pk_run_profile_default(pk_run_profile *p);
 
 /* Reads a profile: lines "KEY = VALUE" (gdt_base, gdt_limit, idt_base,
- * idt_limit, cr0, tr, ldtr, tsc, tsc_aux; numbers in C notation), and
+ * idt_limit, cr0, tr, ldtr, tsc, tsc_aux; numbers in C notation: 0x for
+ * hexadecimal, a leading 0 for octal), and
  * "cpuid.LEAF = EAX EBX ECX EDX" or "cpuid.LEAF.SUBLEAF = ..." (LEAF and
  * SUBLEAF numbers too); '#' comments, blank lines. Keys it does not name
  * keep their values; ldtr makes SLDT show it always; a CPUID leaf named

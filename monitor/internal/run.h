@@ -5,6 +5,7 @@
 #define POPEK_INTERNAL_RUN_H
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/user.h>
@@ -60,6 +61,8 @@ typedef struct run_sigaction {
 
 #define RUN_SIGNALS 64
 
+typedef struct run_sighand run_sighand;
+
 /* Where the trampolines of one file went in a process. */
 typedef struct run_placed {
     uint64_t dev, inode, bias;
@@ -87,7 +90,7 @@ typedef struct run_process {
     run_slot *slots;
     size_t nslots, slots_cap;
     bool has_ldt;           /* it called modify_ldt to write */
-    run_sigaction sigactions[RUN_SIGNALS]; /* by signal number - 1 */
+    run_sighand *sighand;   /* its handlers (shared with CLONE_SIGHAND) */
     uint64_t ghosts[RUN_GHOSTS]; /* INT3 sites lately removed */
     size_t nghosts;
     run_range busy[RUN_BUSY_MAX]; /* ranges a thread's call is changing, */
@@ -116,6 +119,7 @@ typedef struct run_thread {
     long sc_ret;            /* and its result */
     int sc_prot;            /* mremap: the moved pages' protection, or -1 */
     bool sc_exec_held;      /* mprotect: PROT_EXEC held back (run_code_enter) */
+    bool sc_compat;         /* the call is of the i386 ABI */
     uint64_t step_site;     /* RUN_NATIVE_STEP: where the site's INT3 is, its copy, */
     uint64_t step_slot;
     uint64_t step_resume;   /* where the thread goes on after it, */
@@ -125,14 +129,15 @@ typedef struct run_thread {
     uint8_t step_width;     /* its operand size in bytes */
     uint64_t step_page;     /* RUN_WRITE_STEP: the page opened */
     int deferred;           /* a signal that came while the monitor worked, or 0 */
+    siginfo_t requeue;      /* a signal of the program's to send again, or si_signo 0 */
     uint64_t sigmask;       /* the signals it blocks, as the program set them, */
     bool sigmask_known;     /* once its first stop showed them */
 } run_thread;
 
 /* i386 system call numbers (asm/unistd_32.h), for programs of that ABI. */
 enum {
-    I386_SIGACTION = 67, I386_OLD_MMAP = 90, I386_MUNMAP = 91, I386_SIGRETURN = 119,
-    I386_MODIFY_LDT = 123, I386_MPROTECT = 125, I386_SIGPROCMASK = 126, I386_MREMAP = 163,
+    I386_SIGNAL = 48, I386_SIGACTION = 67, I386_SSETMASK = 69, I386_OLD_MMAP = 90, I386_MUNMAP = 91, I386_SIGRETURN = 119,
+    I386_CLONE = 120, I386_MODIFY_LDT = 123, I386_MPROTECT = 125, I386_SIGPROCMASK = 126, I386_MREMAP = 163,
     I386_RT_SIGRETURN = 173, I386_RT_SIGACTION = 174, I386_RT_SIGPROCMASK = 175,
     I386_MMAP2 = 192, I386_PKEY_MPROTECT = 380,
 };
@@ -147,7 +152,9 @@ enum {
     RUN_SC_MODIFY_LDT,
     RUN_SC_SIGACTION,       /* rt_sigaction */
     RUN_SC_OLD_SIGACTION,   /* the i386 sigaction of old */
-    RUN_SC_SIGPROCMASK,     /* rt_sigprocmask, or the i386 sigprocmask */
+    RUN_SC_SIGNAL,          /* the i386 signal */
+    RUN_SC_SIGPROCMASK,     /* rt_sigprocmask */
+    RUN_SC_OLD_SIGPROCMASK, /* the i386 sigprocmask and ssetmask of old */
     RUN_SC_SIGRETURN,       /* rt_sigreturn, or the i386 sigreturn */
 };
 
@@ -265,8 +272,9 @@ pk_status run_code_write_done(run_engine *e, run_thread *t, uint64_t rip, pk_err
 run_process *run_process_new(pid_t pid);
 void run_process_free(run_process *p);
 
-/* A copy of p for a forked child (same code, same patches). */
-run_process *run_process_fork(const run_process *p, pid_t child);
+/* A copy of p for a forked child (same code, same patches; the same
+ * handlers, shared with p when share_handlers: CLONE_SIGHAND). */
+run_process *run_process_fork(const run_process *p, pid_t child, bool share_handlers);
 
 /* Forgets everything of p's old program at exec. */
 void run_process_reset(run_process *p);
@@ -275,30 +283,50 @@ void run_cache_free(run_scan_cache *c);
 
 /* ---- runsig.c: the program's signal state --------------------------------------- */
 
+/* A table of handlers: all default (from NULL) or a copy of from; shared
+ * with one more process; dropped by one. */
+run_sighand *run_sighand_new(const run_sighand *from);
+run_sighand *run_sighand_share(run_sighand *h);
+void run_sighand_drop(run_sighand *h);
+
 /* t's mask as it is now (t stopped). */
 void run_sig_read_mask(run_thread *t);
 
-/* After exec: handlers are gone, ignored signals stay ignored. */
-void run_sig_exec(run_process *p);
+/* After exec: handlers of its own, default, but for the signals ignored.
+ * PK_ERR_NOMEM. */
+pk_status run_sig_exec(run_process *p);
 
-/* A call of RUN_SC_SIGACTION .. RUN_SC_SIGRETURN returned in t (ret: its
- * result). */
-void run_sig_syscall_exit(run_thread *t, long ret);
+/* A call of RUN_SC_SIGACTION .. RUN_SC_SIGRETURN is about to run in t:
+ * true when the monitor must see it return (run_sig_syscall_exit). */
+bool run_sig_syscall_entry(run_thread *t);
+void run_sig_syscall_exit(run_thread *t);
 
 /* t is about to take the program's own signal sig (its handler runs with
  * the handler's mask). */
 void run_sig_delivered(run_thread *t, int sig);
 
-/* Whether a handler of p's runs when sig is delivered. */
+/* Whether a handler of p's runs when sig is delivered, as the monitor
+ * follows them; and as /proc shows them now. */
 bool run_sig_handled(const run_process *p, int sig);
+bool run_sig_caught_now(pid_t tid, int sig);
+
+/* Whether t blocks sig. */
+bool run_sig_blocked(const run_thread *t, int sig);
 
 /* Whether the kernel's delivery of sig by force (a trap or fault) leaves
  * t's signal state as it is: sig neither blocked nor ignored. */
 bool run_sig_quiet(const run_thread *t, int sig);
 
+/* Whether a forced sig has changed t's signal state since the monitor
+ * last put it as the program set it (sig was blocked or ignored). */
+bool run_sig_forced(const run_thread *t, int sig);
+
 /* t stopped with a forced sig the monitor consumes: puts back what its
  * delivery changed (handler reset, sig unblocked). */
 pk_status run_sig_mend(run_engine *e, run_thread *t, int sig, pk_error *err);
+
+/* Sends si to t again, from t itself (it stays pending while blocked). */
+pk_status run_sig_requeue(run_engine *e, run_thread *t, const siginfo_t *si, pk_error *err);
 
 /* ---- runemu.c: sites -------------------------------------------------------------- */
 

@@ -85,6 +85,19 @@ Test(run_profile, ldtr_shows_always)
     cr_assert_eq(p.gdt_base, 0x1000);
 }
 
+Test(run_profile, long_comment_lines)
+{
+    char text[1200];
+    snprintf(text, sizeof text, "# %0600d tsc_aux = 9\ntr = 0x18 # %0400d\n", 0, 0);
+    profile_file(text);
+    pk_run_profile p;
+    pk_run_profile_default(&p);
+    pk_error err = { { 0 } };
+    cr_assert_eq(pk_run_profile_load(&p, path, &err), PK_OK, "%s", err.msg);
+    cr_assert(!p.tsc_aux_set, "a key inside a comment");
+    cr_assert_eq(p.tr, 0x18);
+}
+
 Test(run_profile, cpuid_and_tsc)
 {
     profile_file("cpuid.0x40000000 = 1 2 3 0xffffffff\n"
@@ -135,6 +148,7 @@ Test(run_profile, bad_files)
     load_fails("cpuid.1 = 1 2 3 4 5\n", PK_ERR_FORMAT, "line 1: expected cpuid.LEAF");
     load_fails("cpuid.1 = 1 2 3 0x100000000\n", PK_ERR_FORMAT, "line 1: expected cpuid.LEAF");
     load_fails("cpuid.x = 1 2 3 4\n", PK_ERR_FORMAT, "line 1: expected cpuid.LEAF");
+    load_fails("tsc = \v-1\n", PK_ERR_FORMAT, "line 1: expected tsc = NUMBER");
     load_fails("tsc_aux = 0x100000000\n", PK_ERR_FORMAT, "line 1: expected tsc_aux = NUMBER (32 bits)");
     pk_run_profile p;
     pk_error err = { { 0 } };
