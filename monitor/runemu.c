@@ -2,17 +2,17 @@
  *
  * What a site shows of the processor comes from the profile: SGDT, SIDT,
  * SLDT, STR and SMSW give its values, and CPUID, RDTSC and RDTSCP too where
- * it sets them; PUSHF and POPF keep IF, IOPL, NT and
- * ID per thread; the segment-register reads give the thread's real
- * selectors. All of these go through pk_emulate, as in `popek boot`, with a
- * virtual CPU at CPL 3.
+ * it sets them; PUSHF and POPF keep IF, IOPL, NT and ID per thread; the
+ * segment-register reads give the thread's real selectors. All but CPUID
+ * and the TSC go through pk_emulate, as in `popek boot`, with a virtual CPU
+ * at CPL 3.
  *
  * The rest act on the real machine and have nothing to hide from an
  * ordinary program: LAR, LSL, VERR and VERW check the process's real GDT
  * and LDT (the LDT it set up with modify_ldt, the vDSO's per-CPU segment),
  * segment loads and far transfers load real descriptors, CPUID and RDTSC
- * read the real processor (unless the profile says otherwise). Such a site runs natively out of line: a copy
- * of the instruction, its RIP-relative displacement adjusted, stands in the
+ * read the real processor (unless the profile says otherwise). Such a site
+ * runs natively out of line: a copy of the instruction, its RIP-relative displacement adjusted, stands in the
  * monitor's page in the process, and the thread steps it there. So does a
  * site whose emulation would fault: the copy raises the very fault the
  * instruction raises natively, which the program then receives at the
@@ -121,9 +121,21 @@ static void set_idt_base(pk_run_profile *p, uint64_t v) { p->idt_base = v; }
 static void set_idt_limit(pk_run_profile *p, uint64_t v) { p->idt_limit = (uint16_t)v; }
 static void set_cr0(pk_run_profile *p, uint64_t v) { p->cr0 = v; }
 static void set_tr(pk_run_profile *p, uint64_t v) { p->tr = (uint16_t)v; }
-static void set_ldtr(pk_run_profile *p, uint64_t v) { p->ldtr = (uint16_t)v; p->ldtr_always = true; }
-static void set_tsc(pk_run_profile *p, uint64_t v) { p->tsc = v; p->tsc_set = true; }
-static void set_tsc_aux(pk_run_profile *p, uint64_t v) { p->tsc_aux = (uint32_t)v; p->tsc_aux_set = true; }
+static void set_ldtr(pk_run_profile *p, uint64_t v)
+{
+    p->ldtr = (uint16_t)v;
+    p->ldtr_always = true;
+}
+static void set_tsc(pk_run_profile *p, uint64_t v)
+{
+    p->tsc = v;
+    p->tsc_set = true;
+}
+static void set_tsc_aux(pk_run_profile *p, uint64_t v)
+{
+    p->tsc_aux = (uint32_t)v;
+    p->tsc_aux_set = true;
+}
 
 static const profile_key profile_keys[] = {
     { "gdt_base", UINT64_MAX, set_gdt_base }, { "gdt_limit", 0xffff, set_gdt_limit },
@@ -322,7 +334,8 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
             (!relative || distance(p->slots[i].addr, site->site) < (1ull << 30)))
             reuse = &p->slots[i];
     uint64_t dist = distance(p->slot_page, site->site);
-    if (!reuse && (!p->slot_page || p->slot_used + 16 > 4096 || (relative && dist > (1ull << 30)))) {
+    if (!reuse &&
+        (!p->slot_page || p->slot_used + 16 > 4096 || (relative && dist > (1ull << 30)))) {
         /* A new page: for a RIP-relative site, near it (the first free of
          * a few places within 256 MiB), else anywhere. */
         uint64_t page = 0;

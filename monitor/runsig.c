@@ -34,8 +34,6 @@
 enum { RUN_SA_NODEFER = 0x40000000, RUN_SA_RESETHAND = 0x80000000u };
 enum { RUN_SIG_DFL = 0, RUN_SIG_IGN = 1 };
 
-enum { I386_RT_TGSIGQUEUEINFO = 335 };
-
 /* Where the monitor puts what it passes to a call it makes (a struct
  * sigaction, a siginfo), in its page in the program (the system-call stub
  * is at its start). */

@@ -6,12 +6,12 @@
  * executable (mmap with PROT_EXEC, mprotect, munmap, mremap), on
  * modify_ldt, and on those that change its signal state (which the
  * monitor's own traps must leave as it is). Code is scanned and patched
- * before it first runs:
- * the program, its interpreter, its libraries and the vDSO at exec, and
- * then whatever the program maps executable. A patched site is emulated
- * against a virtual CPU whose values come from a profile; the rest of what
- * the patched rows do (LAR on a real selector, a far transfer, CPUID where
- * the profile does not set it) is run natively out of line. Threads, forks and execs are followed. */
+ * before it first runs: the program, its interpreter, its libraries and
+ * the vDSO at exec, and then whatever the program maps executable. A
+ * patched site is emulated against a virtual CPU whose values come from a
+ * profile; the rest of what the patched rows do (LAR on a real selector, a
+ * far transfer, CPUID where the profile does not set it) is run natively
+ * out of line. Threads, forks and execs are followed. */
 #ifndef POPEK_RUN_H
 #define POPEK_RUN_H
 
