@@ -1202,6 +1202,37 @@ static bool call_range(const run_thread *t, uint64_t *lo, uint64_t *hi)
     return *lo < *hi;
 }
 
+pk_status run_code_failed(run_engine *e, run_thread *t, pk_error *err)
+{
+    run_process *p = t->proc;
+    uint64_t lo, hi;
+    if (!t->sc_exec_held || !call_range(t, &lo, &hi)) {
+        run_code_settle(p, t->tid);
+        return PK_OK;
+    }
+    /* An mprotect that failed part way (a hole: ENOMEM) changed the pages
+     * before it: those that now have the protection asked for, less
+     * PROT_EXEC, from lo on, are taken in hand as if it had stopped there. */
+    int want = (int)t->sc_args[2] & ~PROT_EXEC;
+    size_t n;
+    run_mapping *maps = read_maps(p->pid, &n);
+    uint64_t end = lo;
+    for (size_t i = 0; i < n; i++)
+        if (maps[i].start <= end && end < maps[i].end && maps[i].prot == want &&
+            !maps[i].shared)
+            end = maps[i].end;
+    free_maps(maps, n);
+    if (end > hi)
+        end = hi;
+    if (end == lo) {
+        run_code_settle(p, t->tid);
+        return PK_OK;
+    }
+    t->sc_args[1] = end - lo;
+    t->sc_ret = 0;
+    return run_code_sync(e, t, err);
+}
+
 void run_code_settle(run_process *p, pid_t tid)
 {
     size_t n = 0;
@@ -1235,12 +1266,14 @@ pk_status run_code_enter(run_engine *e, run_thread *t, pk_error *err)
         unpatch(p, lo, hi, true);
     }
     const uint64_t *a = t->sc_args;
-    if (t->sc_nr == RUN_SC_MPROTECT && (a[2] & PROT_EXEC) &&
-        ((a[2] & PROT_WRITE) || pages_in(p, lo, hi))) {
-        /* It makes written code executable (or code writable): the call
-         * runs without PROT_EXEC, so that no thread runs those bytes
-         * before they are scanned, not even between its return and the
-         * monitor's stop there (run_code_sync holds them as data). */
+    bool unchanged_code = !(a[2] & PROT_WRITE) && !pages_in(p, lo, hi) &&
+                          covered_until(p, lo) >= hi;
+    if (t->sc_nr == RUN_SC_MPROTECT && (a[2] & PROT_EXEC) && !unchanged_code) {
+        /* It makes memory executable that the monitor has not scanned as it
+         * is (a W^X JIT's, written code, code made writable): the call runs
+         * without PROT_EXEC, so that no thread runs those bytes before they
+         * are scanned, not even between its return and the monitor's stop
+         * there (run_code_sync holds them as data). */
         struct user_regs_struct r;
         PK_CHECK(run_get_regs(t, &r, err));
         r.rdx &= ~(unsigned long long)PROT_EXEC; /* prot, in both ABIs */
@@ -1272,7 +1305,8 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err)
          * scanned: the patches stay (and threads run on through them).
          * Else the program's own bytes back (text relocations and JITs
          * rewrite them), and scanned again where it is code. */
-        if ((a[2] & PROT_EXEC) && !(a[2] & PROT_WRITE) && !pages_in(p, lo, hi))
+        if (!t->sc_exec_held && (a[2] & PROT_EXEC) && !(a[2] & PROT_WRITE) &&
+            !pages_in(p, lo, hi))
             lo = hi = 0;
         restore = true;
         break;
@@ -1346,6 +1380,50 @@ static void note_store(run_engine *e, run_process *p, run_page *pg, uint64_t rip
             pg->written[(b - pg->addr) / 8] |= (uint8_t)(1u << ((b - pg->addr) % 8));
 }
 
+/* Whether the instruction at rip in t stores to addr: a memory operand
+ * it writes, with t's registers, covers it (a stack push writes below
+ * RSP). */
+static bool stores_at(run_engine *e, run_thread *t, uint64_t rip, uint64_t addr)
+{
+    run_process *p = t->proc;
+    uint8_t bytes[15];
+    size_t n = sizeof bytes;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    struct user_regs_struct r;
+    pk_error err;
+    const ZydisDecoder *dec = p->bits == 32 ? &e->decoder32 : &e->decoder64;
+    while (n && !run_peek(p, rip, bytes, n))
+        n--;
+    if (!n || ZYAN_FAILED(ZydisDecoderDecodeFull(dec, bytes, n, &insn, ops)) ||
+        run_get_regs(t, &r, &err) != PK_OK)
+        return false;
+    const unsigned long long gpr[16] = { r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi,
+                                         r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15 };
+    ZydisRegisterContext ctx;
+    memset(&ctx, 0, sizeof ctx);
+    for (unsigned i = 0; i < 16; i++) {
+        ctx.values[ZydisRegisterEncode(ZYDIS_REGCLASS_GPR64, (ZyanU8)i)] = gpr[i];
+        ctx.values[ZydisRegisterEncode(ZYDIS_REGCLASS_GPR32, (ZyanU8)i)] = (uint32_t)gpr[i];
+    }
+    for (unsigned i = 0; i < insn.operand_count; i++) {
+        const ZydisDecodedOperand *op = &ops[i];
+        ZyanU64 ea;
+        if (op->type != ZYDIS_OPERAND_TYPE_MEMORY || op->mem.type != ZYDIS_MEMOP_TYPE_MEM ||
+            !(op->actions & ZYDIS_OPERAND_ACTION_MASK_WRITE) ||
+            ZYAN_FAILED(ZydisCalcAbsoluteAddressEx(&insn, op, rip, &ctx, &ea)))
+            continue;
+        if (op->mem.segment == ZYDIS_REGISTER_FS)
+            ea += r.fs_base;
+        else if (op->mem.segment == ZYDIS_REGISTER_GS)
+            ea += r.gs_base;
+        uint64_t size = op->size / 8 ? op->size / 8 : 1;
+        if ((addr >= ea && addr - ea < size) || (addr < ea && ea - addr <= size))
+            return true;
+    }
+    return false;
+}
+
 bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, pk_error *err,
                     pk_status *status)
 {
@@ -1359,11 +1437,13 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
     }
     uint64_t a = pg->addr;
     *status = PK_OK;
-    /* A fetch faults at the instruction (or where it crosses into the page). */
-    bool fetch = addr >= rip && addr < rip + 16;
+    /* A fetch faults at the instruction, or where it crosses into the
+     * page; a store anywhere, the instruction's own bytes too. */
+    bool fetch = (addr == rip || (addr == a && rip < a && a - rip < 16)) &&
+                 !stores_at(e, t, rip, addr);
+    if (fetch && !pg->data)
+        return true; /* another thread made it code meanwhile: run it */
     if (fetch) {
-        if (!pg->data)
-            return true; /* another thread made it code meanwhile: run it */
         /* Run: scanned from where it is entered before anything runs. No
          * other thread writes it meanwhile: it is read-only until then (a
          * lone thread cannot). */
@@ -1390,24 +1470,30 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
                 (unsigned long long)rip, (unsigned long long)addr);
     note_store(e, p, pg, rip, addr);
     pk_patch insn_at;
-    if (page_of(rip) == a && run_copy_decode(e, p, rip, &insn_at)) {
-        /* It writes its own page: the page becomes data like any other,
-         * and the instruction runs once from a copy out of line, so no
-         * thread runs the page unpatched meanwhile. */
-        pg->data = true;
-        *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_EXEC, err);
-        unpatch(p, a, a + PAGE, true);
-        if (*status == PK_OK)
-            *status = run_copy_step(e, t, &insn_at, err);
-        return true;
-    }
-    if (page_of(rip) == a) {
-        /* A branch that writes its own page (a CALL pushing onto it):
-         * stepped with the page open (run_code_write_done). */
+    bool copyable = run_copy_decode(e, p, rip, &insn_at);
+    uint8_t len = copyable ? insn_at.len : 16;
+    if (rip < a + PAGE && rip + len > a) {
+        /* It writes a page it stands on: the page becomes data like any
+         * other, and the instruction runs once from a copy out of line, so
+         * no thread runs the page unpatched meanwhile. */
+        bool started = false;
+        if (copyable) {
+            pg->data = true;
+            *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_EXEC, err);
+            unpatch(p, a, a + PAGE, true);
+            if (*status == PK_OK)
+                *status = run_copy_step(e, t, &insn_at, &started, err);
+            if (*status != PK_OK || started)
+                return true;
+            pg->data = false;
+        }
+        /* A branch (a CALL pushing onto the page), or an operand a copy
+         * cannot reach: stepped with the page open (run_code_write_done). */
         unpatch(p, a, a + PAGE, true);
         *status = run_protect(e, t, a, PAGE, pg->prot, err);
         t->pending = RUN_WRITE_STEP;
         t->step_page = a;
+        t->step_from = rip;
         return true;
     }
     /* Data from now on; no thread runs it while its bytes go back. */

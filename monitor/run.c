@@ -616,10 +616,8 @@ static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
         }
         return PK_OK;
     }
-    if (!returned || info.exit.is_error) {
-        run_code_settle(t->proc, t->tid);
-        return PK_OK;
-    }
+    if (!returned || info.exit.is_error)
+        return t->sc_nr == RUN_SC_MODIFY_LDT ? PK_OK : run_code_failed(e, t, err);
     if (t->sc_nr == RUN_SC_MODIFY_LDT) {
         t->proc->has_ldt = true;
         return PK_OK;
@@ -791,9 +789,18 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
     struct user_regs_struct r;
     if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP) {
         PK_CHECK(run_get_regs(t, &r, err));
+        uint64_t end = t->step_slot + t->step_len;
         bool stepped = sig == SIGTRAP && ((si.si_code != SI_KERNEL && si.si_code > 0) ||
-                                          (t->pending == RUN_NATIVE_STEP &&
-                                           r.rip == t->step_slot + t->step_len + 1));
+                                          (t->pending == RUN_NATIVE_STEP && r.rip == end + 1));
+        if (sig == SIGTRAP && !stepped && run_sig_forced(t, SIGTRAP) &&
+            (t->pending == RUN_NATIVE_STEP ? r.rip == end || r.rip == end + 1
+                                           : r.rip != t->step_from)) {
+            /* The step's trap, dropped for the program's own SIGTRAP,
+             * pending while blocked (see swallowed below): it waits again
+             * once the step is done (consume). */
+            stepped = true;
+            t->requeue = si;
+        }
         if (t->pending == RUN_NATIVE_STEP) {
             /* The copy stores to written code the monitor holds: let the
              * store through as the program's own, and step it again. */

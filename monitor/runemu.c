@@ -318,10 +318,11 @@ static bool slot_in_use(const run_engine *e, const run_process *p, uint64_t addr
 /* Puts a copy of site in the monitor's page, to run at its new address:
  * a RIP-relative displacement is adjusted to reach the same byte. */
 static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
-                           const ZydisDecodedInstruction *insn, uint64_t *slot, pk_error *err)
+                           const ZydisDecodedInstruction *insn, bool keep, uint64_t *slot,
+                           pk_error *err)
 {
     run_process *p = t->proc;
-    for (size_t i = 0; i < p->nslots; i++)
+    for (size_t i = 0; i < p->nslots && keep; i++)
         if (p->slots[i].site == site->site) {
             *slot = p->slots[i].addr;
             return PK_OK;
@@ -366,7 +367,8 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
     }
     if (!run_poke(p, at, code, site->len + 1u))
         return pk_fail(err, PK_ERR_INTERNAL, "cannot write in the monitor's page");
-    run_slot slot_of = { site->site, at, site->len };
+    /* (a copy not kept is free once the thread has run it: slot_in_use) */
+    run_slot slot_of = { keep ? site->site : 0, at, site->len };
     if (reuse) {
         *reuse = slot_of;
     } else {
@@ -380,13 +382,14 @@ static pk_status copy_site(run_engine *e, run_thread *t, const pk_patch *site,
 
 /* Sends t to a copy of site (insn) out of line, for one step
  * (RUN_NATIVE_STEP); it goes on at resume, or back at at if the copy
- * faults or a signal comes first. */
+ * faults or a signal comes first. keep: the copy stays for the site's
+ * next run (a patched site; not an instruction of written code). */
 static pk_status step_copy(run_engine *e, run_thread *t, const pk_patch *site,
                            const ZydisDecodedInstruction *insn, uint64_t at, uint64_t resume,
-                           struct user_regs_struct *r, pk_error *err)
+                           bool keep, struct user_regs_struct *r, pk_error *err)
 {
     uint64_t slot = 0;
-    PK_CHECK(copy_site(e, t, site, insn, &slot, err));
+    PK_CHECK(copy_site(e, t, site, insn, keep, &slot, err));
     r->rip = slot;
     if (ptrace(PTRACE_SETREGS, t->tid, 0, r) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETREGS): %s", strerror(errno));
@@ -444,7 +447,7 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, u
     if (e->opts->trace)
         run_log(e, "[%d] 0x%llx %s: run natively", (int)t->tid,
                 (unsigned long long)site->site, pk_class_get(site->cls)->key);
-    return step_copy(e, t, site, &insn, at, resume, r, err);
+    return step_copy(e, t, site, &insn, at, resume, true, r, err);
 }
 
 /* Whether insn can run from a copy as it is (its RIP-relative operand
@@ -476,7 +479,8 @@ bool run_copy_decode(run_engine *e, run_process *p, uint64_t rip, pk_patch *insn
     return true;
 }
 
-pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, pk_error *err)
+pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, bool *started,
+                        pk_error *err)
 {
     ZydisDecodedInstruction insn;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
@@ -487,7 +491,10 @@ pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, p
                        (unsigned long long)insn_at->site);
     if (ptrace(PTRACE_GETREGS, t->tid, 0, &r) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_GETREGS): %s", strerror(errno));
-    return step_copy(e, t, insn_at, &insn, insn_at->site, insn_at->site + insn.length, &r, err);
+    pk_status s = step_copy(e, t, insn_at, &insn, insn_at->site, insn_at->site + insn.length,
+                            false, &r, err);
+    *started = s == PK_OK;
+    return s == PK_ERR_UNSUPPORTED ? PK_OK : s;
 }
 
 pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct *r,

@@ -125,6 +125,7 @@ typedef struct run_thread {
     uint64_t step_resume;   /* where the thread goes on after it, */
     uint8_t step_len;       /* its length and the copy's */
     bool step_tf;           /* the program had TF set: its trap follows */
+    uint64_t step_from;     /* RUN_WRITE_STEP: where the instruction is */
     bool step_call_far;     /* a far CALL: its return address to mend */
     uint8_t step_width;     /* its operand size in bytes */
     uint64_t step_page;     /* RUN_WRITE_STEP: the page opened */
@@ -249,6 +250,10 @@ pk_status run_code_sync(run_engine *e, run_thread *t, pk_error *err);
  * it changes until run_code_sync (or run_code_settle) at its return. */
 pk_status run_code_enter(run_engine *e, run_thread *t, pk_error *err);
 
+/* t's call failed: what an mprotect changed before failing is taken in
+ * hand (run_code_sync), or nothing is (run_code_settle). */
+pk_status run_code_failed(run_engine *e, run_thread *t, pk_error *err);
+
 /* Thread tid's call is over (it failed, or the thread is gone). */
 void run_code_settle(run_process *p, pid_t tid);
 
@@ -343,8 +348,10 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, u
 bool run_copy_decode(run_engine *e, run_process *p, uint64_t rip, pk_patch *insn_at);
 
 /* Runs that instruction in stopped thread t from a copy, for one step
- * (RUN_NATIVE_STEP, as a site run natively; not counted as one). */
-pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, pk_error *err);
+ * (RUN_NATIVE_STEP, as a site run natively; not counted as one); not
+ * *started when no copy can reach its operand. */
+pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, bool *started,
+                        pk_error *err);
 
 /* After the step of RUN_NATIVE_STEP: puts rip back in the program's code. */
 pk_status run_native_done(run_engine *e, run_thread *t, struct user_regs_struct *regs,
