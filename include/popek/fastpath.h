@@ -1,0 +1,68 @@
+/* popek — the fast path: patched instructions emulated in place, in the
+ * trampoline, against a vcpu page the monitor shares with the guest.
+ *
+ * A jump-patched site normally stops in the monitor (an INT3 in its
+ * trampoline): a ptrace round trip of microseconds. For the instructions a
+ * kernel runs most (PUSHF and POPF around every critical section) and the
+ * cheap reads of the virtual CPU (SMSW, SGDT, SIDT, SLDT, STR, MOV from a
+ * segment register), the trampoline can instead do what the emulation
+ * does, with ordinary instructions reading and writing the vcpu page: a
+ * few cycles. What the block cannot decide alone (a POPF that sets IF
+ * while an interrupt waits, or sets TF; a store the virtual CR4.UMIP
+ * forbids) goes to the monitor as before, through the slow address.
+ *
+ * The blocks agree with pk_emulate bit for bit (tests/unit/test_fastpath.c
+ * runs both on random states). */
+#ifndef POPEK_FASTPATH_H
+#define POPEK_FASTPATH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <Zydis/Zydis.h>
+
+#include "popek/status.h"
+#include "popek/vcpu.h"
+
+/* The vcpu page, as the blocks read it: offsets are fixed, since the
+ * blocks address the fields directly. The monitor writes it from its
+ * pk_vcpu before the guest runs (pk_vcpu_page_store) and reads back what
+ * blocks change, the virtual flags, when the guest stops
+ * (pk_vcpu_page_load). */
+typedef struct pk_vcpu_page {
+    uint64_t vflags;        /* 0x00: virtual IF, IOPL, NT and ID */
+    uint64_t popf_mask;     /* 0x08: the EFLAGS bits a 32- or 64-bit POPF
+                               loads at the virtual CPL and IOPL */
+    uint64_t slow;          /* 0x10: PK_VCPU_PAGE_* */
+    uint64_t cr0;           /* 0x18: SMSW */
+    uint64_t sel[PK_SEG_COUNT]; /* 0x20: selectors, ES .. GS, LDTR, TR */
+    uint8_t gdtr[16];       /* 0x60: SGDT's image: limit (2 bytes), base (8) */
+    uint8_t idtr[16];       /* 0x70: SIDT's */
+} pk_vcpu_page;
+
+enum {
+    /* An interrupt waits for IF: a POPF that sets it goes to the monitor. */
+    PK_VCPU_PAGE_PENDING = 1 << 0,
+    /* SGDT, SIDT, SLDT, STR and SMSW fault (CR4.UMIP at CPL > 0). */
+    PK_VCPU_PAGE_UMIP = 1 << 1,
+};
+
+void pk_vcpu_page_store(pk_vcpu_page *page, const pk_vcpu *vcpu, bool pending);
+void pk_vcpu_page_load(const pk_vcpu_page *page, pk_vcpu *vcpu);
+
+/* Whether insn (decoded with operands in bits-bit code) has a fast path. */
+bool pk_fastpath_has(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                     unsigned bits);
+
+/* Emits into buf (NULL: measure) the block that does what insn, decoded at
+ * site, does, for code at at, with the vcpu page at page (in 64-bit code
+ * within 2 GiB of at) and slow the address that sends the instruction to
+ * the monitor (entered with every register as at the block's start). It
+ * falls through at its end. Errors: PK_ERR_UNSUPPORTED for an instruction
+ * or form without a fast path, or a page or operand out of reach. */
+pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                           unsigned bits, uint64_t site, uint64_t at, uint64_t page,
+                           uint64_t slow, uint8_t *buf, size_t *len, pk_error *err);
+
+#endif

@@ -1,0 +1,576 @@
+/* popek — fast-path blocks: a patched instruction emulated in its
+ * trampoline against the vcpu page, with instructions from the Zydis
+ * encoder.
+ *
+ * A block may not disturb what the guest has: its registers, its flags,
+ * its stack. In 64-bit code the stack below RSP may hold a leaf function's
+ * data (the red zone), so a block first moves RSP 128 bytes down, then
+ * saves the scratch registers it needs there; in 32-bit code there is no
+ * red zone. Flags are saved with PUSHF before any instruction that
+ * changes them and put back with POPF (or, for POPF itself, replaced by
+ * the value it loads).
+ *
+ * PUSHF (pushfq shown; pushfw and pushfd alike):
+ *
+ *     pushfq                          the real flags, as the site pushes
+ *     lea rsp, [rsp - 128]
+ *     push rax
+ *     pushfq                          saved for the end
+ *     mov rax, [rsp + 144]            the real image
+ *     and rax, 0x48dff                less IF, IOPL, NT, ID, RF, VM, VIF, VIP
+ *     or rax, [page.vflags]           the virtual IF, IOPL, NT, ID
+ *     or rax, 2
+ *     mov [rsp + 144], rax
+ *     popfq
+ *     pop rax
+ *     lea rsp, [rsp + 128]
+ *
+ * POPF computes the image pk_emu_flags_load computes, stores the virtual
+ * bits in the page, and loads the real bits with a real POPF of a value
+ * that keeps the real NT and ID (which belong to the vcpu). It goes to the
+ * monitor when the value sets TF (the trap must follow the next
+ * instruction of the guest's, not of the block's), or sets IF while an
+ * interrupt waits.
+ *
+ * SMSW, SLDT, STR and MOV from a segment register load a register from
+ * the page (MOV keeps the flags: nothing else to do), or store through the
+ * instruction's own memory operand (its segment, base, index and
+ * displacement; RSP-based ones moved by what the block pushed), with a
+ * scratch register the operand does not use. SGDT and SIDT store 10 bytes
+ * (6 in 32-bit code) the same way. With check, these test
+ * PK_VCPU_PAGE_UMIP first and go to the monitor when it is set. */
+#include "popek/fastpath.h"
+
+#include <string.h>
+
+#include "../monitor/internal/emu.h"
+
+enum {
+    REAL_IMAGE = 0x3FFFFF & ~(PK_FLAG_IF | PK_FLAG_IOPL | PK_FLAG_NT | PK_FLAG_ID |
+                              PK_FLAG_RF | PK_FLAG_VM | PK_FLAG_VIF | PK_FLAG_VIP),
+    RED_ZONE = 128,
+};
+
+/* ---- the vcpu page ------------------------------------------------------------- */
+
+void pk_vcpu_page_store(pk_vcpu_page *page, const pk_vcpu *vcpu, bool pending)
+{
+    unsigned iopl = (vcpu->vflags >> 12) & 3;
+    uint64_t mask = PK_FLAG_CF | PK_FLAG_PF | PK_FLAG_AF | PK_FLAG_ZF | PK_FLAG_SF |
+                    PK_FLAG_TF | PK_FLAG_DF | PK_FLAG_OF | PK_FLAG_NT | PK_FLAG_AC | PK_FLAG_ID;
+    if (vcpu->cpl <= iopl)
+        mask |= PK_FLAG_IF;
+    if (vcpu->cpl == 0)
+        mask |= PK_FLAG_IOPL;
+    page->vflags = vcpu->vflags & PK_VFLAGS_MASK;
+    page->popf_mask = mask;
+    page->slow = (pending ? PK_VCPU_PAGE_PENDING : 0) |
+                 ((vcpu->cr4 & PK_CR4_UMIP) && vcpu->cpl > 0 ? PK_VCPU_PAGE_UMIP : 0);
+    page->cr0 = vcpu->cr0;
+    for (int i = 0; i < PK_SEG_COUNT; i++)
+        page->sel[i] = vcpu->seg[i].selector;
+    memset(page->gdtr, 0, sizeof page->gdtr);
+    memset(page->idtr, 0, sizeof page->idtr);
+    memcpy(page->gdtr, &vcpu->gdtr.limit, 2);
+    memcpy(page->gdtr + 2, &vcpu->gdtr.base, 8);
+    memcpy(page->idtr, &vcpu->idtr.limit, 2);
+    memcpy(page->idtr + 2, &vcpu->idtr.base, 8);
+}
+
+void pk_vcpu_page_load(const pk_vcpu_page *page, pk_vcpu *vcpu)
+{
+    vcpu->vflags = page->vflags & PK_VFLAGS_MASK;
+}
+
+/* ---- emitting ------------------------------------------------------------------ */
+
+/* A block being written: at is where the next instruction goes. */
+typedef struct emitter {
+    unsigned bits;
+    uint64_t at, start, page;
+    uint8_t *buf;           /* NULL: measuring */
+    size_t len;
+    bool ok;
+    ZydisRegister sp;       /* rsp or esp */
+    unsigned word;          /* 8 or 4: the stack slot */
+} emitter;
+
+static void request(emitter *m, ZydisEncoderRequest *r, ZydisMnemonic mnemonic)
+{
+    memset(r, 0, sizeof *r);
+    r->machine_mode = m->bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64 : ZYDIS_MACHINE_MODE_LEGACY_32;
+    r->mnemonic = mnemonic;
+}
+
+static void put(emitter *m, ZydisEncoderRequest *r)
+{
+    uint8_t b[ZYDIS_MAX_INSTRUCTION_LENGTH];
+    ZyanUSize n = sizeof b;
+    if (!m->ok || ZYAN_FAILED(ZydisEncoderEncodeInstructionAbsolute(r, b, &n, m->at))) {
+        m->ok = false;
+        return;
+    }
+    if (m->buf)
+        memcpy(m->buf + m->len, b, n);
+    m->len += n;
+    m->at += n;
+}
+
+static ZydisEncoderOperand reg(ZydisRegister r)
+{
+    return (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_REGISTER, .reg.value = r };
+}
+
+static ZydisEncoderOperand imm(int64_t v)
+{
+    return (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_IMMEDIATE, .imm.s = v };
+}
+
+/* size bytes at base + disp. */
+static ZydisEncoderOperand mem(ZydisRegister base, int64_t disp, unsigned size)
+{
+    return (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_MEMORY,
+                                  .mem = { .base = base, .displacement = disp,
+                                           .size = (ZyanU16)size } };
+}
+
+/* size bytes of the page's field at offset: RIP-relative in 64-bit code,
+ * absolute in 32-bit code. */
+static ZydisEncoderOperand field(const emitter *m, size_t offset, unsigned size)
+{
+    return mem(m->bits == 64 ? ZYDIS_REGISTER_RIP : ZYDIS_REGISTER_NONE,
+               (int64_t)(m->page + offset), size);
+}
+
+static void op0(emitter *m, ZydisMnemonic mn)
+{
+    ZydisEncoderRequest r;
+    request(m, &r, mn);
+    put(m, &r);
+}
+
+static void op1(emitter *m, ZydisMnemonic mn, ZydisEncoderOperand a)
+{
+    ZydisEncoderRequest r;
+    request(m, &r, mn);
+    r.operand_count = 1;
+    r.operands[0] = a;
+    put(m, &r);
+}
+
+static void op2(emitter *m, ZydisMnemonic mn, ZydisEncoderOperand a, ZydisEncoderOperand b)
+{
+    ZydisEncoderRequest r;
+    request(m, &r, mn);
+    r.operand_count = 2;
+    r.operands[0] = a;
+    r.operands[1] = b;
+    put(m, &r);
+}
+
+/* PUSHF or POPF of a given width (2, 4 or 8 bytes). */
+static void flags_op(emitter *m, bool pop, unsigned width)
+{
+    ZydisMnemonic mn = pop ? (width == 2 ? ZYDIS_MNEMONIC_POPF
+                              : width == 4 ? ZYDIS_MNEMONIC_POPFD : ZYDIS_MNEMONIC_POPFQ)
+                           : (width == 2 ? ZYDIS_MNEMONIC_PUSHF
+                              : width == 4 ? ZYDIS_MNEMONIC_PUSHFD : ZYDIS_MNEMONIC_PUSHFQ);
+    op0(m, mn);
+}
+
+/* The stack's own flags width: pushfq in 64-bit code, pushfd in 32. */
+static void save_flags(emitter *m) { flags_op(m, false, m->word); }
+static void restore_flags(emitter *m) { flags_op(m, true, m->word); }
+
+/* The general register of encoding number n at size bytes. */
+static ZydisRegister gpr(unsigned n, unsigned size)
+{
+    static const ZydisRegister r64[] = { ZYDIS_REGISTER_RAX, ZYDIS_REGISTER_RCX,
+                                         ZYDIS_REGISTER_RDX, ZYDIS_REGISTER_RBX };
+    ZydisRegister r = r64[n];
+    ZydisRegisterClass cls = size == 8 ? ZYDIS_REGCLASS_GPR64
+                             : size == 4 ? ZYDIS_REGCLASS_GPR32 : ZYDIS_REGCLASS_GPR16;
+    return ZydisRegisterEncode(cls, ZydisRegisterGetId(r));
+}
+
+/* Moves the stack past the red zone (64-bit code) and saves n scratch
+ * registers: rax, rcx, rdx, rbx in that order, or those of ids. */
+static void enter(emitter *m, const unsigned *ids, unsigned n)
+{
+    if (m->bits == 64)
+        op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, -RED_ZONE, 8));
+    for (unsigned i = 0; i < n; i++)
+        op1(m, ZYDIS_MNEMONIC_PUSH, reg(gpr(ids[i], m->word)));
+}
+
+static void leave(emitter *m, const unsigned *ids, unsigned n)
+{
+    for (unsigned i = n; i-- > 0;)
+        op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(ids[i], m->word)));
+    if (m->bits == 64)
+        op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, RED_ZONE, 8));
+}
+
+/* How far RSP is below where it was once enter saved n registers. */
+static int64_t below(const emitter *m, unsigned n)
+{
+    return (m->bits == 64 ? RED_ZONE : 0) + (int64_t)n * m->word;
+}
+
+/* A conditional jump to target (rel32). */
+static void jcc(emitter *m, ZydisMnemonic mn, uint64_t target)
+{
+    ZydisEncoderRequest r;
+    request(m, &r, mn);
+    r.branch_type = ZYDIS_BRANCH_TYPE_NEAR;
+    r.branch_width = ZYDIS_BRANCH_WIDTH_32;
+    r.operand_count = 1;
+    r.operands[0] = imm((int64_t)target);
+    put(m, &r);
+}
+
+/* ---- the blocks ------------------------------------------------------------------ */
+
+static const unsigned scratch4[] = { 0, 1, 2, 3 }; /* rax, rcx, rdx, rbx */
+
+static void pushf_block(emitter *m, unsigned width)
+{
+    unsigned w = m->word;
+    ZydisRegister a = gpr(0, w);
+    flags_op(m, false, width);
+    enter(m, scratch4, 1);
+    save_flags(m);
+    int64_t image = below(m, 1) + w; /* past the saved flags */
+    if (width == 2)
+        op2(m, ZYDIS_MNEMONIC_MOVZX, reg(gpr(0, 4)), mem(m->sp, image, 2));
+    else
+        op2(m, ZYDIS_MNEMONIC_MOV, reg(a), mem(m->sp, image, w));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(a), imm(REAL_IMAGE));
+    op2(m, ZYDIS_MNEMONIC_OR, reg(a), field(m, offsetof(pk_vcpu_page, vflags), w));
+    op2(m, ZYDIS_MNEMONIC_OR, reg(a), imm(2));
+    op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, image, width), reg(gpr(0, width)));
+    restore_flags(m);
+    leave(m, scratch4, 1);
+}
+
+/* An unconditional jump to target (rel32, so that its length does not
+ * depend on the target: blocks are laid out in two passes). */
+static void jmp(emitter *m, uint64_t target)
+{
+    jcc(m, ZYDIS_MNEMONIC_JMP, target);
+}
+
+/* A block's labels: where they fell on the first pass, used on the
+ * second (every jump is rel32, so nothing moves between passes). */
+typedef struct labels {
+    uint64_t slow;          /* registers and flags back, then to the monitor */
+    uint64_t compute;
+    uint64_t end;
+} labels;
+
+/* The way to the monitor: the real flags (saved at the stack's top) and
+ * the n scratch registers back, then the jump to slow. */
+static void slow_exit(emitter *m, labels *l, unsigned n, uint64_t slow)
+{
+    l->slow = m->at;
+    restore_flags(m);
+    leave(m, scratch4, n);
+    jmp(m, slow);
+}
+
+static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
+{
+    unsigned w = m->word;
+    ZydisRegister a = gpr(0, w), c = gpr(1, w), d = gpr(2, w), b = gpr(3, w);
+    /* a slot of the block's own, under the scratch registers, for the
+     * value the real POPF loads: the guest's stack keeps what it held */
+    enter(m, scratch4, 0);
+    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, -(int64_t)w, w));
+    for (unsigned i = 0; i < 4; i++)
+        op1(m, ZYDIS_MNEMONIC_PUSH, reg(gpr(i, w)));
+    save_flags(m);
+    op2(m, ZYDIS_MNEMONIC_MOV, reg(c), mem(m->sp, 0, w)); /* c: the real flags */
+    int64_t own = 5 * (int64_t)w;                 /* the block's slot */
+    int64_t value = own + w + (m->bits == 64 ? RED_ZONE : 0); /* the guest's */
+    /* a = V & M */
+    if (width == 2)
+        op2(m, ZYDIS_MNEMONIC_MOVZX, reg(gpr(0, 4)), mem(m->sp, value, 2));
+    else
+        op2(m, ZYDIS_MNEMONIC_MOV, reg(a), mem(m->sp, value, w));
+    op2(m, ZYDIS_MNEMONIC_MOV, reg(b), field(m, offsetof(pk_vcpu_page, popf_mask), w));
+    if (width == 2)
+        op2(m, ZYDIS_MNEMONIC_AND, reg(b), imm(0xFFFF));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(a), reg(b));
+    /* To the monitor: TF set, or IF going from 0 to 1 while an interrupt
+     * waits. */
+    op2(m, ZYDIS_MNEMONIC_TEST, reg(gpr(0, 4)), imm(PK_FLAG_TF));
+    jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
+    op2(m, ZYDIS_MNEMONIC_TEST, reg(gpr(0, 4)), imm(PK_FLAG_IF));
+    jcc(m, ZYDIS_MNEMONIC_JZ, l->compute);
+    op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, vflags) + 1, 1),
+        imm(PK_FLAG_IF >> 8));
+    jcc(m, ZYDIS_MNEMONIC_JNZ, l->compute);
+    op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, slow), 1),
+        imm(PK_VCPU_PAGE_PENDING));
+    jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
+    /* d = the image before: the real flags with the virtual ones */
+    l->compute = m->at;
+    op2(m, ZYDIS_MNEMONIC_MOV, reg(d), reg(c));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(d), imm(REAL_IMAGE));
+    op2(m, ZYDIS_MNEMONIC_OR, reg(d), field(m, offsetof(pk_vcpu_page, vflags), w));
+    op2(m, ZYDIS_MNEMONIC_OR, reg(d), imm(2));
+    /* d = (d & ~M) | (V & M): the image after */
+    op1(m, ZYDIS_MNEMONIC_NOT, reg(b));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(d), reg(b));
+    op2(m, ZYDIS_MNEMONIC_OR, reg(d), reg(a));
+    /* the virtual bits to the page */
+    op2(m, ZYDIS_MNEMONIC_MOV, reg(a), reg(d));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(a), imm(PK_VFLAGS_MASK));
+    op2(m, ZYDIS_MNEMONIC_MOV, field(m, offsetof(pk_vcpu_page, vflags), w), reg(a));
+    /* the real ones by a real POPF, of a value with the real NT and ID */
+    op2(m, ZYDIS_MNEMONIC_AND, reg(d), imm(~(int64_t)(PK_FLAG_NT | PK_FLAG_ID)));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(c), imm(PK_FLAG_NT | PK_FLAG_ID));
+    op2(m, ZYDIS_MNEMONIC_OR, reg(d), reg(c));
+    op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, own, width), reg(gpr(2, width)));
+    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, w, w)); /* the saved flags */
+    for (unsigned i = 4; i-- > 0;)
+        op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(i, w)));
+    flags_op(m, true, width);
+    /* to where the guest's POPF leaves it: past its value */
+    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, value - own, w));
+    jmp(m, l->end);
+    l->slow = m->at;
+    restore_flags(m);
+    for (unsigned i = 4; i-- > 0;)
+        op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(i, w)));
+    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, value - own, w));
+    jmp(m, slow);
+    l->end = m->at;
+}
+
+/* A register of operand op, at its own size: loaded from the page's field
+ * at offset (zero-extended to 32 bits as a 32-bit load is in 64-bit code;
+ * a 16-bit register keeps its upper bits). */
+static void load_register(emitter *m, const ZydisDecodedOperand *op, size_t offset)
+{
+    ZydisMachineMode mode = m->bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64
+                                          : ZYDIS_MACHINE_MODE_LEGACY_32;
+    unsigned size = ZydisRegisterGetWidth(mode, op->reg.value) / 8;
+    op2(m, ZYDIS_MNEMONIC_MOV, reg(op->reg.value), field(m, offset, size));
+}
+
+/* A scratch register (encoding 0..3) that memory operand op does not use. */
+static unsigned scratch_for(const ZydisDecodedOperand *op)
+{
+    for (unsigned n = 0; n < 4; n++) {
+        ZydisRegister r = gpr(n, 8);
+        if (ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, op->mem.base) != r &&
+            ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, op->mem.index) != r)
+            return n;
+    }
+    return 0; /* (two registers cannot use four) */
+}
+
+/* Memory operand op of insn (decoded at site), size bytes at disp further,
+ * for the block once enter has moved the stack by moved bytes. */
+static bool store_operand(const emitter *m, const ZydisDecodedInstruction *insn,
+                          const ZydisDecodedOperand *op, uint64_t site, int64_t moved,
+                          int64_t disp, unsigned size, ZydisEncoderOperand *out)
+{
+    *out = (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_MEMORY };
+    out->mem.base = op->mem.base;
+    out->mem.index = op->mem.index;
+    out->mem.scale = op->mem.index ? op->mem.scale : 0;
+    out->mem.size = (ZyanU16)size;
+    int64_t d = op->mem.disp.value;
+    if (op->mem.base == ZYDIS_REGISTER_RIP) {
+        ZyanU64 a;
+        if (ZYAN_FAILED(ZydisCalcAbsoluteAddress(insn, op, site, &a)))
+            return false;
+        d = (int64_t)a;
+    } else if (ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, op->mem.base) ==
+               ZYDIS_REGISTER_RSP) {
+        d += moved;
+    }
+    out->mem.displacement = d + disp;
+    (void)m;
+    return true;
+}
+
+/* Stores n bytes of the page's field at offset through memory operand
+ * op (segment override included). */
+static void store_block(emitter *m, labels *l, const ZydisDecodedInstruction *insn,
+                        const ZydisDecodedOperand *op, uint64_t site, size_t offset,
+                        unsigned n, bool check, uint64_t slow)
+{
+    unsigned s = scratch_for(op);
+    unsigned ids[1] = { s };
+    enter(m, ids, 1);
+    int64_t moved = below(m, 1);
+    if (check) {
+        save_flags(m);
+        op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, slow), 1),
+            imm(PK_VCPU_PAGE_UMIP));
+        jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
+        restore_flags(m);
+    }
+    /* 8- (or 4-) byte pieces, then a 2-byte one */
+    for (unsigned done = 0; done < n;) {
+        unsigned piece = n - done >= m->word ? m->word : n - done >= 4 ? 4 : 2;
+        ZydisEncoderOperand dst;
+        if (!store_operand(m, insn, op, site, moved, done, piece, &dst)) {
+            m->ok = false;
+            return;
+        }
+        ZydisRegister r = gpr(s, piece);
+        op2(m, ZYDIS_MNEMONIC_MOV, reg(r), field(m, offset + done, piece));
+        ZydisEncoderRequest req;
+        request(m, &req, ZYDIS_MNEMONIC_MOV);
+        req.operand_count = 2;
+        req.operands[0] = dst;
+        req.operands[1] = reg(r);
+        if (op->mem.segment != ZYDIS_REGISTER_DS && op->mem.segment != ZYDIS_REGISTER_SS &&
+            op->mem.segment != ZYDIS_REGISTER_NONE)
+            req.prefixes = op->mem.segment == ZYDIS_REGISTER_FS ? ZYDIS_ATTRIB_HAS_SEGMENT_FS
+                           : op->mem.segment == ZYDIS_REGISTER_GS ? ZYDIS_ATTRIB_HAS_SEGMENT_GS
+                           : op->mem.segment == ZYDIS_REGISTER_ES ? ZYDIS_ATTRIB_HAS_SEGMENT_ES
+                                                                  : ZYDIS_ATTRIB_HAS_SEGMENT_CS;
+        put(m, &req);
+        done += piece;
+    }
+    leave(m, ids, 1);
+    if (check) {
+        jmp(m, l->end);
+        l->slow = m->at;
+        restore_flags(m);
+        leave(m, ids, 1);
+        jmp(m, slow);
+        l->end = m->at;
+    }
+}
+
+/* ---- which instruction, which block ---------------------------------------------- */
+
+/* The page's field an instruction reads, and how many bytes it stores to
+ * memory; false for one without a fast path. */
+static bool source(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                   unsigned bits, size_t *offset, unsigned *stored, bool *check)
+{
+    *check = true;
+    *stored = 2;
+    switch (insn->mnemonic) {
+    case ZYDIS_MNEMONIC_SMSW:
+        *offset = offsetof(pk_vcpu_page, cr0);
+        return true;
+    case ZYDIS_MNEMONIC_SLDT:
+        *offset = offsetof(pk_vcpu_page, sel) + PK_LDTR * 8;
+        return true;
+    case ZYDIS_MNEMONIC_STR:
+        *offset = offsetof(pk_vcpu_page, sel) + PK_TR * 8;
+        return true;
+    case ZYDIS_MNEMONIC_SGDT:
+    case ZYDIS_MNEMONIC_SIDT:
+        *offset = insn->mnemonic == ZYDIS_MNEMONIC_SGDT ? offsetof(pk_vcpu_page, gdtr)
+                                                       : offsetof(pk_vcpu_page, idtr);
+        *stored = bits == 64 ? 10 : 6;
+        return ops[0].type == ZYDIS_OPERAND_TYPE_MEMORY;
+    case ZYDIS_MNEMONIC_MOV:
+        if (ops[1].type != ZYDIS_OPERAND_TYPE_REGISTER ||
+            ZydisRegisterGetClass(ops[1].reg.value) != ZYDIS_REGCLASS_SEGMENT)
+            return false;
+        *offset = offsetof(pk_vcpu_page, sel) +
+                  (size_t)(ops[1].reg.value - ZYDIS_REGISTER_ES) * 8;
+        *check = false;
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool pk_fastpath_has(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                     unsigned bits)
+{
+    size_t offset;
+    unsigned stored;
+    bool check;
+    if (bits != 32 && bits != 64)
+        return false;
+    return insn->mnemonic == ZYDIS_MNEMONIC_PUSHF || insn->mnemonic == ZYDIS_MNEMONIC_PUSHFD ||
+           insn->mnemonic == ZYDIS_MNEMONIC_PUSHFQ || insn->mnemonic == ZYDIS_MNEMONIC_POPF ||
+           insn->mnemonic == ZYDIS_MNEMONIC_POPFD || insn->mnemonic == ZYDIS_MNEMONIC_POPFQ ||
+           source(insn, ops, bits, &offset, &stored, &check);
+}
+
+static void emit_block(emitter *m, labels *l, const ZydisDecodedInstruction *insn,
+                       const ZydisDecodedOperand *ops, uint64_t site, uint64_t slow)
+{
+    unsigned width = insn->operand_width / 8;
+    size_t offset;
+    unsigned stored;
+    bool check;
+    switch (insn->mnemonic) {
+    case ZYDIS_MNEMONIC_PUSHF: case ZYDIS_MNEMONIC_PUSHFD: case ZYDIS_MNEMONIC_PUSHFQ:
+        pushf_block(m, width);
+        return;
+    case ZYDIS_MNEMONIC_POPF: case ZYDIS_MNEMONIC_POPFD: case ZYDIS_MNEMONIC_POPFQ:
+        popf_block(m, l, width, slow);
+        return;
+    default:
+        break;
+    }
+    source(insn, ops, m->bits, &offset, &stored, &check);
+    if (ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER && !check) {
+        load_register(m, &ops[0], offset);
+    } else if (ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER) {
+        /* the UMIP test needs the flags saved, and so the stack */
+        enter(m, scratch4, 0);
+        save_flags(m);
+        op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, slow), 1),
+            imm(PK_VCPU_PAGE_UMIP));
+        jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
+        restore_flags(m);
+        leave(m, scratch4, 0);
+        load_register(m, &ops[0], offset);
+        jmp(m, l->end);
+        slow_exit(m, l, 0, slow);
+        l->end = m->at;
+    } else {
+        store_block(m, l, insn, &ops[0], site, offset, stored, check, slow);
+    }
+}
+
+pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                           unsigned bits, uint64_t site, uint64_t at, uint64_t page,
+                           uint64_t slow, uint8_t *buf, size_t *len, pk_error *err)
+{
+    if (!pk_fastpath_has(insn, ops, bits))
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "%s has no fast path",
+                       ZydisMnemonicGetString(insn->mnemonic));
+    if (bits == 64) {
+        int64_t reach = (int64_t)(page - at);
+        if (reach > INT32_MAX / 2 || reach < INT32_MIN / 2)
+            return pk_fail(err, PK_ERR_UNSUPPORTED, "the vcpu page at 0x%llx is out of reach "
+                           "of 0x%llx", (unsigned long long)page, (unsigned long long)at);
+    } else if (page > UINT32_MAX - sizeof(pk_vcpu_page)) {
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "the vcpu page at 0x%llx is above 4 GiB",
+                       (unsigned long long)page);
+    }
+    labels l = { at, at, at };
+    for (int pass = 0; pass < 2; pass++) {
+        emitter m = { .bits = bits, .at = at, .start = at, .page = page,
+                      .buf = pass ? buf : NULL, .ok = true,
+                      .sp = bits == 64 ? ZYDIS_REGISTER_RSP : ZYDIS_REGISTER_ESP,
+                      .word = bits / 8 };
+        labels found = l;
+        emit_block(&m, &found, insn, ops, site, slow);
+        if (!m.ok)
+            return pk_fail(err, PK_ERR_UNSUPPORTED, "cannot encode the fast path of %s at "
+                           "0x%llx", ZydisMnemonicGetString(insn->mnemonic),
+                           (unsigned long long)site);
+        l = found;
+        *len = m.len;
+        if (!buf)
+            break;
+    }
+    return PK_OK;
+}

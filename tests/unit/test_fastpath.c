@@ -1,0 +1,405 @@
+/* popek — the fast path against pk_emulate, on random states.
+ *
+ * Each fast-path block (patcher/fastpath.c) runs here for real, in this
+ * process, from a page of code beside its vcpu page: a small harness loads
+ * every general register and the flags from a state, jumps to the block,
+ * and saves them again where the block falls through (or where it jumps to
+ * the monitor). The same instruction, from the same state, goes through
+ * pk_emulate with the vcpu the page was made from. The two must agree bit
+ * for bit: registers, the flags the process really holds, the virtual
+ * flags, and memory (the stack and a data buffer the memory operands point
+ * into). A block that goes to the monitor must do so exactly when the
+ * emulation cannot be done in place, and leave everything as it was.
+ *
+ * The real flags are random but for TF (it would trap here) and AC (Linux
+ * runs with CR0.AM: an unaligned access would fault); the virtual CPU's
+ * CPL, IOPL, IF, NT and ID, CR0, CR4.UMIP, selectors and tables are
+ * random too. 64-bit code only, for now: the blocks of 32-bit code are
+ * not run by any test yet. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "popek/fastpath.h"
+#include "popek/vcpu.h"
+
+/* ---- the harness ------------------------------------------------------------------ */
+
+/* The virtual flags the vcpu page holds. */
+#define PK_VFLAGS_BITS ((uint64_t)(PK_FLAG_IF | PK_FLAG_IOPL | PK_FLAG_NT | PK_FLAG_ID))
+
+typedef struct fp_state {
+    uint64_t gpr[PK_GPR_COUNT];
+    uint64_t rflags;
+} fp_state;
+
+fp_state fp_in, fp_out;
+uint64_t fp_saved_rsp, fp_target;
+int fp_went_slow;
+
+void fp_enter(uint64_t code);
+void fp_exit(void);
+void fp_slow(void);
+
+/* fp_enter(code): callee-saved registers kept, the state of fp_in loaded
+ * (RSP too: a stack of the test's), then a jump to code. fp_exit and
+ * fp_slow save every register and the flags into fp_out and return from
+ * fp_enter; fp_slow also notes that the block went to the monitor. Neither
+ * touches the test's stack above its red zone. */
+__asm__(".text\n"
+        ".globl fp_enter\n"
+        "fp_enter:\n"
+        "    push %rbp\n    push %rbx\n    push %r12\n    push %r13\n    push %r14\n"
+        "    push %r15\n"
+        "    mov %rsp, fp_saved_rsp(%rip)\n"
+        "    mov %rdi, fp_target(%rip)\n"
+        "    lea fp_in(%rip), %rax\n"
+        "    pushq 128(%rax)\n"
+        "    popfq\n"
+        "    mov 32(%rax), %rsp\n"
+        "    mov 8(%rax), %rcx\n    mov 16(%rax), %rdx\n    mov 24(%rax), %rbx\n"
+        "    mov 40(%rax), %rbp\n    mov 48(%rax), %rsi\n    mov 56(%rax), %rdi\n"
+        "    mov 64(%rax), %r8\n    mov 72(%rax), %r9\n    mov 80(%rax), %r10\n"
+        "    mov 88(%rax), %r11\n    mov 96(%rax), %r12\n    mov 104(%rax), %r13\n"
+        "    mov 112(%rax), %r14\n    mov 120(%rax), %r15\n"
+        "    mov 0(%rax), %rax\n"
+        "    jmp *fp_target(%rip)\n"
+        ".globl fp_slow\n"
+        "fp_slow:\n"
+        "    movl $1, fp_went_slow(%rip)\n"
+        ".globl fp_exit\n"
+        "fp_exit:\n"
+        "    lea -128(%rsp), %rsp\n"
+        "    pushfq\n"
+        "    popq fp_out+128(%rip)\n"
+        "    lea 128(%rsp), %rsp\n"
+        "    mov %rax, fp_out+0(%rip)\n    mov %rcx, fp_out+8(%rip)\n"
+        "    mov %rdx, fp_out+16(%rip)\n    mov %rbx, fp_out+24(%rip)\n"
+        "    mov %rsp, fp_out+32(%rip)\n    mov %rbp, fp_out+40(%rip)\n"
+        "    mov %rsi, fp_out+48(%rip)\n    mov %rdi, fp_out+56(%rip)\n"
+        "    mov %r8, fp_out+64(%rip)\n    mov %r9, fp_out+72(%rip)\n"
+        "    mov %r10, fp_out+80(%rip)\n    mov %r11, fp_out+88(%rip)\n"
+        "    mov %r12, fp_out+96(%rip)\n    mov %r13, fp_out+104(%rip)\n"
+        "    mov %r14, fp_out+112(%rip)\n    mov %r15, fp_out+120(%rip)\n"
+        "    mov fp_saved_rsp(%rip), %rsp\n"
+        "    pushfq\n" /* C wants DF 0, and AC 0 (a POPF may set it) */
+        "    andq $~0x40400, (%rsp)\n"
+        "    popfq\n"
+        "    pop %r15\n    pop %r14\n    pop %r13\n    pop %r12\n    pop %rbx\n"
+        "    pop %rbp\n"
+        "    ret\n");
+
+/* ---- the arena: code, vcpu page, stack, data ---------------------------------------- */
+
+enum {
+    ARENA_SIZE = 0x10000,
+    CODE_OFF = 0x0000,      /* the block, then a jump to fp_exit */
+    SLOW_OFF = 0x0f00,      /* a jump to fp_slow, within the blocks' reach */
+    PAGE_OFF = 0x1000,      /* the vcpu page */
+    STACK_OFF = 0x2000,     /* a stack of 0x2000 bytes, its top at 0x4000 */
+    STACK_TOP_OFF = 0x4000,
+    DATA_OFF = 0x4000,      /* what memory operands point into */
+    DATA_SIZE = 0x1000,
+    SITE_OFF = 0x8000,      /* where the instruction "was" (RIP-relative operands) */
+};
+
+static uint8_t *arena;
+
+static void arena_setup(void)
+{
+    arena = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+    cr_assert_neq(arena, MAP_FAILED);
+}
+
+static void arena_teardown(void)
+{
+    munmap(arena, ARENA_SIZE);
+}
+
+static uint64_t at(size_t off)
+{
+    return (uint64_t)(uintptr_t)(arena + off);
+}
+
+/* pk_emulate's memory: this process's, inside the arena only. */
+static bool arena_read(void *ctx, uint64_t addr, void *buf, size_t n)
+{
+    (void)ctx;
+    if (addr < at(STACK_OFF) || addr + n > at(DATA_OFF + DATA_SIZE))
+        return false;
+    memcpy(buf, (void *)(uintptr_t)addr, n);
+    return true;
+}
+
+static bool arena_write(void *ctx, uint64_t addr, const void *buf, size_t n)
+{
+    (void)ctx;
+    if (addr < at(STACK_OFF) || addr + n > at(DATA_OFF + DATA_SIZE))
+        return false;
+    memcpy((void *)(uintptr_t)addr, buf, n);
+    return true;
+}
+
+static const pk_guest_mem arena_mem = { NULL, arena_read, arena_write };
+
+/* ---- random states ------------------------------------------------------------------ */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static uint64_t next(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void random_vcpu(pk_vcpu *v)
+{
+    pk_vcpu_reset(v, 64);
+    v->cpl = next() & 1 ? 3 : 0;
+    v->vflags = next() & (PK_FLAG_IF | PK_FLAG_IOPL | PK_FLAG_NT | PK_FLAG_ID);
+    v->cr0 = next();
+    v->cr4 = next() & 3 ? 0x20 : 0x20 | (1u << 11); /* UMIP now and then */
+    for (int i = 0; i < PK_SEG_COUNT; i++)
+        v->seg[i].selector = (uint16_t)next();
+    v->gdtr.base = next();
+    v->gdtr.limit = (uint16_t)next();
+    v->idtr.base = next();
+    v->idtr.limit = (uint16_t)next();
+}
+
+/* Real flags the harness can load: no TF, no AC; IF is 1 in any case. */
+static uint64_t random_flags(void)
+{
+    uint64_t f = next() & (PK_FLAG_CF | PK_FLAG_PF | PK_FLAG_AF | PK_FLAG_ZF | PK_FLAG_SF |
+                           PK_FLAG_DF | PK_FLAG_OF | PK_FLAG_NT | PK_FLAG_ID);
+    return f | PK_FLAG_IF | 2;
+}
+
+/* ---- one trial ---------------------------------------------------------------------- */
+
+/* Runs code assembled at the arena's start (a block, or nothing) from
+ * fp_in; fp_out gets the state after. */
+/* jmp [rip+0]; .quad to: an absolute jump that changes no register. */
+static void jump_to(uint8_t *at_, void (*to)(void))
+{
+    static const uint8_t jmp_abs[] = { 0xff, 0x25, 0, 0, 0, 0 };
+    uint64_t target = (uint64_t)(uintptr_t)to;
+    memcpy(at_, jmp_abs, sizeof jmp_abs);
+    memcpy(at_ + sizeof jmp_abs, &target, 8);
+}
+
+static void run_code(const uint8_t *code, size_t len)
+{
+    uint8_t *c = arena + CODE_OFF;
+    memcpy(c, code, len);
+    jump_to(c + len, fp_exit);
+    jump_to(arena + SLOW_OFF, fp_slow);
+    fp_went_slow = 0;
+    fp_enter(at(CODE_OFF));
+}
+
+static uint8_t memory_before[STACK_TOP_OFF - STACK_OFF + DATA_SIZE];
+
+static void save_memory(uint8_t *into)
+{
+    memcpy(into, arena + STACK_OFF, sizeof memory_before);
+}
+
+static void load_memory(const uint8_t *from)
+{
+    memcpy(arena + STACK_OFF, from, sizeof memory_before);
+}
+
+/* The offset in the arena's stack and data of the first byte that differs,
+ * from from on. */
+static size_t first_difference(const uint8_t *a, const uint8_t *b, size_t from)
+{
+    for (size_t i = from; i < sizeof memory_before; i++)
+        if (a[i] != b[i])
+            return i + STACK_OFF;
+    return 0;
+}
+
+/* An instruction to try: its bytes (decoded at the site), and registers
+ * it uses as a base or index, pointed into the data buffer. */
+typedef struct form {
+    const char *name;
+    uint8_t bytes[15];
+    size_t len;
+} form;
+
+static void trial(const form *f, int n)
+{
+    ZydisDecoder dec;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    cr_assert(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, f->bytes, f->len, &insn, ops)),
+              "%s decodes", f->name);
+    cr_assert(pk_fastpath_has(&insn, ops, 64), "%s has a fast path", f->name);
+
+    pk_vcpu v;
+    random_vcpu(&v);
+    bool pending = next() & 1;
+    pk_vcpu_page *page = (pk_vcpu_page *)(arena + PAGE_OFF);
+    pk_vcpu_page_store(page, &v, pending);
+
+    uint8_t block[512];
+    size_t len = 0;
+    pk_error err;
+    cr_assert_eq(pk_fastpath_emit(&insn, ops, 64, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
+                                  at(SLOW_OFF), block, &len, &err),
+                 PK_OK, "%s: %s", f->name, err.msg);
+
+    /* The state: random registers, base and index registers inside the
+     * data buffer (the displacements of the forms are small), a stack
+     * whose top holds random values for POPF. */
+    for (int i = 0; i < PK_GPR_COUNT; i++)
+        fp_in.gpr[i] = next();
+    for (int i = 0; i < 2; i++) {
+        const ZydisDecodedOperand *op = &ops[0];
+        ZydisRegister r = i ? op->mem.index : op->mem.base;
+        if (op->type != ZYDIS_OPERAND_TYPE_MEMORY || r == ZYDIS_REGISTER_NONE ||
+            r == ZYDIS_REGISTER_RIP || r == ZYDIS_REGISTER_RSP)
+            continue;
+        unsigned id = ZydisRegisterGetId(ZydisRegisterGetLargestEnclosing(
+            ZYDIS_MACHINE_MODE_LONG_64, r));
+        fp_in.gpr[id] = i ? next() % 16 : at(DATA_OFF + 0x400) + next() % 0x200;
+    }
+    fp_in.gpr[PK_RSP] = at(STACK_TOP_OFF - 0x400) - (next() % 64) * 8;
+    for (size_t i = 0; i < sizeof memory_before; i++)
+        arena[STACK_OFF + i] = (uint8_t)next();
+    fp_in.rflags = random_flags();
+
+    /* The flags the process really holds with that state: loaded and read
+     * back by an empty run. */
+    run_code(NULL, 0);
+    uint64_t real = fp_out.rflags;
+    fp_in.rflags = real;
+
+    save_memory(memory_before);
+    run_code(block, len);
+    fp_state fast = fp_out;
+    bool slow = fp_went_slow;
+    uint64_t fast_vflags = page->vflags;
+    static uint8_t memory_fast[sizeof memory_before];
+    save_memory(memory_fast);
+
+    /* The same through pk_emulate. */
+    load_memory(memory_before);
+    pk_regs regs;
+    memcpy(regs.gpr, fp_in.gpr, sizeof regs.gpr);
+    regs.rflags = real;
+    regs.rip = at(SITE_OFF);
+    regs.fs_base = regs.gs_base = 0;
+    pk_vcpu emu = v;
+    pk_emu_result r = pk_emulate(&insn, ops, &emu, &regs, &arena_mem);
+
+    bool window = r.status == PK_EMU_DONE && r.interrupt_window && pending;
+    bool tf = r.status == PK_EMU_DONE && (regs.rflags & PK_FLAG_TF);
+    bool must_go_slow = r.status != PK_EMU_DONE || window || tf;
+    cr_assert_eq(slow, must_go_slow, "%s, trial %d: went to the monitor %d, emulation %d "
+                 "(interrupt window %d, TF %d)", f->name, n, slow, r.status, window, tf);
+    /* Memory from the red zone of the stack as it ends up: below it, the
+     * block keeps its own scratch data, as any code may. */
+    uint64_t rsp_end = slow ? fp_in.gpr[PK_RSP] : regs.gpr[PK_RSP];
+    size_t live = rsp_end - 128 - at(STACK_OFF);
+    if (slow) {
+        /* nothing changed */
+        cr_assert_arr_eq(fast.gpr, fp_in.gpr, sizeof fast.gpr, "%s, trial %d: registers",
+                         f->name, n);
+        cr_assert_eq(fast.rflags, real, "%s, trial %d: flags", f->name, n);
+        cr_assert_eq(fast_vflags, v.vflags & PK_VFLAGS_BITS, "%s, trial %d: virtual flags",
+                     f->name, n);
+        cr_assert_arr_eq(memory_fast + live, memory_before + live, sizeof memory_before - live,
+                         "%s, trial %d: memory (first difference at +0x%zx)", f->name, n,
+                         first_difference(memory_fast, memory_before, live));
+        return;
+    }
+    for (int i = 0; i < PK_GPR_COUNT; i++)
+        cr_assert_eq(fast.gpr[i], regs.gpr[i], "%s, trial %d: register %d 0x%llx, emulated "
+                     "0x%llx", f->name, n, i, (unsigned long long)fast.gpr[i],
+                     (unsigned long long)regs.gpr[i]);
+    cr_assert_eq(fast.rflags, regs.rflags, "%s, trial %d: flags 0x%llx, emulated 0x%llx",
+                 f->name, n, (unsigned long long)fast.rflags, (unsigned long long)regs.rflags);
+    cr_assert_eq(fast_vflags, emu.vflags, "%s, trial %d: virtual flags 0x%llx, emulated "
+                 "0x%llx", f->name, n, (unsigned long long)fast_vflags,
+                 (unsigned long long)emu.vflags);
+    uint8_t memory_emu[sizeof memory_before];
+    save_memory(memory_emu);
+    cr_assert_arr_eq(memory_fast + live, memory_emu + live, sizeof memory_emu - live,
+                     "%s, trial %d: memory (first difference at +0x%zx)", f->name, n,
+                     first_difference(memory_fast, memory_emu, live));
+}
+
+static void trials(const form *forms, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        for (int n = 0; n < 300; n++)
+            trial(&forms[i], n);
+}
+
+TestSuite(fastpath, .init = arena_setup, .fini = arena_teardown);
+
+Test(fastpath, pushf_popf)
+{
+    static const form forms[] = {
+        { "pushfq", { 0x9c }, 1 },
+        { "pushfw", { 0x66, 0x9c }, 2 },
+        { "popfq", { 0x9d }, 1 },
+        { "popfw", { 0x66, 0x9d }, 2 },
+    };
+    trials(forms, sizeof forms / sizeof forms[0]);
+}
+
+Test(fastpath, smsw_sldt_str_registers)
+{
+    static const form forms[] = {
+        { "smsw eax", { 0x0f, 0x01, 0xe0 }, 3 },
+        { "smsw ax", { 0x66, 0x0f, 0x01, 0xe0 }, 4 },
+        { "smsw rax", { 0x48, 0x0f, 0x01, 0xe0 }, 4 },
+        { "smsw r13", { 0x49, 0x0f, 0x01, 0xe5 }, 4 },
+        { "sldt ecx", { 0x0f, 0x00, 0xc1 }, 3 },
+        { "sldt r9w", { 0x66, 0x41, 0x0f, 0x00, 0xc1 }, 5 },
+        { "str edx", { 0x0f, 0x00, 0xca }, 3 },
+        { "str rsi", { 0x48, 0x0f, 0x00, 0xce }, 4 },
+    };
+    trials(forms, sizeof forms / sizeof forms[0]);
+}
+
+Test(fastpath, stores_to_memory)
+{
+    static const form forms[] = {
+        { "smsw [rbx]", { 0x0f, 0x01, 0x23 }, 3 },
+        { "sldt [rax+rcx*4+0x10]", { 0x0f, 0x00, 0x44, 0x88, 0x10 }, 5 },
+        { "str [rsp+8]", { 0x0f, 0x00, 0x4c, 0x24, 0x08 }, 5 },
+        { "sgdt [rdx]", { 0x0f, 0x01, 0x02 }, 3 },
+        { "sgdt [rax+rbx*2+0x7f]", { 0x0f, 0x01, 0x44, 0x58, 0x7f }, 5 },
+        { "sidt [rsp-0x20]", { 0x0f, 0x01, 0x4c, 0x24, 0xe0 }, 5 },
+        { "sidt [r12+r15*8]", { 0x43, 0x0f, 0x01, 0x0c, 0xfc }, 5 },
+        /* RIP-relative: from the site to the data buffer */
+        { "sgdt [rip+d]", { 0x0f, 0x01, 0x05, 0x00, 0xc5, 0xff, 0xff }, 7 },
+        { "mov [rbx+0x20], cs", { 0x8c, 0x4b, 0x20 }, 3 },
+        { "mov [rsp], ss", { 0x8c, 0x14, 0x24 }, 3 },
+    };
+    trials(forms, sizeof forms / sizeof forms[0]);
+}
+
+Test(fastpath, mov_from_segment_registers)
+{
+    static const form forms[] = {
+        { "mov eax, es", { 0x8c, 0xc0 }, 2 },
+        { "mov ax, cs", { 0x66, 0x8c, 0xc8 }, 3 },
+        { "mov rcx, ss", { 0x48, 0x8c, 0xd1 }, 3 },
+        { "mov r10d, ds", { 0x41, 0x8c, 0xda }, 3 },
+        { "mov edi, fs", { 0x8c, 0xe7 }, 2 },
+        { "mov esi, gs", { 0x8c, 0xee }, 2 },
+    };
+    trials(forms, sizeof forms / sizeof forms[0]);
+}
