@@ -6,28 +6,32 @@
  * its stack. In 64-bit code the stack below RSP may hold a leaf function's
  * data (the red zone), so a block first moves RSP 128 bytes down, then
  * saves the scratch registers it needs there; in 32-bit code there is no
- * red zone. Flags are saved with PUSHF before any instruction that
- * changes them and put back with POPF (or, for POPF itself, replaced by
- * the value it loads).
+ * red zone. The arithmetic flags are saved in AH and AL (LAHF, SETO) and
+ * put back (ADD AL, 0x7f; SAHF) around the instructions that change them:
+ * much cheaper than PUSHF and POPF, which only POPF's block uses.
  *
  * PUSHF (pushfq shown; pushfw and pushfd alike):
  *
  *     pushfq                          the real flags, as the site pushes
  *     lea rsp, [rsp - 128]
  *     push rax
- *     pushfq                          saved for the end
- *     mov rax, [rsp + 144]            the real image
- *     and rax, 0x48dff                less IF, IOPL, NT, ID, RF, VM, VIF, VIP
- *     or rax, [page.vflags]           the virtual IF, IOPL, NT, ID
- *     or rax, 2
- *     mov [rsp + 144], rax
- *     popfq
+ *     push rcx
+ *     lahf
+ *     seto al
+ *     mov rcx, [rsp + 136]            the real image
+ *     and rcx, 0x48dff                less IF, IOPL, NT, ID, RF, VM, VIF, VIP
+ *     or rcx, [page.vflags]           the virtual IF, IOPL, NT, ID
+ *     mov [rsp + 136], rcx
+ *     add al, 0x7f
+ *     sahf
+ *     pop rcx
  *     pop rax
  *     lea rsp, [rsp + 128]
  *
  * POPF computes the image pk_emu_flags_load computes, stores the virtual
  * bits in the page, and loads the real bits with a real POPF of a value
- * that keeps the real NT and ID (which belong to the vcpu). It goes to the
+ * that keeps the real NT and ID (which belong to the vcpu), from a slot of
+ * its own (the guest's stack keeps the value it popped). It goes to the
  * monitor when the value sets TF (the trap must follow the next
  * instruction of the guest's, not of the block's), or sets IF while an
  * interrupt waits.
@@ -233,24 +237,39 @@ static void jcc(emitter *m, ZydisMnemonic mn, uint64_t target)
 
 static const unsigned scratch4[] = { 0, 1, 2, 3 }; /* rax, rcx, rdx, rbx */
 
+/* The arithmetic flags (all an ALU instruction changes) saved in AH and
+ * AL, and put back: cheaper than PUSHF and POPF, and enough where the
+ * block changes no other flag. */
+static void save_arith(emitter *m)
+{
+    op0(m, ZYDIS_MNEMONIC_LAHF);
+    op1(m, ZYDIS_MNEMONIC_SETO, reg(ZYDIS_REGISTER_AL));
+}
+
+static void restore_arith(emitter *m)
+{
+    op2(m, ZYDIS_MNEMONIC_ADD, reg(ZYDIS_REGISTER_AL), imm(0x7f)); /* OF from AL */
+    op0(m, ZYDIS_MNEMONIC_SAHF);
+}
+
 static void pushf_block(emitter *m, unsigned width)
 {
     unsigned w = m->word;
-    ZydisRegister a = gpr(0, w);
+    ZydisRegister c = gpr(1, w);
     flags_op(m, false, width);
-    enter(m, scratch4, 1);
-    save_flags(m);
-    int64_t image = below(m, 1) + w; /* past the saved flags */
+    enter(m, scratch4, 2);
+    save_arith(m);
+    int64_t image = below(m, 2);
     if (width == 2)
-        op2(m, ZYDIS_MNEMONIC_MOVZX, reg(gpr(0, 4)), mem(m->sp, image, 2));
+        op2(m, ZYDIS_MNEMONIC_MOVZX, reg(gpr(1, 4)), mem(m->sp, image, 2));
     else
-        op2(m, ZYDIS_MNEMONIC_MOV, reg(a), mem(m->sp, image, w));
-    op2(m, ZYDIS_MNEMONIC_AND, reg(a), imm(REAL_IMAGE));
-    op2(m, ZYDIS_MNEMONIC_OR, reg(a), field(m, offsetof(pk_vcpu_page, vflags), w));
-    op2(m, ZYDIS_MNEMONIC_OR, reg(a), imm(2));
-    op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, image, width), reg(gpr(0, width)));
-    restore_flags(m);
-    leave(m, scratch4, 1);
+        op2(m, ZYDIS_MNEMONIC_MOV, reg(c), mem(m->sp, image, w));
+    /* (bit 1, always set, stays) */
+    op2(m, ZYDIS_MNEMONIC_AND, reg(c), imm(REAL_IMAGE));
+    op2(m, ZYDIS_MNEMONIC_OR, reg(c), field(m, offsetof(pk_vcpu_page, vflags), w));
+    op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, image, width), reg(gpr(1, width)));
+    restore_arith(m);
+    leave(m, scratch4, 2);
 }
 
 /* An unconditional jump to target (rel32, so that its length does not
@@ -281,26 +300,24 @@ static void slow_exit(emitter *m, labels *l, unsigned n, uint64_t slow)
 static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
 {
     unsigned w = m->word;
-    ZydisRegister a = gpr(0, w), c = gpr(1, w), d = gpr(2, w), b = gpr(3, w);
+    ZydisRegister a = gpr(0, w), c = gpr(1, w), d = gpr(2, w);
+    ZydisEncoderOperand mask = field(m, offsetof(pk_vcpu_page, popf_mask), w);
     /* a slot of the block's own, under the scratch registers, for the
      * value the real POPF loads: the guest's stack keeps what it held */
     enter(m, scratch4, 0);
     op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, -(int64_t)w, w));
-    for (unsigned i = 0; i < 4; i++)
+    for (unsigned i = 0; i < 3; i++)
         op1(m, ZYDIS_MNEMONIC_PUSH, reg(gpr(i, w)));
     save_flags(m);
     op2(m, ZYDIS_MNEMONIC_MOV, reg(c), mem(m->sp, 0, w)); /* c: the real flags */
-    int64_t own = 5 * (int64_t)w;                 /* the block's slot */
+    int64_t own = 4 * (int64_t)w;                 /* the block's slot */
     int64_t value = own + w + (m->bits == 64 ? RED_ZONE : 0); /* the guest's */
     /* a = V & M */
     if (width == 2)
         op2(m, ZYDIS_MNEMONIC_MOVZX, reg(gpr(0, 4)), mem(m->sp, value, 2));
     else
         op2(m, ZYDIS_MNEMONIC_MOV, reg(a), mem(m->sp, value, w));
-    op2(m, ZYDIS_MNEMONIC_MOV, reg(b), field(m, offsetof(pk_vcpu_page, popf_mask), w));
-    if (width == 2)
-        op2(m, ZYDIS_MNEMONIC_AND, reg(b), imm(0xFFFF));
-    op2(m, ZYDIS_MNEMONIC_AND, reg(a), reg(b));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(a), mask);
     /* To the monitor: TF set, or IF going from 0 to 1 while an interrupt
      * waits. */
     op2(m, ZYDIS_MNEMONIC_TEST, reg(gpr(0, 4)), imm(PK_FLAG_TF));
@@ -318,11 +335,17 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     op2(m, ZYDIS_MNEMONIC_MOV, reg(d), reg(c));
     op2(m, ZYDIS_MNEMONIC_AND, reg(d), imm(REAL_IMAGE));
     op2(m, ZYDIS_MNEMONIC_OR, reg(d), field(m, offsetof(pk_vcpu_page, vflags), w));
-    op2(m, ZYDIS_MNEMONIC_OR, reg(d), imm(2));
-    /* d = (d & ~M) | (V & M): the image after */
-    op1(m, ZYDIS_MNEMONIC_NOT, reg(b));
-    op2(m, ZYDIS_MNEMONIC_AND, reg(d), reg(b));
-    op2(m, ZYDIS_MNEMONIC_OR, reg(d), reg(a));
+    /* d = (d & ~M) | (V & M) = d ^ ((d ^ V) & M), with M 16 bits wide for
+     * a 16-bit POPF */
+    if (width == 2)
+        op2(m, ZYDIS_MNEMONIC_MOVZX, reg(gpr(0, 4)), mem(m->sp, value, 2));
+    else
+        op2(m, ZYDIS_MNEMONIC_MOV, reg(a), mem(m->sp, value, w));
+    op2(m, ZYDIS_MNEMONIC_XOR, reg(a), reg(d));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(a), mask);
+    if (width == 2)
+        op2(m, ZYDIS_MNEMONIC_AND, reg(a), imm(0xFFFF));
+    op2(m, ZYDIS_MNEMONIC_XOR, reg(d), reg(a));
     /* the virtual bits to the page */
     op2(m, ZYDIS_MNEMONIC_MOV, reg(a), reg(d));
     op2(m, ZYDIS_MNEMONIC_AND, reg(a), imm(PK_VFLAGS_MASK));
@@ -333,7 +356,7 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     op2(m, ZYDIS_MNEMONIC_OR, reg(d), reg(c));
     op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, own, width), reg(gpr(2, width)));
     op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, w, w)); /* the saved flags */
-    for (unsigned i = 4; i-- > 0;)
+    for (unsigned i = 3; i-- > 0;)
         op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(i, w)));
     flags_op(m, true, width);
     /* to where the guest's POPF leaves it: past its value */
@@ -341,7 +364,7 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     jmp(m, l->end);
     l->slow = m->at;
     restore_flags(m);
-    for (unsigned i = 4; i-- > 0;)
+    for (unsigned i = 3; i-- > 0;)
         op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(i, w)));
     op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, value - own, w));
     jmp(m, slow);

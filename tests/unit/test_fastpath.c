@@ -185,13 +185,18 @@ static uint64_t random_flags(void)
 
 /* Runs code assembled at the arena's start (a block, or nothing) from
  * fp_in; fp_out gets the state after. */
-/* jmp [rip+0]; .quad to: an absolute jump that changes no register. */
+/* jmp [rip+d] to an aligned .quad to: an absolute jump that changes no
+ * register (and reads its target aligned: the block's POPF may have set
+ * AC). */
 static void jump_to(uint8_t *at_, void (*to)(void))
 {
-    static const uint8_t jmp_abs[] = { 0xff, 0x25, 0, 0, 0, 0 };
+    uint8_t *next = at_ + 6, *quad = (uint8_t *)(((uintptr_t)next + 7) & ~(uintptr_t)7);
+    int32_t d = (int32_t)(quad - next);
     uint64_t target = (uint64_t)(uintptr_t)to;
-    memcpy(at_, jmp_abs, sizeof jmp_abs);
-    memcpy(at_ + sizeof jmp_abs, &target, 8);
+    at_[0] = 0xff;
+    at_[1] = 0x25;
+    memcpy(at_ + 2, &d, 4);
+    memcpy(quad, &target, 8);
 }
 
 static void run_code(const uint8_t *code, size_t len)
