@@ -14,8 +14,9 @@
  * The real flags are random but for TF (it would trap here) and AC (Linux
  * runs with CR0.AM: an unaligned access would fault); the virtual CPU's
  * CPL, IOPL, IF, NT and ID, CR0, CR4.UMIP, selectors and tables are
- * random too. 64-bit code only, for now: the blocks of 32-bit code are
- * not run by any test yet. */
+ * random too. Blocks of 32-bit code run in the compatibility mode this
+ * process can enter (a far return to the 32-bit user code segment, 0x23),
+ * from a harness built in the arena below 4 GiB. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
@@ -92,6 +93,20 @@ __asm__(".text\n"
         "    pop %rbp\n"
         "    ret\n");
 
+/* fp_enter32(entry): callee-saved registers kept, then a far return into
+ * 32-bit code (the compatibility mode's user code segment, 0x23) at entry,
+ * which the test builds in the arena, as it builds the way back. */
+void fp_enter32(uint64_t entry);
+__asm__(".text\n"
+        ".globl fp_enter32\n"
+        "fp_enter32:\n"
+        "    push %rbp\n    push %rbx\n    push %r12\n    push %r13\n    push %r14\n"
+        "    push %r15\n"
+        "    mov %rsp, fp_saved_rsp(%rip)\n"
+        "    pushq $0x23\n"
+        "    push %rdi\n"
+        "    lretq\n");
+
 /* ---- the arena: code, vcpu page, stack, data ---------------------------------------- */
 
 enum {
@@ -104,15 +119,32 @@ enum {
     DATA_OFF = 0x4000,      /* what memory operands point into */
     DATA_SIZE = 0x1000,
     SITE_OFF = 0x8000,      /* where the instruction "was" (RIP-relative operands) */
+    /* 32-bit code: the harness's state, its code, and a stack of its own */
+    STATE32_OFF = 0x9000,
+    ENTER32_OFF = 0x9100,
+    SLOW32_OFF = 0x9200,
+    EXIT32_OFF = 0x9300,
+    EXIT64_OFF = 0x9400,
+    STACK32_TOP_OFF = 0xa000,
 };
 
+/* The 32-bit harness's state, in the arena. */
+typedef struct fp_state32 {
+    uint32_t in[8], in_flags;
+    uint32_t out[8], out_flags;
+    uint32_t target, went_slow;
+} fp_state32;
+
 static uint8_t *arena;
+
+static void build_harness32(void);
 
 static void arena_setup(void)
 {
     arena = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
     cr_assert_neq(arena, MAP_FAILED);
+    build_harness32();
 }
 
 static void arena_teardown(void)
@@ -350,6 +382,202 @@ static void trials(const form *forms, size_t count)
             trial(&forms[i], n);
 }
 
+/* ---- 32-bit code ------------------------------------------------------------------------ */
+
+static fp_state32 *state32(void)
+{
+    return (fp_state32 *)(arena + STATE32_OFF);
+}
+
+static ZydisEncoderOperand r_(ZydisRegister r)
+{
+    return (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_REGISTER, .reg.value = r };
+}
+
+static ZydisEncoderOperand m_(ZydisRegister base, uint64_t disp, unsigned size)
+{
+    return (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_MEMORY,
+                                  .mem = { .base = base, .displacement = (int64_t)disp,
+                                           .size = (ZyanU16)size } };
+}
+
+static ZydisEncoderOperand i_(uint64_t v)
+{
+    return (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_IMMEDIATE, .imm.u = v };
+}
+
+/* Encodes one instruction at *p (mode 32 or 64) and moves *p past it. */
+static void put(uint8_t **p, unsigned bits, ZydisMnemonic mn, unsigned count,
+                ZydisEncoderOperand a, ZydisEncoderOperand b)
+{
+    ZydisEncoderRequest r;
+    memset(&r, 0, sizeof r);
+    r.machine_mode = bits == 64 ? ZYDIS_MACHINE_MODE_LONG_64 : ZYDIS_MACHINE_MODE_LEGACY_32;
+    r.mnemonic = mn;
+    r.operand_count = (ZyanU8)count;
+    r.operands[0] = a;
+    r.operands[1] = b;
+    if (mn == ZYDIS_MNEMONIC_JMP && a.type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
+        r.branch_type = ZYDIS_BRANCH_TYPE_NEAR;
+        r.branch_width = ZYDIS_BRANCH_WIDTH_32;
+    }
+    ZyanUSize n = ZYDIS_MAX_INSTRUCTION_LENGTH;
+    cr_assert(ZYAN_SUCCESS(ZydisEncoderEncodeInstructionAbsolute(&r, *p, &n,
+                                                                 (uint64_t)(uintptr_t)*p)),
+              "the 32-bit harness encodes (%s)", ZydisMnemonicGetString(mn));
+    *p += n;
+}
+
+/* The 32-bit harness, in the arena: ENTER32 loads the state (as fp_enter
+ * does) and jumps to the target; SLOW32 notes the way to the monitor;
+ * EXIT32 saves the state and far-jumps to EXIT64, which returns from
+ * fp_enter32 in 64-bit code. */
+static void build_harness32(void)
+{
+    static const ZydisRegister regs[8] = { ZYDIS_REGISTER_EAX, ZYDIS_REGISTER_ECX,
+                                           ZYDIS_REGISTER_EDX, ZYDIS_REGISTER_EBX,
+                                           ZYDIS_REGISTER_ESP, ZYDIS_REGISTER_EBP,
+                                           ZYDIS_REGISTER_ESI, ZYDIS_REGISTER_EDI };
+    uint64_t st = at(STATE32_OFF);
+    const ZydisEncoderOperand none = { 0 };
+    uint8_t *p = arena + ENTER32_OFF;
+    put(&p, 32, ZYDIS_MNEMONIC_MOV, 2, r_(ZYDIS_REGISTER_ESP), i_(at(STACK32_TOP_OFF)));
+    /* a 64-bit process has null DS and ES, which 32-bit code cannot use */
+    put(&p, 32, ZYDIS_MNEMONIC_MOV, 2, r_(ZYDIS_REGISTER_EAX), r_(ZYDIS_REGISTER_SS));
+    put(&p, 32, ZYDIS_MNEMONIC_MOV, 2, r_(ZYDIS_REGISTER_DS), r_(ZYDIS_REGISTER_AX));
+    put(&p, 32, ZYDIS_MNEMONIC_MOV, 2, r_(ZYDIS_REGISTER_ES), r_(ZYDIS_REGISTER_AX));
+    put(&p, 32, ZYDIS_MNEMONIC_PUSH, 1, m_(ZYDIS_REGISTER_NONE, st + offsetof(fp_state32, in_flags), 4), none);
+    put(&p, 32, ZYDIS_MNEMONIC_POPFD, 0, none, none);
+    for (int i = 0; i < 8; i++)
+        put(&p, 32, ZYDIS_MNEMONIC_MOV, 2, r_(regs[i]),
+            m_(ZYDIS_REGISTER_NONE, st + offsetof(fp_state32, in) + 4 * (unsigned)i, 4));
+    put(&p, 32, ZYDIS_MNEMONIC_JMP, 1, m_(ZYDIS_REGISTER_NONE, st + offsetof(fp_state32, target), 4), none);
+
+    p = arena + SLOW32_OFF;
+    put(&p, 32, ZYDIS_MNEMONIC_MOV, 2, m_(ZYDIS_REGISTER_NONE, st + offsetof(fp_state32, went_slow), 4),
+        i_(1));
+    put(&p, 32, ZYDIS_MNEMONIC_JMP, 1, i_(at(EXIT32_OFF)), none);
+
+    p = arena + EXIT32_OFF;
+    for (int i = 0; i < 8; i++)
+        put(&p, 32, ZYDIS_MNEMONIC_MOV, 2,
+            m_(ZYDIS_REGISTER_NONE, st + offsetof(fp_state32, out) + 4 * (unsigned)i, 4), r_(regs[i]));
+    put(&p, 32, ZYDIS_MNEMONIC_PUSHFD, 0, none, none);
+    put(&p, 32, ZYDIS_MNEMONIC_POP, 1, m_(ZYDIS_REGISTER_NONE, st + offsetof(fp_state32, out_flags), 4), none);
+    ZydisEncoderOperand far = { .type = ZYDIS_OPERAND_TYPE_POINTER,
+                                .ptr = { .segment = 0x33, .offset = (ZyanU32)at(EXIT64_OFF) } };
+    put(&p, 32, ZYDIS_MNEMONIC_JMP, 1, far, none);
+
+    p = arena + EXIT64_OFF;
+    put(&p, 64, ZYDIS_MNEMONIC_MOV, 2, r_(ZYDIS_REGISTER_RAX), i_((uint64_t)(uintptr_t)&fp_saved_rsp));
+    put(&p, 64, ZYDIS_MNEMONIC_MOV, 2, r_(ZYDIS_REGISTER_RSP), m_(ZYDIS_REGISTER_RAX, 0, 8));
+    put(&p, 64, ZYDIS_MNEMONIC_PUSHFQ, 0, none, none);
+    put(&p, 64, ZYDIS_MNEMONIC_AND, 2, m_(ZYDIS_REGISTER_RSP, 0, 8), i_((uint64_t)~0x40400ull));
+    put(&p, 64, ZYDIS_MNEMONIC_POPFQ, 0, none, none);
+    static const ZydisRegister saved[] = { ZYDIS_REGISTER_R15, ZYDIS_REGISTER_R14,
+                                           ZYDIS_REGISTER_R13, ZYDIS_REGISTER_R12,
+                                           ZYDIS_REGISTER_RBX, ZYDIS_REGISTER_RBP };
+    for (int i = 0; i < 6; i++)
+        put(&p, 64, ZYDIS_MNEMONIC_POP, 1, r_(saved[i]), none);
+    put(&p, 64, ZYDIS_MNEMONIC_RET, 0, none, none);
+}
+
+/* Runs code (a block, or nothing) at the arena's start in 32-bit code. */
+static void run_code32(const uint8_t *code, size_t len)
+{
+    uint8_t *c = arena + CODE_OFF;
+    memcpy(c, code, len);
+    uint8_t *p = c + len;
+    put(&p, 32, ZYDIS_MNEMONIC_JMP, 1, i_(at(EXIT32_OFF)), (ZydisEncoderOperand){ 0 });
+    state32()->target = (uint32_t)at(CODE_OFF);
+    state32()->went_slow = 0;
+    fp_enter32(at(ENTER32_OFF));
+}
+
+static void trial32(const form *f, int n)
+{
+    ZydisDecoder dec;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32);
+    cr_assert(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, f->bytes, f->len, &insn, ops)),
+              "%s decodes", f->name);
+    pk_vcpu v;
+    random_vcpu(&v);
+    v.bits = 32;
+    bool pending = next() & 1;
+    pk_vcpu_page *page = (pk_vcpu_page *)(arena + PAGE_OFF);
+    pk_vcpu_page_store(page, &v, pending);
+    uint8_t block[512];
+    size_t len = 0;
+    pk_error err;
+    cr_assert_eq(pk_fastpath_emit(&insn, ops, 32, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
+                                  at(SLOW32_OFF), block, &len, &err),
+                 PK_OK, "%s: %s", f->name, err.msg);
+
+    fp_state32 *st = state32();
+    for (int i = 0; i < 8; i++)
+        st->in[i] = (uint32_t)next();
+    for (int i = 0; i < 2; i++) {
+        const ZydisDecodedOperand *op = &ops[0];
+        ZydisRegister r = i ? op->mem.index : op->mem.base;
+        if (op->type != ZYDIS_OPERAND_TYPE_MEMORY || r == ZYDIS_REGISTER_NONE ||
+            r == ZYDIS_REGISTER_ESP)
+            continue;
+        st->in[ZydisRegisterGetId(r)] = i ? (uint32_t)(next() % 16)
+                                          : (uint32_t)(at(DATA_OFF + 0x400) + next() % 0x200);
+    }
+    st->in[PK_RSP] = (uint32_t)(at(STACK_TOP_OFF - 0x400) - (next() % 64) * 4);
+    for (size_t i = 0; i < sizeof memory_before; i++)
+        arena[STACK_OFF + i] = (uint8_t)next();
+    st->in_flags = (uint32_t)random_flags();
+    run_code32(NULL, 0);
+    uint32_t real = st->out_flags;
+    st->in_flags = real;
+
+    save_memory(memory_before);
+    run_code32(block, len);
+    fp_state32 fast = *st;
+    bool slow = st->went_slow;
+    uint64_t fast_vflags = page->vflags;
+    static uint8_t memory_fast[sizeof memory_before];
+    save_memory(memory_fast);
+
+    load_memory(memory_before);
+    pk_regs regs;
+    memset(&regs, 0, sizeof regs);
+    for (int i = 0; i < 8; i++)
+        regs.gpr[i] = st->in[i];
+    regs.rflags = real;
+    regs.rip = at(SITE_OFF);
+    pk_vcpu emu = v;
+    pk_emu_result r = pk_emulate(&insn, ops, &emu, &regs, &arena_mem);
+    bool window = r.status == PK_EMU_DONE && r.interrupt_window && pending;
+    bool tf = r.status == PK_EMU_DONE && (regs.rflags & PK_FLAG_TF);
+    cr_assert_eq(slow, r.status != PK_EMU_DONE || window || tf,
+                 "%s (32-bit), trial %d: went to the monitor %d, emulation %d", f->name, n,
+                 slow, r.status);
+    /* memory from the stack as it ends up (no red zone in 32-bit code) */
+    uint32_t esp_end = slow ? st->in[PK_RSP] : (uint32_t)regs.gpr[PK_RSP];
+    size_t live = esp_end - at(STACK_OFF);
+    for (int i = 0; i < 8; i++) {
+        uint32_t want = slow ? st->in[i] : (uint32_t)regs.gpr[i];
+        cr_assert_eq(fast.out[i], want, "%s (32-bit), trial %d: register %d 0x%x, expected "
+                     "0x%x", f->name, n, i, fast.out[i], want);
+    }
+    uint32_t want_flags = slow ? real : (uint32_t)regs.rflags;
+    cr_assert_eq(fast.out_flags, want_flags, "%s (32-bit), trial %d: flags 0x%x, expected "
+                 "0x%x", f->name, n, fast.out_flags, want_flags);
+    cr_assert_eq(fast_vflags, slow ? (v.vflags & PK_VFLAGS_BITS) : emu.vflags,
+                 "%s (32-bit), trial %d: virtual flags", f->name, n);
+    uint8_t memory_emu[sizeof memory_before];
+    save_memory(memory_emu);
+    const uint8_t *want_memory = slow ? memory_before : memory_emu;
+    cr_assert_arr_eq(memory_fast + live, want_memory + live, sizeof memory_before - live,
+                     "%s (32-bit), trial %d: memory (first difference at +0x%zx)", f->name, n,
+                     first_difference(memory_fast, want_memory, live));
+}
+
 TestSuite(fastpath, .init = arena_setup, .fini = arena_teardown);
 
 Test(fastpath, pushf_popf)
@@ -407,4 +635,32 @@ Test(fastpath, mov_from_segment_registers)
         { "mov esi, gs", { 0x8c, 0xee }, 2 },
     };
     trials(forms, sizeof forms / sizeof forms[0]);
+}
+
+static void trials32(const form *forms, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        for (int n = 0; n < 300; n++)
+            trial32(&forms[i], n);
+}
+
+Test(fastpath, blocks_of_32_bit_code)
+{
+    static const form forms[] = {
+        { "pushfd", { 0x9c }, 1 },
+        { "pushfw", { 0x66, 0x9c }, 2 },
+        { "popfd", { 0x9d }, 1 },
+        { "popfw", { 0x66, 0x9d }, 2 },
+        { "smsw eax", { 0x0f, 0x01, 0xe0 }, 3 },
+        { "smsw si", { 0x66, 0x0f, 0x01, 0xe6 }, 4 },
+        { "str edx", { 0x0f, 0x00, 0xca }, 3 },
+        { "sldt [ebx+ecx*4+0x10]", { 0x0f, 0x00, 0x44, 0x8b, 0x10 }, 5 },
+        { "str [esp+8]", { 0x0f, 0x00, 0x4c, 0x24, 0x08 }, 5 },
+        { "sgdt [edx]", { 0x0f, 0x01, 0x02 }, 3 },
+        { "sidt [esp+0x20]", { 0x0f, 0x01, 0x4c, 0x24, 0x20 }, 5 },
+        { "mov [ebx+0x20], cs", { 0x8c, 0x4b, 0x20 }, 3 },
+        { "mov eax, ss", { 0x8c, 0xd0 }, 2 },
+        { "mov di, gs", { 0x66, 0x8c, 0xef }, 3 },
+    };
+    trials32(forms, sizeof forms / sizeof forms[0]);
 }
