@@ -42,7 +42,11 @@
  * displacement; RSP-based ones moved by what the block pushed), with a
  * scratch register the operand does not use. SGDT and SIDT store 10 bytes
  * (6 in 32-bit code) the same way. With check, these test
- * PK_VCPU_PAGE_UMIP first and go to the monitor when it is set. */
+ * PK_VCPU_PAGE_UMIP first and go to the monitor when it is set.
+ *
+ * CLI and STI (patched with --patch-privileged) clear and set the virtual
+ * IF when the virtual CPL may (else the monitor raises #GP); an STI that
+ * opens the window for an interrupt already waiting goes to the monitor. */
 #include "popek/fastpath.h"
 
 #include <string.h>
@@ -371,6 +375,39 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     l->end = m->at;
 }
 
+/* CLI and STI, allowed when CPL <= IOPL (then POPF may load IF: the
+ * page's popf_mask has it), else #GP from the monitor. STI that sets IF
+ * while an interrupt waits goes to the monitor too (the interrupt comes
+ * after the next instruction). */
+static void cli_sti_block(emitter *m, labels *l, bool sti, uint64_t slow)
+{
+    ZydisEncoderOperand vif = field(m, offsetof(pk_vcpu_page, vflags) + 1, 1);
+    enter(m, scratch4, 1);
+    save_arith(m);
+    op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, popf_mask) + 1, 1),
+        imm(PK_FLAG_IF >> 8));
+    jcc(m, ZYDIS_MNEMONIC_JZ, l->slow);
+    if (sti) {
+        op2(m, ZYDIS_MNEMONIC_TEST, vif, imm(PK_FLAG_IF >> 8));
+        jcc(m, ZYDIS_MNEMONIC_JNZ, l->compute);
+        op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, slow), 1),
+            imm(PK_VCPU_PAGE_PENDING));
+        jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
+        op2(m, ZYDIS_MNEMONIC_OR, vif, imm(PK_FLAG_IF >> 8));
+    } else {
+        op2(m, ZYDIS_MNEMONIC_AND, vif, imm((int8_t)~(PK_FLAG_IF >> 8)));
+    }
+    l->compute = m->at;
+    restore_arith(m);
+    leave(m, scratch4, 1);
+    jmp(m, l->end);
+    l->slow = m->at;
+    restore_arith(m);
+    leave(m, scratch4, 1);
+    jmp(m, slow);
+    l->end = m->at;
+}
+
 /* A register of operand op, at its own size: loaded from the page's field
  * at offset (zero-extended to 32 bits as a 32-bit load is in 64-bit code;
  * a 16-bit register keeps its upper bits). */
@@ -518,7 +555,8 @@ bool pk_fastpath_has(const ZydisDecodedInstruction *insn, const ZydisDecodedOper
     bool check;
     if (bits != 32 && bits != 64)
         return false;
-    return insn->mnemonic == ZYDIS_MNEMONIC_PUSHF || insn->mnemonic == ZYDIS_MNEMONIC_PUSHFD ||
+    return insn->mnemonic == ZYDIS_MNEMONIC_CLI || insn->mnemonic == ZYDIS_MNEMONIC_STI ||
+           insn->mnemonic == ZYDIS_MNEMONIC_PUSHF || insn->mnemonic == ZYDIS_MNEMONIC_PUSHFD ||
            insn->mnemonic == ZYDIS_MNEMONIC_PUSHFQ || insn->mnemonic == ZYDIS_MNEMONIC_POPF ||
            insn->mnemonic == ZYDIS_MNEMONIC_POPFD || insn->mnemonic == ZYDIS_MNEMONIC_POPFQ ||
            source(insn, ops, bits, &offset, &stored, &check);
@@ -537,6 +575,9 @@ static void emit_block(emitter *m, labels *l, const ZydisDecodedInstruction *ins
         return;
     case ZYDIS_MNEMONIC_POPF: case ZYDIS_MNEMONIC_POPFD: case ZYDIS_MNEMONIC_POPFQ:
         popf_block(m, l, width, slow);
+        return;
+    case ZYDIS_MNEMONIC_CLI: case ZYDIS_MNEMONIC_STI:
+        cli_sti_block(m, l, insn->mnemonic == ZYDIS_MNEMONIC_STI, slow);
         return;
     default:
         break;

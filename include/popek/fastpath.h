@@ -7,9 +7,11 @@
  * cheap reads of the virtual CPU (SMSW, SGDT, SIDT, SLDT, STR, MOV from a
  * segment register), the trampoline can instead do what the emulation
  * does, with ordinary instructions reading and writing the vcpu page: a
- * few cycles. What the block cannot decide alone (a POPF that sets IF
- * while an interrupt waits, or sets TF; a store the virtual CR4.UMIP
- * forbids) goes to the monitor as before, through the slow address.
+ * few cycles; so for CLI and STI where they are patched. What the block
+ * cannot decide alone (a POPF or STI that sets IF while an interrupt
+ * waits, a POPF that sets TF; a store the virtual CR4.UMIP forbids, CLI
+ * or STI at a CPL above IOPL) goes to the monitor as before, through the
+ * slow address.
  *
  * The blocks agree with pk_emulate bit for bit (tests/unit/test_fastpath.c
  * runs both on random states). */

@@ -375,6 +375,8 @@ static void trial(const form *f, int n)
                      first_difference(memory_fast, memory_emu, live));
 }
 
+static void trials32(const form *forms, size_t count);
+
 static void trials(const form *forms, size_t count)
 {
     for (size_t i = 0; i < count; i++)
@@ -589,6 +591,16 @@ Test(fastpath, pushf_popf)
         { "popfw", { 0x66, 0x9d }, 2 },
     };
     trials(forms, sizeof forms / sizeof forms[0]);
+}
+
+Test(fastpath, cli_sti)
+{
+    static const form forms[] = {
+        { "cli", { 0xfa }, 1 },
+        { "sti", { 0xfb }, 1 },
+    };
+    trials(forms, sizeof forms / sizeof forms[0]);
+    trials32(forms, sizeof forms / sizeof forms[0]);
 }
 
 Test(fastpath, smsw_sldt_str_registers)
