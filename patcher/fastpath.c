@@ -291,14 +291,19 @@ typedef struct labels {
     uint64_t end;
 } labels;
 
-/* The way to the monitor: the real flags (saved at the stack's top) and
- * the n scratch registers back, then the jump to slow. */
-static void slow_exit(emitter *m, labels *l, unsigned n, uint64_t slow)
+/* A block's two ends: the fast one jumps to the end; the way to the
+ * monitor puts back the flags (restore: restore_flags for PUSHF's save,
+ * restore_arith for LAHF's) and the n scratch registers of ids, then jumps
+ * to slow. */
+static void two_ends(emitter *m, labels *l, void (*restore)(emitter *), const unsigned *ids,
+                     unsigned n, uint64_t slow)
 {
+    jmp(m, l->end);
     l->slow = m->at;
-    restore_flags(m);
-    leave(m, scratch4, n);
+    restore(m);
+    leave(m, ids, n);
     jmp(m, slow);
+    l->end = m->at;
 }
 
 static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
@@ -400,12 +405,7 @@ static void cli_sti_block(emitter *m, labels *l, bool sti, uint64_t slow)
     l->compute = m->at;
     restore_arith(m);
     leave(m, scratch4, 1);
-    jmp(m, l->end);
-    l->slow = m->at;
-    restore_arith(m);
-    leave(m, scratch4, 1);
-    jmp(m, slow);
-    l->end = m->at;
+    two_ends(m, l, restore_arith, scratch4, 1, slow);
 }
 
 /* A register of operand op, at its own size: loaded from the page's field
@@ -499,14 +499,8 @@ static void store_block(emitter *m, labels *l, const ZydisDecodedInstruction *in
         done += piece;
     }
     leave(m, ids, 1);
-    if (check) {
-        jmp(m, l->end);
-        l->slow = m->at;
-        restore_flags(m);
-        leave(m, ids, 1);
-        jmp(m, slow);
-        l->end = m->at;
-    }
+    if (check)
+        two_ends(m, l, restore_flags, ids, 1, slow);
 }
 
 /* ---- which instruction, which block ---------------------------------------------- */
@@ -595,9 +589,7 @@ static void emit_block(emitter *m, labels *l, const ZydisDecodedInstruction *ins
         restore_flags(m);
         leave(m, scratch4, 0);
         load_register(m, &ops[0], offset);
-        jmp(m, l->end);
-        slow_exit(m, l, 0, slow);
-        l->end = m->at;
+        two_ends(m, l, restore_flags, scratch4, 0, slow);
     } else {
         store_block(m, l, insn, &ops[0], site, offset, stored, check, slow);
     }

@@ -215,8 +215,6 @@ static uint64_t random_flags(void)
 
 /* ---- one trial ---------------------------------------------------------------------- */
 
-/* Runs code assembled at the arena's start (a block, or nothing) from
- * fp_in; fp_out gets the state after. */
 /* jmp [rip+d] to an aligned .quad to: an absolute jump that changes no
  * register (and reads its target aligned: the block's POPF may have set
  * AC). */
@@ -231,6 +229,8 @@ static void jump_to(uint8_t *at_, void (*to)(void))
     memcpy(quad, &target, 8);
 }
 
+/* Runs code assembled at the arena's start (a block, or nothing) from
+ * fp_in; fp_out gets the state after. */
 static void run_code(const uint8_t *code, size_t len)
 {
     uint8_t *c = arena + CODE_OFF;
@@ -263,126 +263,12 @@ static size_t first_difference(const uint8_t *a, const uint8_t *b, size_t from)
     return 0;
 }
 
-/* An instruction to try: its bytes (decoded at the site), and registers
- * it uses as a base or index, pointed into the data buffer. */
+/* An instruction to try: its bytes, decoded at the site. */
 typedef struct form {
     const char *name;
     uint8_t bytes[15];
     size_t len;
 } form;
-
-static void trial(const form *f, int n)
-{
-    ZydisDecoder dec;
-    ZydisDecodedInstruction insn;
-    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-    ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
-    cr_assert(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, f->bytes, f->len, &insn, ops)),
-              "%s decodes", f->name);
-    cr_assert(pk_fastpath_has(&insn, ops, 64), "%s has a fast path", f->name);
-
-    pk_vcpu v;
-    random_vcpu(&v);
-    bool pending = next() & 1;
-    pk_vcpu_page *page = (pk_vcpu_page *)(arena + PAGE_OFF);
-    pk_vcpu_page_store(page, &v, pending);
-
-    uint8_t block[512];
-    size_t len = 0;
-    pk_error err;
-    cr_assert_eq(pk_fastpath_emit(&insn, ops, 64, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
-                                  at(SLOW_OFF), block, &len, &err),
-                 PK_OK, "%s: %s", f->name, err.msg);
-
-    /* The state: random registers, base and index registers inside the
-     * data buffer (the displacements of the forms are small), a stack
-     * whose top holds random values for POPF. */
-    for (int i = 0; i < PK_GPR_COUNT; i++)
-        fp_in.gpr[i] = next();
-    for (int i = 0; i < 2; i++) {
-        const ZydisDecodedOperand *op = &ops[0];
-        ZydisRegister r = i ? op->mem.index : op->mem.base;
-        if (op->type != ZYDIS_OPERAND_TYPE_MEMORY || r == ZYDIS_REGISTER_NONE ||
-            r == ZYDIS_REGISTER_RIP || r == ZYDIS_REGISTER_RSP)
-            continue;
-        unsigned id = ZydisRegisterGetId(ZydisRegisterGetLargestEnclosing(
-            ZYDIS_MACHINE_MODE_LONG_64, r));
-        fp_in.gpr[id] = i ? next() % 16 : at(DATA_OFF + 0x400) + next() % 0x200;
-    }
-    fp_in.gpr[PK_RSP] = at(STACK_TOP_OFF - 0x400) - (next() % 64) * 8;
-    for (size_t i = 0; i < sizeof memory_before; i++)
-        arena[STACK_OFF + i] = (uint8_t)next();
-    fp_in.rflags = random_flags();
-
-    /* The flags the process really holds with that state: loaded and read
-     * back by an empty run. */
-    run_code(NULL, 0);
-    uint64_t real = fp_out.rflags;
-    fp_in.rflags = real;
-
-    save_memory(memory_before);
-    run_code(block, len);
-    fp_state fast = fp_out;
-    bool slow = fp_went_slow;
-    uint64_t fast_vflags = page->vflags;
-    static uint8_t memory_fast[sizeof memory_before];
-    save_memory(memory_fast);
-
-    /* The same through pk_emulate. */
-    load_memory(memory_before);
-    pk_regs regs;
-    memcpy(regs.gpr, fp_in.gpr, sizeof regs.gpr);
-    regs.rflags = real;
-    regs.rip = at(SITE_OFF);
-    regs.fs_base = regs.gs_base = 0;
-    pk_vcpu emu = v;
-    pk_emu_result r = pk_emulate(&insn, ops, &emu, &regs, &arena_mem);
-
-    bool window = r.status == PK_EMU_DONE && r.interrupt_window && pending;
-    bool tf = r.status == PK_EMU_DONE && (regs.rflags & PK_FLAG_TF);
-    bool must_go_slow = r.status != PK_EMU_DONE || window || tf;
-    cr_assert_eq(slow, must_go_slow, "%s, trial %d: went to the monitor %d, emulation %d "
-                 "(interrupt window %d, TF %d)", f->name, n, slow, r.status, window, tf);
-    /* Memory from the red zone of the stack as it ends up: below it, the
-     * block keeps its own scratch data, as any code may. */
-    uint64_t rsp_end = slow ? fp_in.gpr[PK_RSP] : regs.gpr[PK_RSP];
-    size_t live = rsp_end - 128 - at(STACK_OFF);
-    if (slow) {
-        /* nothing changed */
-        cr_assert_arr_eq(fast.gpr, fp_in.gpr, sizeof fast.gpr, "%s, trial %d: registers",
-                         f->name, n);
-        cr_assert_eq(fast.rflags, real, "%s, trial %d: flags", f->name, n);
-        cr_assert_eq(fast_vflags, v.vflags & PK_VFLAGS_BITS, "%s, trial %d: virtual flags",
-                     f->name, n);
-        cr_assert_arr_eq(memory_fast + live, memory_before + live, sizeof memory_before - live,
-                         "%s, trial %d: memory (first difference at +0x%zx)", f->name, n,
-                         first_difference(memory_fast, memory_before, live));
-        return;
-    }
-    for (int i = 0; i < PK_GPR_COUNT; i++)
-        cr_assert_eq(fast.gpr[i], regs.gpr[i], "%s, trial %d: register %d 0x%llx, emulated "
-                     "0x%llx", f->name, n, i, (unsigned long long)fast.gpr[i],
-                     (unsigned long long)regs.gpr[i]);
-    cr_assert_eq(fast.rflags, regs.rflags, "%s, trial %d: flags 0x%llx, emulated 0x%llx",
-                 f->name, n, (unsigned long long)fast.rflags, (unsigned long long)regs.rflags);
-    cr_assert_eq(fast_vflags, emu.vflags, "%s, trial %d: virtual flags 0x%llx, emulated "
-                 "0x%llx", f->name, n, (unsigned long long)fast_vflags,
-                 (unsigned long long)emu.vflags);
-    uint8_t memory_emu[sizeof memory_before];
-    save_memory(memory_emu);
-    cr_assert_arr_eq(memory_fast + live, memory_emu + live, sizeof memory_emu - live,
-                     "%s, trial %d: memory (first difference at +0x%zx)", f->name, n,
-                     first_difference(memory_fast, memory_emu, live));
-}
-
-static void trials32(const form *forms, size_t count);
-
-static void trials(const form *forms, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        for (int n = 0; n < 300; n++)
-            trial(&forms[i], n);
-}
 
 /* ---- 32-bit code ------------------------------------------------------------------------ */
 
@@ -496,88 +382,142 @@ static void run_code32(const uint8_t *code, size_t len)
     fp_enter32(at(ENTER32_OFF));
 }
 
-static void trial32(const form *f, int n)
+/* The registers and flags of a run, and whether it went to the monitor. */
+typedef struct machine {
+    uint64_t gpr[PK_GPR_COUNT];
+    uint64_t flags;
+    bool slow;
+} machine;
+
+/* Runs code (a block, or nothing) from in, in bits-bit code. */
+static machine run_bits(unsigned bits, const uint8_t *code, size_t len, const machine *in)
 {
+    machine out = { .flags = 0 };
+    if (bits == 64) {
+        memcpy(fp_in.gpr, in->gpr, sizeof fp_in.gpr);
+        fp_in.rflags = in->flags;
+        run_code(code, len);
+        memcpy(out.gpr, fp_out.gpr, sizeof out.gpr);
+        out.flags = fp_out.rflags;
+        out.slow = fp_went_slow;
+        return out;
+    }
+    fp_state32 *st = state32();
+    for (int i = 0; i < 8; i++)
+        st->in[i] = (uint32_t)in->gpr[i];
+    st->in_flags = (uint32_t)in->flags;
+    run_code32(code, len);
+    for (int i = 0; i < 8; i++)
+        out.gpr[i] = st->out[i];
+    out.flags = st->out_flags;
+    out.slow = st->went_slow;
+    return out;
+}
+
+/* One trial of form f in bits-bit code: the block and pk_emulate from the
+ * same random state. */
+static void trial(const form *f, int n, unsigned bits)
+{
+    unsigned nregs = bits == 64 ? PK_GPR_COUNT : 8, word = bits / 8;
+    uint64_t wide = bits == 64 ? ~0ull : 0xffffffffull;
+    int64_t red_zone = bits == 64 ? 128 : 0;
     ZydisDecoder dec;
     ZydisDecodedInstruction insn;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-    ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32);
+    if (bits == 64)
+        ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    else
+        ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32);
     cr_assert(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, f->bytes, f->len, &insn, ops)),
               "%s decodes", f->name);
+    cr_assert(pk_fastpath_has(&insn, ops, bits), "%s has a fast path", f->name);
+
     pk_vcpu v;
     random_vcpu(&v);
-    v.bits = 32;
+    v.bits = bits;
     bool pending = next() & 1;
     pk_vcpu_page *page = (pk_vcpu_page *)(arena + PAGE_OFF);
     pk_vcpu_page_store(page, &v, pending);
+
     uint8_t block[512];
     size_t len = 0;
     pk_error err;
-    cr_assert_eq(pk_fastpath_emit(&insn, ops, 32, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
-                                  at(SLOW32_OFF), block, &len, &err),
+    cr_assert_eq(pk_fastpath_emit(&insn, ops, bits, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
+                                  at(bits == 64 ? SLOW_OFF : SLOW32_OFF), block, &len, &err),
                  PK_OK, "%s: %s", f->name, err.msg);
 
-    fp_state32 *st = state32();
-    for (int i = 0; i < 8; i++)
-        st->in[i] = (uint32_t)next();
+    /* The state: random registers, base and index registers inside the
+     * data buffer (the displacements of the forms are small), a stack
+     * whose top holds random values for POPF. */
+    machine in = { .flags = random_flags() };
+    for (unsigned i = 0; i < nregs; i++)
+        in.gpr[i] = next() & wide;
     for (int i = 0; i < 2; i++) {
         const ZydisDecodedOperand *op = &ops[0];
         ZydisRegister r = i ? op->mem.index : op->mem.base;
         if (op->type != ZYDIS_OPERAND_TYPE_MEMORY || r == ZYDIS_REGISTER_NONE ||
-            r == ZYDIS_REGISTER_ESP)
+            r == ZYDIS_REGISTER_RIP || ZydisRegisterGetId(r) == PK_RSP)
             continue;
-        st->in[ZydisRegisterGetId(r)] = i ? (uint32_t)(next() % 16)
-                                          : (uint32_t)(at(DATA_OFF + 0x400) + next() % 0x200);
+        in.gpr[ZydisRegisterGetId(r)] = i ? next() % 16 : at(DATA_OFF + 0x400) + next() % 0x200;
     }
-    st->in[PK_RSP] = (uint32_t)(at(STACK_TOP_OFF - 0x400) - (next() % 64) * 4);
+    in.gpr[PK_RSP] = at(STACK_TOP_OFF - 0x400) - (next() % 64) * word;
     for (size_t i = 0; i < sizeof memory_before; i++)
         arena[STACK_OFF + i] = (uint8_t)next();
-    st->in_flags = (uint32_t)random_flags();
-    run_code32(NULL, 0);
-    uint32_t real = st->out_flags;
-    st->in_flags = real;
+    /* the flags the process really holds with those: loaded and read back */
+    in.flags = run_bits(bits, NULL, 0, &in).flags;
 
     save_memory(memory_before);
-    run_code32(block, len);
-    fp_state32 fast = *st;
-    bool slow = st->went_slow;
+    machine fast = run_bits(bits, block, len, &in);
     uint64_t fast_vflags = page->vflags;
     static uint8_t memory_fast[sizeof memory_before];
     save_memory(memory_fast);
 
+    /* The same through pk_emulate. */
     load_memory(memory_before);
     pk_regs regs;
     memset(&regs, 0, sizeof regs);
-    for (int i = 0; i < 8; i++)
-        regs.gpr[i] = st->in[i];
-    regs.rflags = real;
+    memcpy(regs.gpr, in.gpr, sizeof regs.gpr);
+    regs.rflags = in.flags;
     regs.rip = at(SITE_OFF);
     pk_vcpu emu = v;
     pk_emu_result r = pk_emulate(&insn, ops, &emu, &regs, &arena_mem);
+    static uint8_t memory_emu[sizeof memory_before];
+    save_memory(memory_emu);
+
     bool window = r.status == PK_EMU_DONE && r.interrupt_window && pending;
     bool tf = r.status == PK_EMU_DONE && (regs.rflags & PK_FLAG_TF);
-    cr_assert_eq(slow, r.status != PK_EMU_DONE || window || tf,
-                 "%s (32-bit), trial %d: went to the monitor %d, emulation %d", f->name, n,
-                 slow, r.status);
-    /* memory from the stack as it ends up (no red zone in 32-bit code) */
-    uint32_t esp_end = slow ? st->in[PK_RSP] : (uint32_t)regs.gpr[PK_RSP];
-    size_t live = esp_end - at(STACK_OFF);
-    for (int i = 0; i < 8; i++) {
-        uint32_t want = slow ? st->in[i] : (uint32_t)regs.gpr[i];
-        cr_assert_eq(fast.out[i], want, "%s (32-bit), trial %d: register %d 0x%x, expected "
-                     "0x%x", f->name, n, i, fast.out[i], want);
-    }
-    uint32_t want_flags = slow ? real : (uint32_t)regs.rflags;
-    cr_assert_eq(fast.out_flags, want_flags, "%s (32-bit), trial %d: flags 0x%x, expected "
-                 "0x%x", f->name, n, fast.out_flags, want_flags);
-    cr_assert_eq(fast_vflags, slow ? (v.vflags & PK_VFLAGS_BITS) : emu.vflags,
-                 "%s (32-bit), trial %d: virtual flags", f->name, n);
-    uint8_t memory_emu[sizeof memory_before];
-    save_memory(memory_emu);
-    const uint8_t *want_memory = slow ? memory_before : memory_emu;
+    bool must_go_slow = r.status != PK_EMU_DONE || window || tf;
+    cr_assert_eq(fast.slow, must_go_slow, "%s (%u-bit), trial %d: went to the monitor %d, "
+                 "emulation %d (interrupt window %d, TF %d)", f->name, bits, n, fast.slow,
+                 r.status, window, tf);
+    /* Going to the monitor, nothing may change. */
+    const uint64_t *want = must_go_slow ? in.gpr : regs.gpr;
+    uint64_t want_flags = must_go_slow ? in.flags : regs.rflags;
+    uint64_t want_vflags = must_go_slow ? v.vflags & PK_VFLAGS_BITS : emu.vflags;
+    const uint8_t *want_memory = must_go_slow ? memory_before : memory_emu;
+    for (unsigned i = 0; i < nregs; i++)
+        cr_assert_eq(fast.gpr[i], want[i] & wide, "%s (%u-bit), trial %d: register %u "
+                     "0x%llx, expected 0x%llx", f->name, bits, n, i,
+                     (unsigned long long)fast.gpr[i], (unsigned long long)(want[i] & wide));
+    cr_assert_eq(fast.flags, want_flags & wide, "%s (%u-bit), trial %d: flags 0x%llx, "
+                 "expected 0x%llx", f->name, bits, n, (unsigned long long)fast.flags,
+                 (unsigned long long)want_flags);
+    cr_assert_eq(fast_vflags, want_vflags, "%s (%u-bit), trial %d: virtual flags 0x%llx, "
+                 "expected 0x%llx", f->name, bits, n, (unsigned long long)fast_vflags,
+                 (unsigned long long)want_vflags);
+    /* Memory from the red zone of the stack as it ends up: below it, the
+     * block keeps its own scratch data, as any code may. */
+    size_t live = (want[PK_RSP] & wide) - red_zone - at(STACK_OFF);
     cr_assert_arr_eq(memory_fast + live, want_memory + live, sizeof memory_before - live,
-                     "%s (32-bit), trial %d: memory (first difference at +0x%zx)", f->name, n,
-                     first_difference(memory_fast, want_memory, live));
+                     "%s (%u-bit), trial %d: memory (first difference at +0x%zx)", f->name,
+                     bits, n, first_difference(memory_fast, want_memory, live));
+}
+
+static void trials(const form *forms, size_t count, unsigned bits)
+{
+    for (size_t i = 0; i < count; i++)
+        for (int n = 0; n < 300; n++)
+            trial(&forms[i], n, bits);
 }
 
 TestSuite(fastpath, .init = arena_setup, .fini = arena_teardown);
@@ -590,7 +530,7 @@ Test(fastpath, pushf_popf)
         { "popfq", { 0x9d }, 1 },
         { "popfw", { 0x66, 0x9d }, 2 },
     };
-    trials(forms, sizeof forms / sizeof forms[0]);
+    trials(forms, sizeof forms / sizeof forms[0], 64);
 }
 
 Test(fastpath, cli_sti)
@@ -599,8 +539,8 @@ Test(fastpath, cli_sti)
         { "cli", { 0xfa }, 1 },
         { "sti", { 0xfb }, 1 },
     };
-    trials(forms, sizeof forms / sizeof forms[0]);
-    trials32(forms, sizeof forms / sizeof forms[0]);
+    trials(forms, sizeof forms / sizeof forms[0], 64);
+    trials(forms, sizeof forms / sizeof forms[0], 32);
 }
 
 Test(fastpath, smsw_sldt_str_registers)
@@ -615,7 +555,7 @@ Test(fastpath, smsw_sldt_str_registers)
         { "str edx", { 0x0f, 0x00, 0xca }, 3 },
         { "str rsi", { 0x48, 0x0f, 0x00, 0xce }, 4 },
     };
-    trials(forms, sizeof forms / sizeof forms[0]);
+    trials(forms, sizeof forms / sizeof forms[0], 64);
 }
 
 Test(fastpath, stores_to_memory)
@@ -633,7 +573,7 @@ Test(fastpath, stores_to_memory)
         { "mov [rbx+0x20], cs", { 0x8c, 0x4b, 0x20 }, 3 },
         { "mov [rsp], ss", { 0x8c, 0x14, 0x24 }, 3 },
     };
-    trials(forms, sizeof forms / sizeof forms[0]);
+    trials(forms, sizeof forms / sizeof forms[0], 64);
 }
 
 Test(fastpath, mov_from_segment_registers)
@@ -646,15 +586,9 @@ Test(fastpath, mov_from_segment_registers)
         { "mov edi, fs", { 0x8c, 0xe7 }, 2 },
         { "mov esi, gs", { 0x8c, 0xee }, 2 },
     };
-    trials(forms, sizeof forms / sizeof forms[0]);
+    trials(forms, sizeof forms / sizeof forms[0], 64);
 }
 
-static void trials32(const form *forms, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        for (int n = 0; n < 300; n++)
-            trial32(&forms[i], n);
-}
 
 Test(fastpath, blocks_of_32_bit_code)
 {
@@ -674,5 +608,5 @@ Test(fastpath, blocks_of_32_bit_code)
         { "mov eax, ss", { 0x8c, 0xd0 }, 2 },
         { "mov di, gs", { 0x66, 0x8c, 0xef }, 3 },
     };
-    trials32(forms, sizeof forms / sizeof forms[0]);
+    trials(forms, sizeof forms / sizeof forms[0], 32);
 }
