@@ -234,7 +234,8 @@ static void jump_to(uint8_t *at_, void (*to)(void))
 static void run_code(const uint8_t *code, size_t len)
 {
     uint8_t *c = arena + CODE_OFF;
-    memcpy(c, code, len);
+    if (len)
+        memcpy(c, code, len);
     jump_to(c + len, fp_exit);
     jump_to(arena + SLOW_OFF, fp_slow);
     fp_went_slow = 0;
@@ -374,7 +375,8 @@ static void build_harness32(void)
 static void run_code32(const uint8_t *code, size_t len)
 {
     uint8_t *c = arena + CODE_OFF;
-    memcpy(c, code, len);
+    if (len)
+        memcpy(c, code, len);
     uint8_t *p = c + len;
     put(&p, 32, ZYDIS_MNEMONIC_JMP, 1, i_(at(EXIT32_OFF)), (ZydisEncoderOperand){ 0 });
     state32()->target = (uint32_t)at(CODE_OFF);
