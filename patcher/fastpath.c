@@ -18,10 +18,10 @@
  *     push rcx
  *     lahf
  *     seto al
- *     mov rcx, [rsp + 136]            the real image
+ *     mov rcx, [rsp + 144]            the real image
  *     and rcx, 0x48dff                less IF, IOPL, NT, ID, RF, VM, VIF, VIP
  *     or rcx, [page.vflags]           the virtual IF, IOPL, NT, ID
- *     mov [rsp + 136], rcx
+ *     mov [rsp + 144], rcx
  *     add al, 0x7f
  *     sahf
  *     pop rcx
@@ -95,7 +95,7 @@ void pk_vcpu_page_load(const pk_vcpu_page *page, pk_vcpu *vcpu)
 /* A block being written: at is where the next instruction goes. */
 typedef struct emitter {
     unsigned bits;
-    uint64_t at, start, page;
+    uint64_t at, page;
     uint8_t *buf;           /* NULL: measuring */
     size_t len;
     bool ok;
@@ -433,9 +433,9 @@ static unsigned scratch_for(const ZydisDecodedOperand *op)
 
 /* Memory operand op of insn (decoded at site), size bytes at disp further,
  * for the block once enter has moved the stack by moved bytes. */
-static bool store_operand(const emitter *m, const ZydisDecodedInstruction *insn,
-                          const ZydisDecodedOperand *op, uint64_t site, int64_t moved,
-                          int64_t disp, unsigned size, ZydisEncoderOperand *out)
+static bool store_operand(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *op,
+                          uint64_t site, int64_t moved, int64_t disp, unsigned size,
+                          ZydisEncoderOperand *out)
 {
     *out = (ZydisEncoderOperand){ .type = ZYDIS_OPERAND_TYPE_MEMORY };
     out->mem.base = op->mem.base;
@@ -453,7 +453,6 @@ static bool store_operand(const emitter *m, const ZydisDecodedInstruction *insn,
         d += moved;
     }
     out->mem.displacement = d + disp;
-    (void)m;
     return true;
 }
 
@@ -478,7 +477,7 @@ static void store_block(emitter *m, labels *l, const ZydisDecodedInstruction *in
     for (unsigned done = 0; done < n;) {
         unsigned piece = n - done >= m->word ? m->word : n - done >= 4 ? 4 : 2;
         ZydisEncoderOperand dst;
-        if (!store_operand(m, insn, op, site, moved, done, piece, &dst)) {
+        if (!store_operand(insn, op, site, moved, done, piece, &dst)) {
             m->ok = false;
             return;
         }
@@ -613,7 +612,7 @@ pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecod
     }
     labels l = { at, at, at };
     for (int pass = 0; pass < 2; pass++) {
-        emitter m = { .bits = bits, .at = at, .start = at, .page = page,
+        emitter m = { .bits = bits, .at = at, .page = page,
                       .buf = pass ? buf : NULL, .ok = true,
                       .sp = bits == 64 ? ZYDIS_REGISTER_RSP : ZYDIS_REGISTER_ESP,
                       .word = bits / 8 };
