@@ -47,7 +47,6 @@
 #include "popek/trampoline.h"
 #include "popek/popek.h"
 #include "popek/scan.h"
-#include "../scanner/internal/decoder.h"
 #include "internal/run.h"
 
 #define PAGE 4096ull
@@ -397,7 +396,7 @@ static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_
     return ok;
 }
 
-uint64_t run_original_of(run_process *p, uint64_t addr)
+uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr)
 {
     for (size_t i = 0; i < p->table.njumps; i++) {
         const pk_jump *j = &p->table.jumps[i];
@@ -409,16 +408,11 @@ uint64_t run_original_of(run_process *p, uint64_t addr)
                 if (at[off] == addr)
                     return j->site + off;
         /* The jump back: as good as the instruction after the jump. */
-        uint8_t code[15];
-        ZydisDecoder dec;
-        ZydisDecodedInstruction insn;
-        ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+        run_insn ri;
         uint64_t back;
-        if (pk_decoder_init(&dec, p->bits, false) &&
-            run_peek(p, addr, code, sizeof code) &&
-            ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, code, sizeof code, &insn, ops)) &&
-            insn.mnemonic == ZYDIS_MNEMONIC_JMP && ops[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
-            ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &ops[0], addr, &back)) &&
+        if (run_decode(e, p, addr, &ri) && ri.insn.mnemonic == ZYDIS_MNEMONIC_JMP &&
+            ri.ops[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
+            ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&ri.insn, &ri.ops[0], addr, &back)) &&
             back == j->site + j->len)
             return back;
         return 0;
@@ -1361,18 +1355,13 @@ static pk_status rescan_page(run_engine *e, run_process *p, run_page *pg, uint64
 }
 
 /* Marks the bytes the instruction at rip stores to, at addr, in pg. */
-static void note_store(run_engine *e, run_process *p, run_page *pg, uint64_t rip, uint64_t addr)
+static void note_store(run_page *pg, const run_insn *ri, uint64_t addr)
 {
-    uint8_t bytes[15];
-    ZydisDecodedInstruction insn;
-    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
     unsigned size = 1;
-    const ZydisDecoder *dec = p->bits == 32 ? &e->decoder32 : &e->decoder64;
-    if (run_peek(p, rip, bytes, sizeof bytes) &&
-        ZYAN_SUCCESS(ZydisDecoderDecodeFull(dec, bytes, sizeof bytes, &insn, ops)))
-        for (unsigned i = 0; i < insn.operand_count_visible; i++)
-            if (ops[i].type == ZYDIS_OPERAND_TYPE_MEMORY && (ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE))
-                size = ops[i].size / 8 ? ops[i].size / 8 : 1;
+    for (unsigned i = 0; ri && i < ri->insn.operand_count_visible; i++)
+        if (ri->ops[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+            (ri->ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE))
+            size = ri->ops[i].size / 8 ? ri->ops[i].size / 8 : 1;
     if (!pg->written && !(pg->written = calloc(PAGE / 8, 1)))
         return;
     for (uint64_t b = addr; b < addr + size && b < pg->addr + PAGE; b++)
@@ -1380,23 +1369,14 @@ static void note_store(run_engine *e, run_process *p, run_page *pg, uint64_t rip
             pg->written[(b - pg->addr) / 8] |= (uint8_t)(1u << ((b - pg->addr) % 8));
 }
 
-/* Whether the instruction at rip in t stores to addr: a memory operand
- * it writes, with t's registers, covers it (a stack push writes below
- * RSP). */
-static bool stores_at(run_engine *e, run_thread *t, uint64_t rip, uint64_t addr)
+/* Whether instruction ri (NULL: one that does not decode) stores to addr:
+ * a memory operand it writes, with t's registers, covers it (a stack push
+ * writes below RSP). */
+static bool stores_at(run_thread *t, const run_insn *ri, uint64_t addr)
 {
-    run_process *p = t->proc;
-    uint8_t bytes[15];
-    size_t n = sizeof bytes;
-    ZydisDecodedInstruction insn;
-    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
     struct user_regs_struct r;
     pk_error err;
-    const ZydisDecoder *dec = p->bits == 32 ? &e->decoder32 : &e->decoder64;
-    while (n && !run_peek(p, rip, bytes, n))
-        n--;
-    if (!n || ZYAN_FAILED(ZydisDecoderDecodeFull(dec, bytes, n, &insn, ops)) ||
-        run_get_regs(t, &r, &err) != PK_OK)
+    if (!ri || run_get_regs(t, &r, &err) != PK_OK)
         return false;
     const unsigned long long gpr[16] = { r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi,
                                          r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15 };
@@ -1406,12 +1386,12 @@ static bool stores_at(run_engine *e, run_thread *t, uint64_t rip, uint64_t addr)
         ctx.values[ZydisRegisterEncode(ZYDIS_REGCLASS_GPR64, (ZyanU8)i)] = gpr[i];
         ctx.values[ZydisRegisterEncode(ZYDIS_REGCLASS_GPR32, (ZyanU8)i)] = (uint32_t)gpr[i];
     }
-    for (unsigned i = 0; i < insn.operand_count; i++) {
-        const ZydisDecodedOperand *op = &ops[i];
+    for (unsigned i = 0; i < ri->insn.operand_count; i++) {
+        const ZydisDecodedOperand *op = &ri->ops[i];
         ZyanU64 ea;
         if (op->type != ZYDIS_OPERAND_TYPE_MEMORY || op->mem.type != ZYDIS_MEMOP_TYPE_MEM ||
             !(op->actions & ZYDIS_OPERAND_ACTION_MASK_WRITE) ||
-            ZYAN_FAILED(ZydisCalcAbsoluteAddressEx(&insn, op, rip, &ctx, &ea)))
+            ZYAN_FAILED(ZydisCalcAbsoluteAddressEx(&ri->insn, op, ri->at.site, &ctx, &ea)))
             continue;
         if (op->mem.segment == ZYDIS_REGISTER_FS)
             ea += r.fs_base;
@@ -1437,10 +1417,12 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
     }
     uint64_t a = pg->addr;
     *status = PK_OK;
+    run_insn decoded;
+    const run_insn *ri = run_decode(e, p, rip, &decoded) ? &decoded : NULL;
     /* A fetch faults at the instruction, or where it crosses into the
      * page; a store anywhere, the instruction's own bytes too. */
     bool fetch = (addr == rip || (addr == a && rip < a && a - rip < 16)) &&
-                 !stores_at(e, t, rip, addr);
+                 !stores_at(t, ri, addr);
     if (fetch && !pg->data)
         return true; /* another thread made it code meanwhile: run it */
     if (fetch) {
@@ -1468,10 +1450,9 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
     if (e->opts->trace)
         run_log(e, "[%d] 0x%llx writes code at 0x%llx: now data", (int)t->tid,
                 (unsigned long long)rip, (unsigned long long)addr);
-    note_store(e, p, pg, rip, addr);
-    pk_patch insn_at;
-    bool copyable = run_copy_decode(e, p, rip, &insn_at);
-    uint8_t len = copyable ? insn_at.len : 16;
+    note_store(pg, ri, addr);
+    bool copyable = ri && run_copyable(ri);
+    uint8_t len = copyable ? ri->at.len : 16;
     if (rip < a + PAGE && rip + len > a) {
         /* It writes a page it stands on: the page becomes data like any
          * other, and the instruction runs once from a copy out of line, so
@@ -1482,7 +1463,7 @@ bool run_code_fault(run_engine *e, run_thread *t, uint64_t addr, uint64_t rip, p
             *status = run_protect(e, t, a, PAGE, pg->prot & ~PROT_EXEC, err);
             unpatch(p, a, a + PAGE, true);
             if (*status == PK_OK)
-                *status = run_copy_step(e, t, &insn_at, &started, err);
+                *status = run_copy_step(e, t, ri, &started, err);
             if (*status != PK_OK || started)
                 return true;
             pg->data = false;

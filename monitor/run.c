@@ -282,28 +282,30 @@ static void drop_thread(run_engine *e, run_thread *t)
     free(t);
 }
 
-/* What /proc/TID/status says of tid: its thread-group id, and whether it
- * is on its way out (a zombie, or a SIGKILL pending for it or its
- * process). False when tid is gone. */
-static bool thread_status(pid_t tid, pid_t *tgid, bool *dying)
+bool run_read_status(pid_t tid, run_status *s)
 {
     char path[64], line[128];
     snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
     FILE *f = fopen(path, "r");
     if (!f)
         return false;
-    *tgid = -1;
-    *dying = false;
-    unsigned long long pending;
+    *s = (run_status){ .tgid = -1 };
+    unsigned long long v;
     char state;
     while (fgets(line, sizeof line, f)) {
         if (sscanf(line, "State: %c", &state) == 1 && (state == 'Z' || state == 'X'))
-            *dying = true;
-        if (sscanf(line, "Tgid: %d", tgid) == 1)
+            s->dying = true;
+        else if (sscanf(line, "Tgid: %d", &s->tgid) == 1)
             continue;
-        if ((sscanf(line, "SigPnd: %llx", &pending) == 1 ||
-             sscanf(line, "ShdPnd: %llx", &pending) == 1) && (pending & (1ull << (SIGKILL - 1))))
-            *dying = true;
+        else if ((sscanf(line, "SigPnd: %llx", &v) == 1 || sscanf(line, "ShdPnd: %llx", &v) == 1) &&
+                 (v & (1ull << (SIGKILL - 1))))
+            s->dying = true;
+        else if (sscanf(line, "SigBlk: %llx", &v) == 1)
+            s->blocked = v;
+        else if (sscanf(line, "SigIgn: %llx", &v) == 1)
+            s->ignored = v;
+        else if (sscanf(line, "SigCgt: %llx", &v) == 1)
+            s->caught = v;
     }
     fclose(f);
     return true;
@@ -311,16 +313,14 @@ static bool thread_status(pid_t tid, pid_t *tgid, bool *dying)
 
 static pid_t thread_group_of(pid_t tid)
 {
-    pid_t tgid;
-    bool dying;
-    return thread_status(tid, &tgid, &dying) ? tgid : -1;
+    run_status s;
+    return run_read_status(tid, &s) ? s.tgid : -1;
 }
 
 static bool thread_dying(pid_t tid)
 {
-    pid_t tgid;
-    bool dying;
-    return !thread_status(tid, &tgid, &dying) || dying;
+    run_status s;
+    return !run_read_status(tid, &s) || s.dying;
 }
 
 /* Whether tid is still in a ptrace stop (a thread killed meanwhile is
@@ -739,7 +739,7 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
         PK_CHECK(run_get_regs(t, &r, err));
         /* (only where the handler surely runs: an ignored signal would
          * leave the thread at the original address, among a jump's bytes) */
-        if ((original = run_original_of(t->proc, r.rip)) != 0 &&
+        if ((original = run_original_of(e, t->proc, r.rip)) != 0 &&
             run_sig_caught_now(t->tid, sig)) {
             r.rip = original;
             PK_CHECK(run_set_regs(t, &r, err));

@@ -464,34 +464,31 @@ static bool copyable(const ZydisDecodedInstruction *insn)
     }
 }
 
-bool run_copy_decode(run_engine *e, run_process *p, uint64_t rip, pk_patch *insn_at)
+bool run_decode(run_engine *e, run_process *p, uint64_t rip, run_insn *ri)
 {
-    *insn_at = (pk_patch){ .site = rip, .len = 15, .cls = PK_CLASS_NONE };
-    ZydisDecodedInstruction insn;
+    ri->at = (pk_patch){ .site = rip, .len = 15, .cls = PK_CLASS_NONE };
     const ZydisDecoder *dec = p->bits == 32 ? &e->decoder32 : &e->decoder64;
-    while (insn_at->len && !run_peek(p, rip, insn_at->bytes, insn_at->len))
-        insn_at->len--; /* the end of the mapping */
-    if (ZYAN_FAILED(ZydisDecoderDecodeInstruction(dec, NULL, insn_at->bytes, insn_at->len,
-                                                  &insn)) ||
-        !copyable(&insn))
+    while (ri->at.len && !run_peek(p, rip, ri->at.bytes, ri->at.len))
+        ri->at.len--; /* the end of the mapping */
+    if (!ri->at.len ||
+        ZYAN_FAILED(ZydisDecoderDecodeFull(dec, ri->at.bytes, ri->at.len, &ri->insn, ri->ops)))
         return false;
-    insn_at->len = insn.length;
+    ri->at.len = ri->insn.length;
     return true;
 }
 
-pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, bool *started,
+bool run_copyable(const run_insn *ri)
+{
+    return copyable(&ri->insn);
+}
+
+pk_status run_copy_step(run_engine *e, run_thread *t, const run_insn *ri, bool *started,
                         pk_error *err)
 {
-    ZydisDecodedInstruction insn;
-    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-    const ZydisDecoder *dec = t->proc->bits == 32 ? &e->decoder32 : &e->decoder64;
     struct user_regs_struct r;
-    if (ZYAN_FAILED(ZydisDecoderDecodeFull(dec, insn_at->bytes, insn_at->len, &insn, ops)))
-        return pk_fail(err, PK_ERR_INTERNAL, "the instruction at 0x%llx does not decode",
-                       (unsigned long long)insn_at->site);
     if (ptrace(PTRACE_GETREGS, t->tid, 0, &r) != 0)
         return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_GETREGS): %s", strerror(errno));
-    pk_status s = step_copy(e, t, insn_at, &insn, insn_at->site, insn_at->site + insn.length,
+    pk_status s = step_copy(e, t, &ri->at, &ri->insn, ri->at.site, ri->at.site + ri->at.len,
                             false, &r, err);
     *started = s == PK_OK;
     return s == PK_ERR_UNSUPPORTED ? PK_OK : s;

@@ -92,28 +92,10 @@ void run_sig_read_mask(run_thread *t)
         t->sigmask = mask;
 }
 
-/* A mask of /proc/TID/status ("SigBlk", "SigIgn", "SigCgt"). */
-static bool proc_mask(pid_t tid, const char *name, uint64_t *mask)
-{
-    char path[64], line[128], key[16];
-    unsigned long long v;
-    bool found = false;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
-    FILE *f = fopen(path, "r");
-    while (f && !found && fgets(line, sizeof line, f))
-        if (sscanf(line, "%15[^:]: %llx", key, &v) == 2 && strcmp(key, name) == 0) {
-            *mask = v;
-            found = true;
-        }
-    if (f)
-        fclose(f);
-    return found;
-}
-
 bool run_sig_caught_now(pid_t tid, int sig)
 {
-    uint64_t caught;
-    return proc_mask(tid, "SigCgt", &caught) && (caught & bit(sig));
+    run_status s;
+    return run_read_status(tid, &s) && (s.caught & bit(sig));
 }
 
 pk_status run_sig_exec(run_process *p)
@@ -123,10 +105,10 @@ pk_status run_sig_exec(run_process *p)
     run_sighand *h = run_sighand_new(NULL);
     if (!h)
         return PK_ERR_NOMEM;
-    uint64_t ignored = 0;
-    proc_mask(p->pid, "SigIgn", &ignored);
+    run_status s = { .ignored = 0 };
+    run_read_status(p->pid, &s);
     for (int sig = 1; sig <= RUN_SIGNALS; sig++)
-        if (ignored & bit(sig))
+        if (s.ignored & bit(sig))
             h->act[sig - 1].handler = RUN_SIG_IGN;
     run_sighand_drop(p->sighand);
     p->sighand = h;
@@ -235,9 +217,9 @@ void run_sig_delivered(run_thread *t, int sig)
     run_sigaction *a = action(t->proc, sig);
     /* The mask in force: a temporary one while sigsuspend, ppoll or
      * pselect waits (PTRACE_GETSIGMASK shows the one saved then). */
-    uint64_t now;
-    if (proc_mask(t->tid, "SigBlk", &now)) {
-        t->sigmask = now;
+    run_status s;
+    if (run_read_status(t->tid, &s)) {
+        t->sigmask = s.blocked;
         t->sigmask_known = true;
     } else {
         run_sig_read_mask(t);
@@ -261,11 +243,11 @@ bool run_sig_blocked(const run_thread *t, int sig)
 
 bool run_sig_forced(const run_thread *t, int sig)
 {
-    uint64_t blocked, ignored;
-    if (!proc_mask(t->tid, "SigBlk", &blocked) || !proc_mask(t->tid, "SigIgn", &ignored))
-        return false;
-    return (run_sig_blocked(t, sig) && !(blocked & bit(sig))) ||
-           (action(t->proc, sig)->handler == RUN_SIG_IGN && !(ignored & bit(sig)));
+    run_status s;
+    if (run_sig_quiet(t, sig) || !run_read_status(t->tid, &s))
+        return false; /* (neither blocked nor ignored: nothing a force changes) */
+    return (run_sig_blocked(t, sig) && !(s.blocked & bit(sig))) ||
+           (action(t->proc, sig)->handler == RUN_SIG_IGN && !(s.ignored & bit(sig)));
 }
 
 bool run_sig_quiet(const run_thread *t, int sig)

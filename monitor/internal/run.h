@@ -184,6 +184,16 @@ typedef struct run_engine {
 
 /* ---- run.c: driving threads ---------------------------------------------------- */
 
+/* What /proc/TID/status says of a thread. */
+typedef struct run_status {
+    pid_t tgid;             /* its thread group */
+    bool dying;             /* a zombie, or a SIGKILL pending for it or its process */
+    uint64_t blocked, ignored, caught; /* SigBlk, SigIgn, SigCgt */
+} run_status;
+
+/* False when tid is gone. */
+bool run_read_status(pid_t tid, run_status *s);
+
 /* Stopped thread t's registers. */
 pk_status run_get_regs(run_thread *t, struct user_regs_struct *r, pk_error *err);
 pk_status run_set_regs(run_thread *t, const struct user_regs_struct *r, pk_error *err);
@@ -230,7 +240,7 @@ const pk_patch *run_via_at(const run_process *p, uint64_t addr);
 /* The instruction whose counterpart in a trampoline is at addr (where
  * the program sees it run: a signal's handler is shown that address), or
  * 0 when addr is no such counterpart. */
-uint64_t run_original_of(run_process *p, uint64_t addr);
+uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr);
 
 /* Where code resuming at addr goes on: when addr is inside a jump's
  * bytes (a handler returning to an instruction run in a trampoline),
@@ -343,14 +353,24 @@ pk_status run_sig_requeue(run_engine *e, run_thread *t, const siginfo_t *si, pk_
 pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, uint64_t at,
                            uint64_t resume, struct user_regs_struct *regs, pk_error *err);
 
-/* The instruction at rip in p, into insn_at (site, bytes, len), when it can
- * run from a copy out of line: not a branch. */
-bool run_copy_decode(run_engine *e, run_process *p, uint64_t rip, pk_patch *insn_at);
+/* An instruction of the program's as it stands: its address, bytes and
+ * length (as a pk_patch's), decoded with operands. */
+typedef struct run_insn {
+    pk_patch at;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+} run_insn;
 
-/* Runs that instruction in stopped thread t from a copy, for one step
- * (RUN_NATIVE_STEP, as a site run natively; not counted as one); not
- * *started when no copy can reach its operand. */
-pk_status run_copy_step(run_engine *e, run_thread *t, const pk_patch *insn_at, bool *started,
+/* The instruction at rip in p; false when it does not decode. */
+bool run_decode(run_engine *e, run_process *p, uint64_t rip, run_insn *ri);
+
+/* Whether it can run from a copy out of line: not a branch. */
+bool run_copyable(const run_insn *ri);
+
+/* Runs it in stopped thread t from a copy, for one step (RUN_NATIVE_STEP,
+ * as a site run natively; not counted as one); not *started when no copy
+ * can reach its operand. */
+pk_status run_copy_step(run_engine *e, run_thread *t, const run_insn *ri, bool *started,
                         pk_error *err);
 
 /* After the step of RUN_NATIVE_STEP: puts rip back in the program's code. */
