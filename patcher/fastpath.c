@@ -431,6 +431,17 @@ static unsigned scratch_for(const ZydisDecodedOperand *op)
     return 0; /* (two registers cannot use four) */
 }
 
+/* To the monitor (l->slow, with the flags saved on the stack) when UMIP
+ * forbids the instruction; else on, the flags as they were. */
+static void umip_check(emitter *m, labels *l)
+{
+    save_flags(m);
+    op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, slow), 1),
+        imm(PK_VCPU_PAGE_UMIP));
+    jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
+    restore_flags(m);
+}
+
 /* Memory operand op of insn (decoded at site), size bytes at disp further,
  * for the block once enter has moved the stack by moved bytes. */
 static bool store_operand(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *op,
@@ -466,13 +477,8 @@ static void store_block(emitter *m, labels *l, const ZydisDecodedInstruction *in
     unsigned ids[1] = { s };
     enter(m, ids, 1);
     int64_t moved = below(m, 1);
-    if (check) {
-        save_flags(m);
-        op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, slow), 1),
-            imm(PK_VCPU_PAGE_UMIP));
-        jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
-        restore_flags(m);
-    }
+    if (check)
+        umip_check(m, l);
     /* 8- (or 4-) byte pieces, then a 2-byte one */
     for (unsigned done = 0; done < n;) {
         unsigned piece = n - done >= m->word ? m->word : n - done >= 4 ? 4 : 2;
@@ -581,11 +587,7 @@ static void emit_block(emitter *m, labels *l, const ZydisDecodedInstruction *ins
     } else if (ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER) {
         /* the UMIP test needs the flags saved, and so the stack */
         enter(m, scratch4, 0);
-        save_flags(m);
-        op2(m, ZYDIS_MNEMONIC_TEST, field(m, offsetof(pk_vcpu_page, slow), 1),
-            imm(PK_VCPU_PAGE_UMIP));
-        jcc(m, ZYDIS_MNEMONIC_JNZ, l->slow);
-        restore_flags(m);
+        umip_check(m, l);
         leave(m, scratch4, 0);
         load_register(m, &ops[0], offset);
         two_ends(m, l, restore_flags, scratch4, 0, slow);
