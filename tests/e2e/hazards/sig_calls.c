@@ -13,33 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static unsigned long site(void)
-{
-    unsigned long f;
-    __asm__ volatile("pushf; pop %0" : "=r"(f));
-    return f;
-}
-
-static void show(const char *what, int sig)
-{
-    struct sigaction sa;
-    sigset_t cur;
-    sigaction(sig, NULL, &sa);
-    sigprocmask(SIG_BLOCK, NULL, &cur);
-    const char *how = sa.sa_handler == SIG_IGN   ? "ignored"
-                      : sa.sa_handler == SIG_DFL ? "default"
-                                                 : "handled";
-    printf("  %s: %s, %s\n", what, how, sigismember(&cur, sig) ? "blocked" : "not blocked");
-    fflush(stdout);
-}
-
-static void block(int sig, int how)
-{
-    sigset_t s;
-    sigemptyset(&s);
-    sigaddset(&s, sig);
-    sigprocmask(how, &s, NULL);
-}
+#include "signal_state.h"
 
 static volatile int handled;
 static void on_signal(int sig) { (void)sig; handled++; }
@@ -85,16 +59,10 @@ static void pending_trap(void)
 /* The same with SIGSEGV and written code the monitor holds. */
 static void pending_segv(void)
 {
-    static const unsigned char code[] = { 0x9c, 0x58, 0xc3 }; /* pushf; pop; ret */
     signal(SIGSEGV, on_signal);
     block(SIGSEGV, SIG_BLOCK);
     raise(SIGSEGV);
-    unsigned char *p = mmap(0, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    memcpy(p, code, sizeof code);
-    ((unsigned long (*)(void))p)();
-    p[0] = 0x9c;
-    ((unsigned long (*)(void))p)();
+    run_written_code();
     show("pending SIGSEGV, written code run", SIGSEGV);
     block(SIGSEGV, SIG_UNBLOCK);
     printf("  handled after unblocking: %d\n", handled);
