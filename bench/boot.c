@@ -13,7 +13,12 @@
  *     line says which instruction and how many times) run with N and with
  *     0 iterations, the difference divided by N;
  *   - the whole run of guest32 under `popek boot` against
- *     qemu-system-i386 (TCG), best of a few runs each.
+ *     qemu-system-i386 (TCG), best of a few runs each;
+ *   - a kernel's critical section (PUSHF, CLI, a store, POPF: the probe's
+ *     irqsave loop) under `popek boot --patch-privileged`, from a copy
+ *     patched with --fast-path, against the same guest under
+ *     qemu-system-i386 (TCG), whole runs; and, for scale, the same loop
+ *     through the monitor's stops (the probe patched live with INT3).
  * Every figure is printed with its ratio to the baseline named beside it. */
 #include <errno.h>
 #include <fcntl.h>
@@ -200,5 +205,41 @@ int main(int argc, char **argv)
     printf("guest32 under popek boot:                %7.3f s\n", t_popek);
     printf("guest32 under qemu-system-i386 (TCG):    %7.3f s  (popek takes %.2fx qemu's time)\n",
            t_qemu, t_popek / t_qemu);
+
+    enum { SECTIONS = 20000000, SECTIONS_STOPPING = 20000 };
+    char fast[] = "/tmp/popek-bench-probe32-XXXXXX";
+    int fd = mkstemp(fast);
+    if (fd < 0) {
+        perror("bench/boot: mkstemp");
+        return 1;
+    }
+    close(fd);
+    char *patch[] = { argv[1], "patch", "--fast-path", "--set", "pg,privileged", argv[2], "-o",
+                      fast, NULL };
+    run_command(patch, 0);
+    char sections[64], stopping[64];
+    snprintf(sections, sizeof sections, "irqsave %d", SECTIONS);
+    snprintf(stopping, sizeof stopping, "irqsave %d", SECTIONS_STOPPING);
+    char *popek_fast[] = { argv[1], "boot", "--patch-privileged", "--cmdline", sections, fast,
+                           NULL };
+    char *popek_int3[] = { argv[1], "boot", "--patch-privileged", "--cmdline", stopping, argv[2],
+                           NULL };
+    char *qemu_sections[] = { "qemu-system-i386", "-kernel", argv[2], "-append", sections,
+                              "-m", "64", "-display", "none", "-serial", "stdio", "-monitor",
+                              "none", "-no-reboot", "-accel", "tcg", "-device",
+                              "isa-debug-exit,iobase=0xf4,iosize=0x04", NULL };
+    double t_fast = run_command(popek_fast, 0);
+    double t_int3 = run_command(popek_int3, 0);
+    double t_qemu_sections = run_command(qemu_sections, 1);
+    unlink(fast);
+    printf("%d critical sections (pushf; cli; add; popf):\n", SECTIONS);
+    printf("  popek boot --patch-privileged, fast path: %7.3f s  (%.1f ns each)\n", t_fast,
+           t_fast * 1e9 / SECTIONS);
+    printf("  qemu-system-i386 (TCG):                   %7.3f s  (%.1f ns each; popek %.2fx "
+           "faster)\n", t_qemu_sections, t_qemu_sections * 1e9 / SECTIONS,
+           t_qemu_sections / t_fast);
+    printf("  popek boot --patch-privileged, INT3 stops: %6.3f s for %d  (%.0f ns each, %.0fx "
+           "the fast path)\n", t_int3, SECTIONS_STOPPING, t_int3 * 1e9 / SECTIONS_STOPPING,
+           (t_int3 / SECTIONS_STOPPING) / (t_fast / SECTIONS));
     return 0;
 }

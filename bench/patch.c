@@ -56,7 +56,7 @@ int main(int argc, char **argv)
                 pk_plan_options po = { .tactic = PK_CHOOSE_AUTO, .allow_skip = true };
                 uint64_t code_vaddr;
                 uint8_t *out;
-                if (pk_elf_code_vaddr(img.data, img.data_len, &code_vaddr, &err) != PK_OK)
+                if (pk_elf_code_vaddr(img.data, img.data_len, false, &code_vaddr, NULL, &err) != PK_OK)
                     fail("layout", &err);
                 if (pk_flow_build(&img, &flow, &err) != PK_OK)
                     fail("flow", &err);

@@ -85,6 +85,10 @@ static const char usage_patch[] =
     "  --passthrough       trampolines run the original instructions instead of\n"
     "                      entering a monitor; sites that could only take INT3\n"
     "                      are left as they were (proves the rewriting)\n"
+    "  --fast-path         trampolines emulate PUSHF, POPF, CLI, STI, SMSW, SLDT,\n"
+    "                      STR, SGDT, SIDT and MOV from a segment register in\n"
+    "                      place, against a vcpu page the monitor maps at an\n"
+    "                      address the file reserves (docs/fastpath.md)\n"
     "  --allow-skip        leave out sites that cannot be patched, and list them\n"
     "  --report            print the patches per tactic and why sites took no jump\n"
     "  --format FMT        text (default) or json (one object per line)\n"
@@ -427,8 +431,8 @@ static int cmd_verify(const char *path)
 
 static int cmd_patch(int argc, char **argv)
 {
-    enum { O_SET = 256, O_ONLY, O_SYMBOLS, O_TACTIC, O_PASSTHROUGH, O_ALLOW_SKIP, O_REPORT,
-           O_FORMAT, O_VERIFY };
+    enum { O_SET = 256, O_ONLY, O_SYMBOLS, O_TACTIC, O_PASSTHROUGH, O_FAST_PATH, O_ALLOW_SKIP,
+           O_REPORT, O_FORMAT, O_VERIFY };
     static const struct option opts[] = {
         { "output", required_argument, 0, 'o' },
         { "set", required_argument, 0, O_SET },
@@ -436,6 +440,7 @@ static int cmd_patch(int argc, char **argv)
         { "symbols", required_argument, 0, O_SYMBOLS },
         { "tactic", required_argument, 0, O_TACTIC },
         { "passthrough", no_argument, 0, O_PASSTHROUGH },
+        { "fast-path", no_argument, 0, O_FAST_PATH },
         { "allow-skip", no_argument, 0, O_ALLOW_SKIP },
         { "report", no_argument, 0, O_REPORT },
         { "format", required_argument, 0, O_FORMAT },
@@ -445,7 +450,7 @@ static int cmd_patch(int argc, char **argv)
     };
     pk_scan_options so = { .sets = PK_SET_PG, .flow = true };
     pk_plan_options po = { .tactic = PK_CHOOSE_AUTO };
-    bool only[PK_CLASS_COUNT], report = false, json = false, verify = false;
+    bool only[PK_CLASS_COUNT], report = false, json = false, verify = false, fast = false;
     const char *out = NULL, *symbols = NULL;
     optind = 1;
     int c;
@@ -468,6 +473,7 @@ static int cmd_patch(int argc, char **argv)
             else return usage_error("--tactic: '%s' is not auto, jmp or int3", optarg);
             break;
         case O_PASSTHROUGH: po.passthrough = true; break;
+        case O_FAST_PATH: fast = true; break;
         case O_ALLOW_SKIP: po.allow_skip = true; break;
         case O_REPORT: report = true; break;
         case O_FORMAT:
@@ -488,6 +494,9 @@ static int cmd_patch(int argc, char **argv)
         return usage_error("patch: -o OUT is required");
     if (po.passthrough && po.tactic == PK_CHOOSE_INT3)
         return usage_error("patch: --passthrough needs jumps, not --tactic int3");
+    if (fast && (po.passthrough || po.tactic == PK_CHOOSE_INT3))
+        return usage_error("patch: --fast-path lives in trampolines: not with %s",
+                           po.passthrough ? "--passthrough" : "--tactic int3");
     po.only = so.only;
 
     pk_image img;
@@ -510,7 +519,7 @@ static int cmd_patch(int argc, char **argv)
         s = pk_fail(&err, PK_ERR_UNSUPPORTED,
                     "only ELF files can be patched (a bzImage: popek extract it first)");
     if (s == PK_OK)
-        s = pk_elf_code_vaddr(img.data, img.data_len, &code_vaddr, &err);
+        s = pk_elf_code_vaddr(img.data, img.data_len, fast, &code_vaddr, &po.vcpu_page, &err);
     bool progress = isatty(STDERR_FILENO);
     if (progress) {
         so.progress = show_progress;

@@ -13,7 +13,17 @@
  *   - a seccomp stop: the guest tried a host system call; it never runs;
  *   - an interrupt the monitor asked for when the PIT's next tick was due.
  * Before the guest runs again, a pending virtual interrupt enters it when
- * its virtual IF is 1. */
+ * its virtual IF is 1.
+ *
+ * A file patched with --fast-path has blocks in its trampolines that
+ * emulate PUSHF, POPF, CLI, STI and the cheap reads of the vcpu without a
+ * stop, against the vcpu page (fastpath.h): a page of guest RAM at the
+ * address its table names. The monitor writes the page from the vcpu before
+ * the guest runs and takes the virtual flags back at each stop; the page
+ * tells a block when an interrupt waits, so a POPF or STI that would let it
+ * in stops. Since the virtual IF can then change without a stop, the timer
+ * stops the guest at each tick; and an interrupt never enters in the middle
+ * of a block (the guest is let run a moment longer). */
 #include "popek/boot.h"
 
 #include <errno.h>
@@ -31,8 +41,13 @@
 #include "internal/tracee.h"
 #include "../scanner/internal/decoder.h"
 #include "popek/devices.h"
+#include "popek/fastpath.h"
 #include "popek/image.h"
 #include "popek/vcpu.h"
+
+/* How long an interrupt waits for the guest to leave a fast-path block
+ * (a few dozen instructions) before the monitor looks again. */
+enum { BLOCK_WAIT_NS = 20000 };
 
 typedef struct boot {
     const pk_boot_options *opts;
@@ -41,6 +56,7 @@ typedef struct boot {
     pk_codepages pages;
     pk_devices *devices;
     pk_vcpu vcpu;
+    pk_vcpu_page *page;         /* the fast path's vcpu page, in guest RAM, or NULL */
     pk_regs regs;
     pk_guest_mem mem;
     ZydisDecoder decoder;
@@ -459,14 +475,18 @@ static void handle_signal(boot *b, const pk_stop *stop, bool stepped)
     }
 }
 
-/* Enters a pending virtual interrupt when the guest's virtual IF allows. */
-static void deliver_interrupt(boot *b)
+/* Enters a pending virtual interrupt when the guest's virtual IF allows:
+ * true when it did, or when there was none to enter. */
+static bool deliver_interrupt(boot *b)
 {
-    if (!(b->vcpu.vflags & PK_FLAG_IF) || b->vcpu.interrupt_shadow)
-        return;
+    if (!(b->vcpu.vflags & PK_FLAG_IF) || b->vcpu.interrupt_shadow ||
+        pk_devices_pending_vector(b->devices) < 0)
+        return true;
+    if (!pk_codepages_between(&b->pages, b->regs.rip))
+        return false; /* inside a fast-path block */
     int vector = pk_devices_acknowledge(b->devices);
     if (vector < 0)
-        return;
+        return true;
     /* The frame records where the guest's own code stands (an IRET back
      * goes on in the trampoline again). */
     b->regs.rip = pk_codepages_original_of(&b->pages, b->regs.rip);
@@ -484,6 +504,7 @@ static void deliver_interrupt(boot *b)
     else if (r.status == PK_EMU_UNSUPPORTED)
         end(b, PK_GUEST_UNSUPPORTED, "cannot deliver interrupt vector 0x%02x at 0x%llx: %s",
             vector, (unsigned long long)at, r.effect);
+    return true;
 }
 
 static uint64_t earlier(uint64_t a, uint64_t b)
@@ -541,8 +562,7 @@ static void run(boot *b)
             break;
         }
         pk_devices_advance(b->devices, now);
-        if (!b->signal_pending)
-            deliver_interrupt(b);
+        bool delivered = b->signal_pending || deliver_interrupt(b);
         b->signal_pending = false;
         if (b->ended)
             break;
@@ -560,18 +580,28 @@ static void run(boot *b)
         bool step = b->release_after_step ||
                     (b->vcpu.interrupt_shadow && (b->vcpu.vflags & PK_FLAG_IF) &&
                      pk_devices_pending_vector(b->devices) >= 0);
-        /* Stop the guest for the next tick only when it could take it. */
-        uint64_t wake = step || !(b->vcpu.vflags & PK_FLAG_IF)
-                            ? 0 : pk_devices_next_interrupt(b->devices);
+        /* Stop the guest for the next tick only when it could take it (with
+         * the fast path, whenever none waits: a block may set the virtual
+         * IF without a stop). An interrupt that waits for the end of a
+         * block is let in a moment later. */
+        bool could_take = b->page ? pk_devices_pending_vector(b->devices) < 0
+                                  : (b->vcpu.vflags & PK_FLAG_IF);
+        uint64_t wake = step || !could_take ? 0 : pk_devices_next_interrupt(b->devices);
         if (wake == UINT64_MAX)
             wake = 0;
+        if (!delivered)
+            wake = now + BLOCK_WAIT_NS;
         wake = earlier(wake, b->deadline_ns);
+        if (b->page)
+            pk_vcpu_page_store(b->page, &b->vcpu, pk_devices_pending_vector(b->devices) >= 0);
         b->res->stats.monitor_ns += pk_now_ns() - stopped_at;
         pk_stop stop;
         b->step_from = b->regs.rip;
         pk_status s = pk_tracee_run(&b->tracee, step, wake, &stop, &err);
         stopped_at = pk_now_ns();
         b->res->stats.stops++;
+        if (b->page)
+            pk_vcpu_page_load(b->page, &b->vcpu);
         if (s != PK_OK) {
             monitor_failed(b, &err);
             break;
@@ -625,6 +655,14 @@ static pk_status start_guest(boot *b, const pk_image *img, pk_error *err)
                               err);
     if (s == PK_OK)
         s = pk_codepages_load_image(&b->pages, img, err);
+    uint64_t page = img->is_patched && !o->no_patch ? img->patched.vcpu_page : 0;
+    if (s == PK_OK && page) {
+        if (page % PK_GUEST_PAGE || !pk_tracee_holds(&b->tracee, page, PK_GUEST_PAGE))
+            s = pk_fail(err, PK_ERR_UNSUPPORTED, "the vcpu page at 0x%llx is not a page of "
+                        "guest RAM", (unsigned long long)page);
+        else
+            b->page = (pk_vcpu_page *)(b->tracee.ram + page);
+    }
     if (s == PK_OK) {
         b->res->stats.sites_patched = b->pages.npatches;
         pk_vcpu_reset(&b->vcpu, g.bits);

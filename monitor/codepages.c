@@ -187,7 +187,8 @@ uint64_t pk_codepages_resume_at(const pk_codepages *cp, uint64_t addr)
     return cp->counterparts[lo - 1][off];
 }
 
-uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr)
+/* The index of the jump whose trampoline holds addr, or -1. */
+static ptrdiff_t trampoline_at(const pk_codepages *cp, uint64_t addr)
 {
     size_t lo = 0, hi = cp->njumps;
     while (lo < hi) { /* trampolines follow in the order of their jumps */
@@ -198,12 +199,27 @@ uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr)
             hi = mid;
     }
     if (lo == 0 || addr >= cp->jumps[lo - 1].trampoline + cp->jumps[lo - 1].trampoline_len)
-        return addr;
-    const pk_jump *j = &cp->jumps[lo - 1];
-    for (unsigned off = 0; off < j->len; off++)
-        if (cp->counterparts[lo - 1][off] == addr)
-            return j->site + off;
+        return -1;
+    return (ptrdiff_t)lo - 1;
+}
+
+uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr)
+{
+    ptrdiff_t i = trampoline_at(cp, addr);
+    for (unsigned off = 0; i >= 0 && off < cp->jumps[i].len; off++)
+        if (cp->counterparts[i][off] == addr)
+            return cp->jumps[i].site + off;
     return addr;
+}
+
+bool pk_codepages_between(const pk_codepages *cp, uint64_t addr)
+{
+    ptrdiff_t i = trampoline_at(cp, addr);
+    if (i < 0 || pk_codepages_original_of(cp, addr) != addr ||
+        pk_codepages_patch_at(cp, addr))
+        return true;
+    const pk_jump *j = &cp->jumps[i];
+    return addr == j->trampoline + j->trampoline_len - 5; /* the jmp rel32 back */
 }
 
 /* Remembers a code region of the image, for rescans of its pages. */

@@ -4,12 +4,14 @@
  *
  *   original file, byte for byte
  *   padding to a multiple of P, or further (see below)
+ *   +--- with a vcpu page: a PT_LOAD (RW) of one page, no file bytes, for
+ *   |    the page a monitor shares with fast-path trampolines
  *   +--- new PT_LOAD (R, and X when it holds code), mapped above every
  *   |    existing segment's end (so the heap, placed after the highest
  *   |    segment, stays clear of it), at the address the first segment
  *   |    maps its offset to (so headers are at load base + e_phoff)
- *   |  program header table: the old entries, then the new PT_LOAD and a
- *   |    PT_NOTE; PT_PHDR, if present, now describes this copy
+ *   |  program header table: the old entries, then the vcpu page's
+ *   |    PT_LOAD, the new PT_LOAD and a PT_NOTE; PT_PHDR, if present, now describes this copy
  *   |  code (trampolines), at an address known before it is written
  *   |    (pk_elf_code_vaddr): trampolines and the table that names them
  *   |    are made knowing where they will be
@@ -113,12 +115,14 @@ typedef struct layout {
     Elf *elf;
     GElf_Ehdr eh;
     int cls;
-    GElf_Phdr *ph;          /* phnum + 2 entries, the last two for popek's */
+    GElf_Phdr *ph;          /* phnum + 3 entries, the last for popek's */
     GElf_Shdr *sh;          /* shnum + 1 entries, the last for .popek */
     size_t phnum, shnum;
     uint64_t top;           /* the highest address a segment reaches */
     uint64_t paddr_delta;   /* physical minus virtual, of the segment at top */
     uint64_t seg_off, seg_vaddr; /* the new segment */
+    uint64_t page_vaddr;    /* the vcpu page before it, or 0 */
+    size_t added;           /* program headers added: 2, or 3 with a vcpu page */
     size_t phtab;           /* the size of the moved program header table */
     uint64_t code_off;      /* the code, right after it */
 } layout;
@@ -131,7 +135,8 @@ static void layout_free(layout *l)
         elf_end(l->elf);
 }
 
-static pk_status layout_init(layout *l, const uint8_t *in, size_t in_len, pk_error *err)
+static pk_status layout_init(layout *l, const uint8_t *in, size_t in_len, bool vcpu_page,
+                             pk_error *err)
 {
     memset(l, 0, sizeof *l);
     if (elf_version(EV_CURRENT) == EV_NONE)
@@ -158,7 +163,7 @@ static pk_status layout_init(layout *l, const uint8_t *in, size_t in_len, pk_err
         (shnum && (eh->e_shoff > in_len || shnum * shdr_size(cls) > in_len - eh->e_shoff)))
         return pk_fail(err, PK_ERR_FORMAT, "truncated: header tables lie past the end");
 
-    GElf_Phdr *ph = l->ph = calloc(phnum + 2, sizeof *ph);
+    GElf_Phdr *ph = l->ph = calloc(phnum + 3, sizeof *ph);
     GElf_Shdr *sh = l->sh = calloc(shnum + 1, sizeof *sh);
     if (!ph || !sh)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
@@ -199,38 +204,46 @@ static pk_status layout_init(layout *l, const uint8_t *in, size_t in_len, pk_err
         return pk_fail(err, PK_ERR_UNSUPPORTED,
                        "the segments reach %llu MiB past the end of the file",
                        (unsigned long long)((l->seg_off - in_len) >> 20));
+    if (vcpu_page) {
+        l->page_vaddr = base + l->seg_off;
+        l->seg_off += PAGE;
+    }
     l->seg_vaddr = base + l->seg_off;
     if (l->seg_vaddr < l->top)
         return pk_fail(err, PK_ERR_UNSUPPORTED, "no address space left above the segments");
-    l->phtab = (phnum + 2) * phdr_size(cls);
+    l->added = vcpu_page ? 3 : 2;
+    l->phtab = (phnum + l->added) * phdr_size(cls);
     l->code_off = align_up(l->seg_off + l->phtab, CODE_ALIGN);
     return PK_OK;
 }
 
-pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, uint64_t *vaddr, pk_error *err)
+pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, bool vcpu_page, uint64_t *vaddr,
+                            uint64_t *page_vaddr, pk_error *err)
 {
     layout l;
-    pk_status s = layout_init(&l, in, in_len, err);
+    pk_status s = layout_init(&l, in, in_len, vcpu_page, err);
     *vaddr = s == PK_OK ? l.seg_vaddr + (l.code_off - l.seg_off) : 0;
+    if (page_vaddr)
+        *page_vaddr = s == PK_OK ? l.page_vaddr : 0;
     layout_free(&l);
     return s;
 }
 
 pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc,
-                      size_t note_len, const uint8_t *code, size_t code_size,
+                      size_t note_len, const uint8_t *code, size_t code_size, bool vcpu_page,
                       pk_elf_growth *out, pk_error *err)
 {
     memset(out, 0, sizeof *out);
     layout l;
     uint8_t *file = NULL;
-    pk_status status = layout_init(&l, in, in_len, err);
+    pk_status status = layout_init(&l, in, in_len, vcpu_page, err);
     if (status != PK_OK)
         goto done;
     int cls = l.cls;
     GElf_Ehdr eh = l.eh;
     GElf_Phdr *ph = l.ph;
     GElf_Shdr *sh = l.sh;
-    size_t phnum = l.phnum, shnum = l.shnum, phtab = l.phtab;
+    size_t phnum = l.phnum, shnum = l.shnum, phtab = l.phtab, added = l.added;
     uint64_t seg_off = l.seg_off, seg_vaddr = l.seg_vaddr, code_off = l.code_off;
     uint64_t note_off = align_up(code_off + code_size, NOTE_ALIGN);
     uint64_t seg_end = note_off + note_size(note_len);
@@ -270,18 +283,25 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
             ph[i].p_paddr = seg_vaddr + l.paddr_delta;
             ph[i].p_filesz = ph[i].p_memsz = phtab;
         }
-    ph[phnum] = (GElf_Phdr){
+    GElf_Phdr *mine = &ph[phnum];
+    if (vcpu_page) /* memory only: no file bytes to load */
+        *mine++ = (GElf_Phdr){
+            .p_type = PT_LOAD, .p_flags = PF_R | PF_W, .p_offset = seg_off - PAGE,
+            .p_vaddr = l.page_vaddr, .p_paddr = l.page_vaddr + l.paddr_delta,
+            .p_memsz = PAGE, .p_align = PAGE,
+        };
+    mine[0] = (GElf_Phdr){
         .p_type = PT_LOAD, .p_flags = code_size ? PF_R | PF_X : PF_R, .p_offset = seg_off,
         .p_vaddr = seg_vaddr,
         .p_paddr = seg_vaddr + l.paddr_delta, .p_filesz = seg_end - seg_off,
         .p_memsz = seg_end - seg_off, .p_align = PAGE,
     };
-    ph[phnum + 1] = (GElf_Phdr){
+    mine[1] = (GElf_Phdr){
         .p_type = PT_NOTE, .p_flags = PF_R, .p_offset = note_off, .p_vaddr = VADDR(note_off),
         .p_paddr = VADDR(note_off) + l.paddr_delta, .p_filesz = note_size(note_len),
         .p_memsz = note_size(note_len), .p_align = NOTE_ALIGN,
     };
-    for (size_t i = 0; i < phnum + 2; i++)
+    for (size_t i = 0; i < phnum + added; i++)
         put_phdr(file + seg_off + i * phdr_size(cls), cls, &ph[i]);
 
     /* The note. */
@@ -310,7 +330,7 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
         for (size_t i = 0; i <= shnum; i++)
             put_shdr(file + sh_off + i * shdr_size(cls), cls, &sh[i]);
     }
-    put_ehdr_tables(file, cls, seg_off, (unsigned)phnum + 2, shnum ? sh_off : eh.e_shoff,
+    put_ehdr_tables(file, cls, seg_off, (unsigned)(phnum + added), shnum ? sh_off : eh.e_shoff,
                     shnum ? (unsigned)shnum + 1 : 0);
 
     out->data = file;
@@ -318,6 +338,7 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
     out->segment_vaddr = seg_vaddr;
     out->code_vaddr = VADDR(code_off);
     out->code_offset = code_off;
+    out->vcpu_page = l.page_vaddr;
     out->note_vaddr = VADDR(desc_off);
     file = NULL;
 #undef VADDR

@@ -519,7 +519,8 @@ static pk_nojump add_jump(const planner *pl, const span *sp, pk_plan *plan, uint
     size_t len;
     pk_error why;
     pk_status s = pk_trampoline_emit(j, &plan->table.patches[first], sp->nsites, r->bits,
-                                     pl->opts->passthrough, NULL, &len, &why);
+                                     pl->opts->passthrough, pl->opts->vcpu_page, NULL, &len,
+                                     &why);
     if (s == PK_OK && len > UINT16_MAX)
         s = PK_ERR_UNSUPPORTED;
     if (s != PK_OK) {
@@ -585,8 +586,8 @@ static pk_status emit_trampolines(pk_plan *plan, pk_error *err)
         const pk_jump *j = &plan->table.jumps[i];
         size_t n = jump_sites(&plan->table, j, &p), len;
         PK_CHECK(pk_trampoline_emit(j, &plan->table.patches[p], n, plan->table.bits,
-                                    passthrough, plan->code + (j->trampoline - plan->code_vaddr),
-                                    &len, err));
+                                    passthrough, plan->table.vcpu_page,
+                                    plan->code + (j->trampoline - plan->code_vaddr), &len, err));
     }
     return PK_OK;
 }
@@ -598,6 +599,8 @@ pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow 
     memset(plan, 0, sizeof *plan);
     if (opts->passthrough && opts->tactic == PK_CHOOSE_INT3)
         return pk_fail(err, PK_ERR_USAGE, "passthrough needs jumps: not with the int3 tactic");
+    if (opts->passthrough && opts->vcpu_page)
+        return pk_fail(err, PK_ERR_USAGE, "passthrough runs each site itself: no fast path");
     if (opts->tactic != PK_CHOOSE_INT3 && !scan->targets)
         return pk_fail(err, PK_ERR_USAGE, "jumps need a scan made with the flow option");
     switches sw = { 0 };
@@ -617,6 +620,7 @@ pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow 
         status = select_sites(scan, opts, pl.sel, &pl.nsel, plan, err);
     plan->table.bits = img->nregions ? img->regions[0].bits : 64;
     plan->table.flags = opts->passthrough ? PK_TABLE_PASSTHROUGH : 0;
+    plan->table.vcpu_page = opts->vcpu_page;
     plan->code_vaddr = code_vaddr;
     uint64_t code_end = code_vaddr, floor = 0;
     span last = { 0 };          /* the jump planned last, while nothing follows it */
@@ -720,18 +724,27 @@ pk_status pk_patch_write_elf(const pk_image *img, const pk_plan *plan, uint8_t *
         return pk_fail(err, PK_ERR_UNSUPPORTED, "already patched by popek (%zu patches)",
                        img->patched.count);
     const pk_patch_table *t = &plan->table;
+    /* 32-bit blocks address the page absolutely: right only where the file
+     * loads at its own addresses. */
+    if (t->vcpu_page && t->bits == 32 && img->data_len > 17 && img->data[16] == 3 /* ET_DYN */)
+        return pk_fail(err, PK_ERR_UNSUPPORTED, "no fast path for 32-bit position-independent "
+                       "code: its trampolines address the vcpu page absolutely");
     uint8_t *encoded;
     size_t encoded_len;
     PK_CHECK(pk_patch_table_encode(t, &encoded, &encoded_len, err));
     pk_elf_growth g;
     pk_status s = pk_elf_grow(img->data, img->data_len, encoded, encoded_len, plan->code,
-                              plan->code_len, &g, err);
+                              plan->code_len, t->vcpu_page != 0, &g, err);
     free(encoded);
     if (s != PK_OK)
         return s;
     if (plan->code_len && g.code_vaddr != plan->code_vaddr)
         s = pk_fail(err, PK_ERR_USAGE, "trampolines made for 0x%llx, the file has code at 0x%llx",
                     (unsigned long long)plan->code_vaddr, (unsigned long long)g.code_vaddr);
+    else if (g.vcpu_page != t->vcpu_page)
+        s = pk_fail(err, PK_ERR_USAGE, "trampolines made for a vcpu page at 0x%llx, the file "
+                    "has it at 0x%llx", (unsigned long long)t->vcpu_page,
+                    (unsigned long long)g.vcpu_page);
     file_code fc = { img, g.data };
     for (size_t i = 0; i < t->count && s == PK_OK; i++) {
         uint8_t *at = file_code_at(&fc, t->patches[i].site, t->patches[i].len);
@@ -792,8 +805,8 @@ pk_status pk_patch_verify(const pk_image *img, pk_error *err)
                            "executable segment", (unsigned long long)j->site,
                            (unsigned long long)j->trampoline, j->trampoline_len);
         size_t n = jump_sites(t, j, &p);
-        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, passthrough, code,
-                                     j->trampoline_len, NULL, err));
+        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, passthrough, t->vcpu_page,
+                                     code, j->trampoline_len, NULL, err));
     }
     return PK_OK;
 }
@@ -811,8 +824,8 @@ pk_status pk_patch_table_counterparts(const pk_patch_table *t, pk_code_at at, vo
                            (unsigned long long)j->trampoline, j->trampoline_len);
         size_t n = jump_sites(t, j, &p);
         PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits,
-                                     t->flags & PK_TABLE_PASSTHROUGH, code, j->trampoline_len,
-                                     out[i], err));
+                                     t->flags & PK_TABLE_PASSTHROUGH, t->vcpu_page, code,
+                                     j->trampoline_len, out[i], err));
     }
     return PK_OK;
 }

@@ -12,6 +12,19 @@
  *   T+9:   jz L (rel32)       displaced: a rel8 widened to reach L from here
  *   T+15:  jmp site + len     back to the instruction after the jump
  *
+ * With a vcpu page (a fast-path table), a site that has a fast path
+ * (fastpath.h) is its block instead of a bare INT3; the block's way to the
+ * monitor is the INT3, which its fast end jumps over:
+ *
+ *   T:     <block>            emulates pushf in place against the page
+ *   T+B:   jmp T+B+3          (rel8)
+ *   T+B+2: int3               the block's slow address: the monitor
+ *                             emulates pushf, resumes at T+B+3
+ *   T+B+3: ...                the next instruction
+ *
+ * The site's trampoline field names the INT3, as without a page, and its
+ * counterpart (where code resuming at the site goes on) is T.
+ *
  * In a passthrough table each site runs itself, relocated like a displaced
  * instruction, in place of its INT3. A site's trampoline field holds the
  * address of its INT3 or copy. The first instruction need not be a site:
@@ -48,6 +61,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "popek/fastpath.h"
 #include "../scanner/internal/decoder.h"
 
 /* One instruction and the address it was decoded at. */
@@ -145,6 +159,26 @@ static bool encode_jmp(unsigned bits, uint64_t at, uint64_t target, uint8_t *buf
     req.operands[0].type = ZYDIS_OPERAND_TYPE_IMMEDIATE;
     req.operands[0].imm.u = target;
     return encode(&req, at, buf, n);
+}
+
+/* A site's block at t, the short jump over its INT3, and the INT3 (at
+ * *int3): into buf (NULL: measure), *n bytes. */
+static pk_status encode_fast_site(const decoded *o, unsigned bits, uint64_t page, uint64_t t,
+                                  uint8_t *buf, size_t *n, uint64_t *int3, pk_error *err)
+{
+    size_t block;
+    /* (a block's length does not depend on its slow address: rel32) */
+    PK_CHECK(pk_fastpath_emit(&o->insn, o->ops, bits, o->at, t, page, t, NULL, &block, err));
+    *int3 = t + block + 2;
+    if (buf) {
+        PK_CHECK(pk_fastpath_emit(&o->insn, o->ops, bits, o->at, t, page, *int3, buf, &block,
+                                  err));
+        buf[block] = 0xEB; /* jmp rel8 +1 */
+        buf[block + 1] = 0x01;
+        buf[block + 2] = 0xCC;
+    }
+    *n = block + 3;
+    return PK_OK;
 }
 
 /* A request that re-encodes d at any address, reaching the same addresses:
@@ -478,7 +512,8 @@ static pk_status relocate(const ZydisDecoder *dec, const pk_jump *j, const decod
 }
 
 pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, unsigned bits,
-                             bool passthrough, uint8_t *buf, size_t *len, pk_error *err)
+                             bool passthrough, uint64_t page, uint8_t *buf, size_t *len,
+                             pk_error *err)
 {
     *len = 0;
     ZydisDecoder dec;
@@ -493,7 +528,10 @@ pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, u
         PK_CHECK(next_site(j, sites, nsites, &k, &o, &is_site, PK_ERR_USAGE, err));
         if (is_site)
             sites[k - 1].trampoline = t;
-        if (is_site && !passthrough) {
+        if (is_site && !passthrough && page && pk_fastpath_has(&o.insn, o.ops, bits)) {
+            PK_CHECK(encode_fast_site(&o, bits, page, t, out, &n, &sites[k - 1].trampoline,
+                                      err));
+        } else if (is_site && !passthrough) {
             ZydisEncoderRequest req;
             request_init(&req, bits, ZYDIS_MNEMONIC_INT3);
             if (!encode(&req, t, out, &n))
@@ -544,9 +582,40 @@ pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *
 
 /* ---- checking ------------------------------------------------------------------ */
 
+/* Whether the have_len bytes at t hold the block encode_fast_site makes for
+ * site o (instruction i of j), and int3, the site's trampoline field, names
+ * its INT3: *n, the bytes they take. */
+static pk_status check_fast_site(const pk_jump *j, const decoded *o, size_t i, unsigned bits,
+                                 uint64_t page, const uint8_t *have, size_t have_len,
+                                 uint64_t t, uint64_t int3, size_t *n, pk_error *err)
+{
+    char s[128];
+    uint8_t want[512];
+    uint64_t at;
+    pk_error why;
+    if (encode_fast_site(o, bits, page, t, NULL, n, &at, &why) != PK_OK || *n > sizeof want ||
+        encode_fast_site(o, bits, page, t, want, n, &at, &why) != PK_OK)
+        return pk_fail(err, PK_ERR_FORMAT, "jump at 0x%llx: instruction %zu (site %s at "
+                       "0x%llx) has no fast path with the vcpu page at 0x%llx: %s",
+                       (unsigned long long)j->site, i, text(o, s, sizeof s),
+                       (unsigned long long)o->at, (unsigned long long)page, why.msg);
+    if (*n > have_len || memcmp(want, have, *n) != 0)
+        return pk_fail(err, PK_ERR_FORMAT, "jump at 0x%llx: instruction %zu (site %s at "
+                       "0x%llx) does not have its fast-path block at 0x%llx",
+                       (unsigned long long)j->site, i, text(o, s, sizeof s),
+                       (unsigned long long)o->at, (unsigned long long)t);
+    if (int3 != at)
+        return pk_fail(err, PK_ERR_FORMAT, "jump at 0x%llx: site at 0x%llx names 0x%llx as its "
+                       "trampoline, but its block's INT3 is at 0x%llx",
+                       (unsigned long long)j->site, (unsigned long long)o->at,
+                       (unsigned long long)int3, (unsigned long long)at);
+    return PK_OK;
+}
+
 pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
-                              unsigned bits, bool passthrough, const uint8_t *tramp,
-                              size_t tramp_len, uint64_t *counterparts, pk_error *err)
+                              unsigned bits, bool passthrough, uint64_t page,
+                              const uint8_t *tramp, size_t tramp_len, uint64_t *counterparts,
+                              pk_error *err)
 {
     ZydisDecoder dec;
     PK_CHECK(jump_start(j, nsites, bits, &dec, PK_ERR_FORMAT, err));
@@ -573,6 +642,12 @@ pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t ns
                                "0x%llx) has no push of its return address and jump to its "
                                "target at 0x%llx", site, i, text(&o, s, sizeof s),
                                (unsigned long long)o.at, (unsigned long long)t);
+            copy.insn.length = (ZyanU8)n;
+            continue;
+        }
+        if (is_site && !passthrough && page && pk_fastpath_has(&o.insn, o.ops, bits)) {
+            PK_CHECK(check_fast_site(j, &o, i, bits, page, tramp + toff, tramp_len - toff, t,
+                                     sites[k - 1].trampoline, &n, err));
             copy.insn.length = (ZyanU8)n;
             continue;
         }

@@ -26,22 +26,27 @@ typedef struct pk_elf_growth {
     uint64_t code_vaddr;    /* the code, as pk_elf_code_vaddr said */
     uint64_t code_offset;   /* their file offset */
     uint64_t note_vaddr;    /* the note's descriptor (the patch table) */
+    uint64_t vcpu_page;     /* the vcpu page's address, or 0 */
 } pk_elf_growth;
 
 /* Appends to the ELF image in (x86, ELF32 or ELF64, with program headers) a
  * PT_LOAD mapped above every existing segment, holding the moved program
  * header table, code_size bytes of code (made for the address
  * pk_elf_code_vaddr gives; the segment is executable when there are any),
- * and a PT_NOTE with note_desc. Errors: PK_ERR_FORMAT for a malformed
+ * and a PT_NOTE with note_desc; with vcpu_page, a writable page of memory
+ * (no file bytes) just below it, where a monitor maps the page it shares
+ * with fast-path trampolines. Errors: PK_ERR_FORMAT for a malformed
  * input, PK_ERR_UNSUPPORTED for inputs it cannot grow (no program headers,
  * extended numbering, no address space left), PK_ERR_NOMEM. */
 pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc,
-                      size_t note_len, const uint8_t *code, size_t code_size,
+                      size_t note_len, const uint8_t *code, size_t code_size, bool vcpu_page,
                       pk_elf_growth *out, pk_error *err);
 
-/* Where pk_elf_grow will put code in the file grown from in. Errors as
- * pk_elf_grow's. */
-pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, uint64_t *vaddr, pk_error *err);
+/* Where pk_elf_grow (with vcpu_page as given) will put code in the file
+ * grown from in, and, when page_vaddr is not NULL, the vcpu page (0
+ * without one). Errors as pk_elf_grow's. */
+pk_status pk_elf_code_vaddr(const uint8_t *in, size_t in_len, bool vcpu_page, uint64_t *vaddr,
+                            uint64_t *page_vaddr, pk_error *err);
 
 /* The size bytes at address vaddr of an ELF image as loaded, when they lie
  * in the file part of one PT_LOAD (an executable one, with code); NULL

@@ -156,6 +156,10 @@ typedef struct pk_plan_options {
     /* Trampolines run each patched instruction itself; sites that could only
      * take INT3 are left as they were (and counted). */
     bool passthrough;
+    /* Where a monitor maps the vcpu page (elfgrow.h places it), or 0: the
+     * trampolines of sites with a fast path (fastpath.h) emulate them in
+     * place against it. Not with passthrough. */
+    uint64_t vcpu_page;
     /* Leave out, and list, sites that cannot be patched as asked (overlapping
      * sites; with PK_CHOOSE_JMP, sites no jump fits) instead of failing. */
     bool allow_skip;

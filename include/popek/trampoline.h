@@ -34,7 +34,9 @@ bool pk_call_can_end_jump(const ZydisDecodedInstruction *insn, unsigned bits);
 
 /* Emits the trampoline of jump j, at j->trampoline: the instructions of
  * j->bytes in order, each patched site (sites[0..nsites), the table's
- * patches inside j, sorted) as INT3, or with passthrough as itself, and the
+ * patches inside j, sorted) as INT3, or with passthrough as itself, or,
+ * with page (the vcpu page's address, else 0) when it has a fast path, as
+ * its fast-path block ahead of its INT3 (trampoline.c shows it), and the
  * displaced instructions between them relocated; then a jmp to
  * j->site + j->len. Sets each site's trampoline field and *len. With a
  * NULL buf it only measures (and still sets the fields). bits is 32 or 64.
@@ -44,7 +46,8 @@ bool pk_call_can_end_jump(const ZydisDecodedInstruction *insn, unsigned bits);
  * bytes are not instructions filling 5..PK_JUMP_MAX_LEN bytes, or sites
  * do not match them (the first must be a site, each one of them). */
 pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, unsigned bits,
-                             bool passthrough, uint8_t *buf, size_t *len, pk_error *err);
+                             bool passthrough, uint64_t page, uint8_t *buf, size_t *len,
+                             pk_error *err);
 
 /* Emits the j->len bytes written over the code: jmp rel32 to
  * j->trampoline, then INT3. Errors: PK_ERR_UNSUPPORTED when the jump does
@@ -54,18 +57,20 @@ pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *
 /* Checks a trampoline against its jump, decoding both with Zydis: each
  * instruction of j->bytes has its counterpart in tramp (tramp_len bytes at
  * j->trampoline) in order: INT3 for a patched site, or with passthrough
- * the same instruction; for displaced ones the same instruction reaching
- * the same addresses (mnemonic, operands, absolute branch targets and
- * RIP-relative addresses equal); then a jump back to j->site + j->len.
- * Each site's trampoline field must be the address of its counterpart,
- * and nothing may follow the jump back. counterparts, when not NULL, gets
+ * the same instruction, or with page the block pk_trampoline_emit made
+ * (byte for byte) and its INT3; for displaced ones the same instruction
+ * reaching the same addresses (mnemonic, operands, absolute branch targets
+ * and RIP-relative addresses equal); then a jump back to j->site + j->len.
+ * Each site's trampoline field must be the address of its counterpart (of
+ * its INT3, for a block), and nothing may follow the jump back. counterparts, when not NULL, gets
  * j->len entries: at each offset of j's bytes where an instruction starts,
  * the address of its counterpart (where code resuming at that instruction
  * goes on instead), else 0. Errors: PK_ERR_FORMAT naming the jump, the
  * instruction's index and addresses, and the first difference;
  * PK_ERR_UNSUPPORTED for 16-bit code. */
 pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
-                              unsigned bits, bool passthrough, const uint8_t *tramp,
-                              size_t tramp_len, uint64_t *counterparts, pk_error *err);
+                              unsigned bits, bool passthrough, uint64_t page,
+                              const uint8_t *tramp, size_t tramp_len, uint64_t *counterparts,
+                              pk_error *err);
 
 #endif

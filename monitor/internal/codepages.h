@@ -87,6 +87,12 @@ uint64_t pk_codepages_resume_at(const pk_codepages *cp, uint64_t addr);
  * itself when it is no counterpart. */
 uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr);
 
+/* Whether addr is outside every trampoline or at a point where the guest's
+ * own state is whole: an instruction's counterpart, a site's INT3 or the
+ * jump back. Inside a fast-path block it is not: the block has moved the
+ * stack and borrowed registers. */
+bool pk_codepages_between(const pk_codepages *cp, uint64_t addr);
+
 /* Reads len guest bytes at addr as the guest's code was before patching
  * (INT3 bytes of live patches replaced by the originals). False when the
  * range leaves RAM. */

@@ -4,6 +4,8 @@
  *
  *   smsw N     SMSW N times (patched with INT3 under popek boot), exit 0
  *   clisti N   CLI and STI N times each (both fault at ring 3), exit 0
+ *   irqsave N  a kernel's critical section N times: PUSHF, CLI, a store,
+ *              POPF (local_irq_save and local_irq_restore), exit 0
  *   exit N     write N to the exit port
  *   ud2        an invalid opcode with no IDT: a triple fault
  *   halt       HLT with interrupts off: nothing can wake it
@@ -72,11 +74,40 @@ __asm__(".pushsection .text\n"
         "    ret\n"
         ".popsection\n");
 
+/* irqsave(n): n critical sections, each bracketed as a kernel brackets
+ * them, with a counter bumped inside and outside. Laid out so that each
+ * pair of neighbours fills a jump of its own (pushf+cli+add, popf+add):
+ * the loop's only branch target is its first instruction. */
+void irqsave(uint32_t n);
+__asm__(".pushsection .text\n"
+        "irqsave:\n"
+        "    mov 4(%esp), %ecx\n"
+        "    test %ecx, %ecx\n"
+        "    jz 2f\n"
+        "1:  pushf\n"
+        "    cli\n"
+        "    addl $1, irqsave_inside\n"
+        "    popf\n"
+        "    addl $1, irqsave_outside\n"
+        "    dec %ecx\n"
+        "    jnz 1b\n"
+        "2:  ret\n"
+        ".popsection\n");
+volatile uint32_t irqsave_inside, irqsave_outside;
+
 void guest_main(const struct multiboot_info *mbi);
 
 void guest_main(const struct multiboot_info *mbi)
 {
     const char *cmdline = (mbi->flags & MB_INFO_CMDLINE) ? (const char *)(uintptr_t)mbi->cmdline : "";
+    /* qemu -kernel puts the file's path first */
+    for (const char *c = cmdline; *c && *c != ' '; c++)
+        if (*c == '/') {
+            cmdline = c;
+            while (*cmdline && *cmdline++ != ' ')
+                ;
+            break;
+        }
     uint32_t n = number_after_space(cmdline);
     if (starts_with(cmdline, "smsw")) {
         for (uint32_t i = 0; i < n; i++) {
@@ -86,6 +117,10 @@ void guest_main(const struct multiboot_info *mbi)
     } else if (starts_with(cmdline, "clisti")) {
         for (uint32_t i = 0; i < n; i++)
             __asm__ volatile("cli; sti");
+    } else if (starts_with(cmdline, "irqsave")) {
+        irqsave(n);
+        if (irqsave_inside != n || irqsave_outside != n)
+            outb(0xF4, 1);
     } else if (starts_with(cmdline, "exit")) {
         outb(0xF4, (uint8_t)n);
     } else if (starts_with(cmdline, "ud2")) {

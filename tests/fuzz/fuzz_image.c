@@ -23,7 +23,7 @@ static void patch(const pk_image *img, const pk_scan *scan)
     uint8_t *out;
     size_t len;
     pk_plan_options po = { .tactic = PK_CHOOSE_AUTO, .passthrough = true, .allow_skip = true };
-    if (pk_elf_code_vaddr(img->data, img->data_len, &code, &err) != PK_OK ||
+    if (pk_elf_code_vaddr(img->data, img->data_len, false, &code, NULL, &err) != PK_OK ||
         pk_flow_build(img, &flow, &err) != PK_OK)
         return;
     if (pk_patch_plan(img, scan, &flow, code, &po, &plan, &err) == PK_OK) {

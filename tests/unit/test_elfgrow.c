@@ -79,9 +79,39 @@ static void expect_headers_at_ehdr_plus_phoff(const pk_elf_growth *g)
     elf_end(elf);
 }
 
-/* Grows path with a one-patch table, checks the table comes back, and runs
- * both files with argv: same output, same status. */
-static void grow_and_run(const char *path, char *const argv[])
+/* The one PT_LOAD of g that maps page: it must be the vcpu page's, a
+ * writable page of memory with no file bytes, above every other segment
+ * and below the new one. */
+static void expect_vcpu_page(const pk_elf_growth *g, uint64_t page)
+{
+    Elf *elf = elf_memory((char *)g->data, g->len);
+    size_t phnum;
+    cr_assert_eq(elf_getphdrnum(elf, &phnum), 0);
+    cr_assert_eq(page % 4096, 0);
+    cr_assert_eq(page + 4096, g->segment_vaddr, "the page is just below the new segment");
+    int found = 0;
+    for (size_t i = 0; i < phnum; i++) {
+        GElf_Phdr ph;
+        cr_assert_not_null(gelf_getphdr(elf, (int)i, &ph));
+        if (ph.p_type != PT_LOAD)
+            continue;
+        if (ph.p_vaddr == page) {
+            found++;
+            cr_assert_eq(ph.p_flags, PF_R | PF_W);
+            cr_assert_eq(ph.p_filesz, 0);
+            cr_assert_eq(ph.p_memsz, 4096);
+        } else if (ph.p_vaddr < page) {
+            cr_assert_leq(ph.p_vaddr + ph.p_memsz, page, "a segment reaches into the page");
+        }
+    }
+    cr_assert_eq(found, 1);
+    elf_end(elf);
+}
+
+/* Grows path with a one-patch table (and, with vcpu_page, the page),
+ * checks the table comes back, and runs both files with argv: same output,
+ * same status. */
+static void grow_and_run_once(const char *path, char *const argv[], bool vcpu_page)
 {
     size_t len;
     uint8_t *in = slurp(path, &len);
@@ -95,12 +125,18 @@ static void grow_and_run(const char *path, char *const argv[])
     uint8_t code[4096];
     for (size_t i = 0; i < sizeof code; i++)
         code[i] = (uint8_t)i;
-    uint64_t code_vaddr;
-    cr_assert_eq(pk_elf_code_vaddr(in, len, &code_vaddr, &err), PK_OK, "%s", err.msg);
+    uint64_t code_vaddr, page;
+    cr_assert_eq(pk_elf_code_vaddr(in, len, vcpu_page, &code_vaddr, &page, &err), PK_OK, "%s",
+                 err.msg);
     pk_elf_growth g;
-    cr_assert_eq(pk_elf_grow(in, len, table, table_len, code, sizeof code, &g, &err), PK_OK,
-                 "%s: %s", path, err.msg);
+    cr_assert_eq(pk_elf_grow(in, len, table, table_len, code, sizeof code, vcpu_page, &g, &err),
+                 PK_OK, "%s: %s", path, err.msg);
     cr_assert_eq(g.code_vaddr, code_vaddr, "%s: code where pk_elf_code_vaddr said", path);
+    cr_assert_eq(g.vcpu_page, page, "%s: the page where pk_elf_code_vaddr said", path);
+    if (vcpu_page)
+        expect_vcpu_page(&g, page);
+    else
+        cr_assert_eq(page, 0);
     /* Every original byte but the ELF header's table fields is unchanged. */
     size_t ehsize = in[4] == ELFCLASS64 ? 64 : 52;
     cr_assert_eq(memcmp(g.data + ehsize, in + ehsize, len - ehsize), 0, "%s", path);
@@ -135,6 +171,12 @@ static void grow_and_run(const char *path, char *const argv[])
     free(g.data);
     free(table);
     free(in);
+}
+
+static void grow_and_run(const char *path, char *const argv[])
+{
+    grow_and_run_once(path, argv, false);
+    grow_and_run_once(path, argv, true);
 }
 
 Test(elfgrow, pie_executables_run_as_before)
@@ -181,12 +223,12 @@ Test(elfgrow, refuses_what_it_cannot_grow)
     static const uint8_t junk[64] = { 0x7f, 'E', 'L', 'F' };
     pk_elf_growth g;
     pk_error err;
-    cr_assert_neq(pk_elf_grow(junk, sizeof junk, NULL, 0, NULL, 0, &g, &err), PK_OK);
+    cr_assert_neq(pk_elf_grow(junk, sizeof junk, NULL, 0, NULL, 0, false, &g, &err), PK_OK);
     cr_assert_null(g.data);
     size_t len;
     uint8_t *in = slurp("/bin/true", &len);
     in[18] = 183; /* aarch64 */
-    cr_assert_eq(pk_elf_grow(in, len, NULL, 0, NULL, 0, &g, &err), PK_ERR_UNSUPPORTED);
+    cr_assert_eq(pk_elf_grow(in, len, NULL, 0, NULL, 0, false, &g, &err), PK_ERR_UNSUPPORTED);
     free(in);
 }
 
@@ -206,7 +248,7 @@ Test(elfgrow, added_code_segment_is_not_scanned_as_the_programs_code)
     uint8_t code[4096];
     memset(code, 0xCC, sizeof code);
     pk_elf_growth g;
-    cr_assert_eq(pk_elf_grow(in, len, table, table_len, code, sizeof code, &g, &err), PK_OK,
+    cr_assert_eq(pk_elf_grow(in, len, table, table_len, code, sizeof code, false, &g, &err), PK_OK,
                  "%s", err.msg);
     pk_image before, after;
     cr_assert_eq(pk_image_load_elf_memory(&before, in, len, "true", &err), PK_OK, "%s", err.msg);

@@ -383,7 +383,7 @@ static void plan_with(planned *p, const char *file, const pk_plan_options *po)
     cr_assert_eq(pk_scan_image(&p->img, &so, &p->scan, &err), PK_OK, "%s", err.msg);
     cr_assert_eq(pk_flow_build(&p->img, &p->flow, &err), PK_OK, "%s", err.msg);
     uint64_t code;
-    cr_assert_eq(pk_elf_code_vaddr(p->img.data, p->img.data_len, &code, &err), PK_OK);
+    cr_assert_eq(pk_elf_code_vaddr(p->img.data, p->img.data_len, false, &code, NULL, &err), PK_OK);
     cr_assert_eq(pk_patch_plan(&p->img, &p->scan, &p->flow, code, po, &p->plan, &err), PK_OK,
                  "%s", err.msg);
 }
@@ -707,7 +707,7 @@ Test(plan, an_exception_fixup_inside_a_jump_is_mapped_by_the_monitor)
     cr_assert_eq(j->site, symbol(&p.img, "ex_resume"));
     cr_assert_eq(j->len, 5);
     uint64_t counterparts[PK_JUMP_MAX_LEN];
-    cr_assert_eq(pk_trampoline_check(j, pk_patch_table_find(&p.plan.table, j->site), 1, 64, false,
+    cr_assert_eq(pk_trampoline_check(j, pk_patch_table_find(&p.plan.table, j->site), 1, 64, false, 0,
                                      p.plan.code + (j->trampoline - p.plan.code_vaddr),
                                      j->trampoline_len, counterparts, NULL), PK_OK);
     cr_assert_eq(counterparts[1], j->trampoline + 1, "the POP follows the INT3");

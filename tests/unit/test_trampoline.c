@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include "popek/fastpath.h"
 #include "popek/popek.h"
 #include "popek/trampoline.h"
 
@@ -47,7 +48,8 @@ typedef struct fixture {
     pk_jump j;
     pk_patch sites[4];
     size_t nsites;
-    uint8_t t[256];
+    uint64_t page;          /* the vcpu page, for a fast-path trampoline, or 0 */
+    uint8_t t[1024];
     size_t len;
 } fixture;
 
@@ -82,27 +84,33 @@ static void emit(fixture *f, bool passthrough)
     pk_error err;
     size_t measured;
     uint64_t fields[4];
-    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough, NULL,
+    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough, f->page, NULL,
                                     &measured, &err), PK_OK, "%s", err.msg);
     for (size_t k = 0; k < f->nsites; k++) {
         fields[k] = f->sites[k].trampoline;
         f->sites[k].trampoline = 0;
     }
     memset(f->t, 0, sizeof f->t);
-    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough, f->t,
+    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough, f->page, f->t,
                                     &f->len, &err), PK_OK, "%s", err.msg);
     cr_assert_eq(measured, f->len, "measured and emitted sizes agree");
     for (size_t k = 0; k < f->nsites; k++)
         cr_assert_eq(fields[k], f->sites[k].trampoline, "measuring sets the same fields");
     f->j.trampoline_len = (uint16_t)f->len;
     uint64_t counterparts[PK_JUMP_MAX_LEN];
-    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, f->bits, passthrough, f->t,
+    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, f->bits, passthrough, f->page, f->t,
                                      f->len, counterparts, &err), PK_OK, "%s", err.msg);
     /* Resuming at the jump's first instruction goes on at the trampoline's
-     * start; at a site, at the site's own counterpart. */
+     * start; at a site, at the site's own counterpart: its INT3, or its
+     * block before its INT3. */
     cr_assert_eq(counterparts[0], f->j.trampoline);
-    for (size_t k = 0; k < f->nsites; k++)
-        cr_assert_eq(counterparts[f->sites[k].site - f->j.site], f->sites[k].trampoline);
+    for (size_t k = 0; k < f->nsites; k++) {
+        uint64_t at = counterparts[f->sites[k].site - f->j.site];
+        if (f->page)
+            cr_assert_lt(at, f->sites[k].trampoline);
+        else
+            cr_assert_eq(at, f->sites[k].trampoline);
+    }
 }
 
 /* The trampoline's instruction at *off, which must be want; returns the
@@ -307,7 +315,7 @@ Test(trampoline, emit_never_accepts_what_the_encoder_breaks)
     add_site(&f, 0, PK_CLASS_PUSHF);
     pk_error err;
     size_t len;
-    if (pk_trampoline_emit(&f.j, f.sites, 1, 64, false, NULL, &len, &err) != PK_OK) {
+    if (pk_trampoline_emit(&f.j, f.sites, 1, 64, false, 0, NULL, &len, &err) != PK_OK) {
         cr_assert(strstr(err.msg, "pfadd") && strstr(err.msg, "encoder"), "%s", err.msg);
         return;
     }
@@ -326,7 +334,7 @@ static void emit_fails(unsigned bits, uint64_t site, uint64_t tramp, const uint8
     add_site(&f, 0, PK_CLASS_PUSHF);
     pk_error err;
     size_t len = 1;
-    cr_assert_eq(pk_trampoline_emit(&f.j, f.sites, f.nsites, bits, false, NULL, &len, &err),
+    cr_assert_eq(pk_trampoline_emit(&f.j, f.sites, f.nsites, bits, false, 0, NULL, &len, &err),
                  status, "%s", err.msg);
     cr_assert_eq(len, 0);
     cr_assert(strstr(err.msg, named), "'%s' names '%s'", err.msg, named);
@@ -363,25 +371,25 @@ Test(trampoline, emit_refuses_sites_that_are_not_the_jumps)
     size_t len;
     fixture f;
     setup(&f, 64, 0x401000, 0x402000, load, sizeof load);
-    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 0, 64, false, NULL, &len, &err), PK_ERR_USAGE,
+    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 0, 64, false, 0, NULL, &len, &err), PK_ERR_USAGE,
                  "no site in the jump");
     add_site(&f, 0, PK_CLASS_PUSHF);
     f.sites[1] = f.sites[0];
     f.sites[1].site += 2; /* inside the mov */
-    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 2, 64, false, NULL, &len, &err), PK_ERR_USAGE,
+    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 2, 64, false, 0, NULL, &len, &err), PK_ERR_USAGE,
                  "a site off the instruction boundaries");
     f.sites[1].site = 0x401008;
-    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 2, 64, false, NULL, &len, &err), PK_ERR_USAGE,
+    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 2, 64, false, 0, NULL, &len, &err), PK_ERR_USAGE,
                  "a site past the jump");
     f.sites[0].bytes[0] = 0x9d;
-    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 1, 64, false, NULL, &len, &err), PK_ERR_USAGE,
+    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 1, 64, false, 0, NULL, &len, &err), PK_ERR_USAGE,
                  "a site with other bytes");
     f.sites[0].bytes[0] = 0x9c;
     f.j.len = 6; /* the mov no longer ends inside */
-    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 1, 64, false, NULL, &len, &err), PK_ERR_USAGE,
+    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 1, 64, false, 0, NULL, &len, &err), PK_ERR_USAGE,
                  "%s", err.msg);
     f.j.len = 4;
-    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 1, 64, false, NULL, &len, &err), PK_ERR_USAGE,
+    cr_expect_eq(pk_trampoline_emit(&f.j, f.sites, 1, 64, false, 0, NULL, &len, &err), PK_ERR_USAGE,
                  "shorter than a jmp");
 }
 
@@ -434,7 +442,7 @@ static void checked(fixture *f)
 static void rejected(fixture *f, size_t tramp_len, bool passthrough, const char *what)
 {
     pk_error err;
-    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, 64, passthrough, f->t, tramp_len,
+    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, 64, passthrough, 0, f->t, tramp_len,
                                      NULL, &err), PK_ERR_FORMAT, "refuses %s", what);
     cr_assert(strstr(err.msg, "jump at 0x401000") && strstr(err.msg, what), "'%s' names '%s'",
               err.msg, what);
@@ -638,4 +646,98 @@ Test(trampoline, int3_trampolines_run_on_the_cpu)
     cr_assert_eq(traps[0], f[0].sites[0].trampoline + 1, "the trap is at the site's INT3");
     cr_assert_eq(traps[1], f[1].sites[0].trampoline + 1);
     cr_assert_eq(traps[2], f[1].sites[0].trampoline + 1);
+}
+
+/* ---- fast-path sites ------------------------------------------------------------ */
+
+/* In f's trampoline (emitted), the site k: its block from the start of its
+ * counterpart, exactly what pk_fastpath_emit makes, then jmp +1 and the
+ * INT3 its trampoline field names. */
+static void expect_block(fixture *f, size_t k, uint64_t counterpart)
+{
+    insn i;
+    decode(f->bits, f->sites[k].bytes, f->sites[k].len, &i);
+    uint8_t want[512];
+    size_t n;
+    pk_error err;
+    uint64_t int3 = f->sites[k].trampoline;
+    cr_assert_eq(pk_fastpath_emit(&i.d, i.ops, f->bits, f->sites[k].site, counterpart, f->page,
+                                  int3, want, &n, &err), PK_OK, "%s", err.msg);
+    size_t off = counterpart - f->j.trampoline;
+    cr_assert_eq(memcmp(f->t + off, want, n), 0, "site %zu's block", k);
+    cr_assert_eq(counterpart + n + 2, int3, "the block, jmp rel8, then the INT3");
+    cr_assert_eq(f->t[off + n], 0xEB);
+    cr_assert_eq(f->t[off + n + 1], 0x01);
+    cr_assert_eq(f->t[off + n + 2], 0xCC);
+}
+
+Test(trampoline, fast_path_sites_are_blocks_before_their_int3)
+{
+    /* pushfq; mov rax, [rip+0x1234]; cli; smsw eax: every site but the
+     * load has a block (CLI too: it is patched). */
+    static const uint8_t code64[] = { 0x9c, 0x48, 0x8b, 0x05, 0x34, 0x12, 0x00, 0x00, 0xfa,
+                                      0x0f, 0x01, 0xe0 };
+    fixture f;
+    setup(&f, 64, 0x401000, 0x60000000, code64, sizeof code64);
+    f.page = 0x5ffff000;
+    add_site(&f, 0, PK_CLASS_PUSHF);
+    add_site(&f, 8, PK_CLASS_CLI);
+    add_site(&f, 9, PK_CLASS_SMSW);
+    emit(&f, false);
+    uint64_t counterparts[PK_JUMP_MAX_LEN];
+    pk_error err;
+    cr_assert_eq(pk_trampoline_check(&f.j, f.sites, f.nsites, 64, false, f.page, f.t, f.len,
+                                     counterparts, &err), PK_OK, "%s", err.msg);
+    expect_block(&f, 0, counterparts[0]);
+    expect_block(&f, 1, counterparts[8]);
+    expect_block(&f, 2, counterparts[9]);
+    /* the load follows pushf's INT3, relocated */
+    cr_assert_eq(counterparts[1], f.sites[0].trampoline + 1);
+
+    /* 32-bit code: sgdt [ebx+4]; popfd, in one jump with a nop between */
+    static const uint8_t code32[] = { 0x0f, 0x01, 0x43, 0x04, 0x90, 0x9d };
+    setup(&f, 32, 0x101000, 0x140000, code32, sizeof code32);
+    f.page = 0x13f000;
+    add_site(&f, 0, PK_CLASS_SGDT);
+    add_site(&f, 5, PK_CLASS_POPF);
+    emit(&f, false);
+    cr_assert_eq(pk_trampoline_check(&f.j, f.sites, f.nsites, 32, false, f.page, f.t, f.len,
+                                     counterparts, &err), PK_OK, "%s", err.msg);
+    expect_block(&f, 0, counterparts[0]);
+    expect_block(&f, 1, counterparts[5]);
+}
+
+/* pk_trampoline_check refuses the fast-path trampoline of f as changed,
+ * with a message that says what. */
+static void fast_rejected(fixture *f, uint64_t page, const char *what)
+{
+    pk_error err;
+    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, f->bits, false, page, f->t,
+                                     f->len, NULL, &err), PK_ERR_FORMAT, "refuses %s", what);
+    cr_assert(strstr(err.msg, what), "'%s' names '%s'", err.msg, what);
+}
+
+Test(trampoline, check_rejects_a_tampered_fast_path)
+{
+    static const uint8_t code[] = { 0x9c, 0x48, 0x8b, 0x05, 0x34, 0x12, 0x00, 0x00, 0xfa };
+    fixture f;
+    setup(&f, 64, 0x401000, 0x60000000, code, sizeof code);
+    f.page = 0x5ffff000;
+    add_site(&f, 0, PK_CLASS_PUSHF);
+    add_site(&f, 8, PK_CLASS_CLI);
+    emit(&f, false);
+    /* another page than the blocks address */
+    fast_rejected(&f, f.page + 4096, "does not have its fast-path block");
+    /* no page: a site must be a bare INT3 */
+    fast_rejected(&f, 0, "names 0x60000039 as its trampoline");
+    /* a byte of pushf's block */
+    f.t[5] ^= 1;
+    fast_rejected(&f, f.page, "does not have its fast-path block");
+    f.t[5] ^= 1;
+    /* a trampoline field that misses the INT3 */
+    f.sites[1].trampoline--;
+    fast_rejected(&f, f.page, "its block's INT3 is at");
+    f.sites[1].trampoline++;
+    /* a page out of reach of the code */
+    fast_rejected(&f, 0x7f0000000000, "has no fast path with the vcpu page");
 }
