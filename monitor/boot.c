@@ -179,8 +179,10 @@ static void raise_exception(boot *b, uint8_t vector, uint32_t error_code, uint64
     b->halted = false;
     /* A fault of an instruction a jump moved into a trampoline is the
      * original instruction's: the guest's handler (a kernel's exception
-     * table, say) knows it by its own address. */
-    b->regs.rip = pk_codepages_original_of(&b->pages, b->regs.rip);
+     * table, say) knows it by its own address. So is a fault inside a
+     * fast-path block, once what the block did is undone. */
+    if (!pk_codepages_unwind(&b->pages, &b->regs))
+        b->regs.rip = pk_codepages_original_of(&b->pages, b->regs.rip);
     uint64_t at = b->regs.rip;
     pk_emu_result r = pk_deliver(&b->vcpu, &b->regs, &b->mem, vector, PK_EVENT_EXCEPTION,
                                  vector_has_error_code(vector), error_code);
@@ -426,8 +428,22 @@ static void page_fault(boot *b, uint64_t addr)
             b->release_after_step = addr;
         return;
     }
-    /* Outside RAM: not present; a fetch when it is where the guest runs. */
-    raise_exception(b, PK_VEC_PF, addr == b->regs.rip ? 0x10 : 0, addr);
+    /* Outside RAM: not present. The error code says what the CPU would:
+     * a fetch when it is where the guest runs, else a write when the
+     * instruction writes memory (ptrace does not tell), and a user access
+     * at the virtual CPL 3, as the emulation's faults do. */
+    uint32_t ec = addr == b->regs.rip ? 0x10 : 0;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    uint8_t bytes[ZYDIS_MAX_INSTRUCTION_LENGTH];
+    if (!ec && decode_at(b, b->regs.rip, &insn, ops, bytes))
+        for (unsigned i = 0; i < insn.operand_count; i++)
+            if (ops[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+                (ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE))
+                ec |= 2;
+    if (b->vcpu.cpl == 3)
+        ec |= 4;
+    raise_exception(b, PK_VEC_PF, ec, addr);
 }
 
 static void handle_signal(boot *b, const pk_stop *stop, bool stepped)

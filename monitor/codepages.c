@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "popek/fastpath.h"
 #include "popek/flow.h"
 #include "popek/scan.h"
 #include "popek/trampoline.h"
@@ -222,6 +223,47 @@ bool pk_codepages_between(const pk_codepages *cp, uint64_t addr)
     return addr == j->trampoline + j->trampoline_len - 5; /* the jmp rel32 back */
 }
 
+bool pk_codepages_unwind(const pk_codepages *cp, pk_regs *regs)
+{
+    uint64_t rip = regs->rip;
+    ptrdiff_t i = trampoline_at(cp, rip);
+    if (i < 0 || !cp->vcpu_page)
+        return false;
+    /* The block ends at its site's INT3: the first INT3 after rip. */
+    size_t k = lower_bound(cp, rip + 1);
+    if (k == cp->npatches)
+        return false;
+    const pk_patch *p = &cp->patches[k];
+    const pk_jump *j = &cp->jumps[i];
+    if (p->site < j->site || p->site >= j->site + j->len)
+        return false;
+    uint64_t block = cp->counterparts[i][p->site - j->site];
+    ZydisDecoder dec;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    pk_fastpath_frame fr;
+    if (block > rip || !pk_decoder_init(&dec, cp->bits, false) ||
+        ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, p->bytes, p->len, &insn, ops)) ||
+        !pk_fastpath_unwind(&insn, ops, cp->bits, p->site, block, cp->vcpu_page, rip, &fr))
+        return false;
+    uint64_t sp = regs->gpr[PK_RSP], word = cp->bits / 8, value[5] = { 0 };
+    for (int r = 0; r < 5; r++) {
+        int64_t at = r < 4 ? fr.saved[r] : fr.flags;
+        if (at >= 0 && !in_ram(cp, sp + (uint64_t)at, word))
+            return false;
+        if (at >= 0)
+            memcpy(&value[r], cp->tracee->ram + sp + (uint64_t)at, word);
+    }
+    for (int r = 0; r < 4; r++)
+        if (fr.saved[r] >= 0)
+            regs->gpr[r] = value[r];
+    if (fr.flags >= 0)
+        regs->rflags = value[4];
+    regs->gpr[PK_RSP] = sp + (uint64_t)fr.below;
+    regs->rip = p->site;
+    return true;
+}
+
 /* Remembers a code region of the image, for rescans of its pages. */
 static pk_status keep_region(pk_codepages *cp, uint64_t vaddr, uint64_t size, pk_error *err)
 {
@@ -251,6 +293,7 @@ pk_status pk_codepages_load_image(pk_codepages *cp, const pk_image *img, pk_erro
         for (size_t i = 0; i < t->count; i++)
             PK_CHECK(add_patch(cp, &t->patches[i], err));
         PK_CHECK(keep_counterparts(cp, t, err));
+        cp->vcpu_page = t->vcpu_page;
     } else {
         pk_scan_options so = { .sets = cp->sets, .only = cp->only, .flow = true };
         pk_plan_options po = { .tactic = PK_CHOOSE_INT3, .allow_skip = true, .only = cp->only };

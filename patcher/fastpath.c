@@ -92,6 +92,15 @@ void pk_vcpu_page_load(const pk_vcpu_page *page, pk_vcpu *vcpu)
 
 /* ---- emitting ------------------------------------------------------------------ */
 
+/* What the block has put on the stack so far, as depths below the guest's
+ * RSP (the block's first instruction's), in its straight run to the end
+ * (the way to the monitor, laid out after it, is not followed). */
+typedef struct stack_state {
+    int64_t depth;          /* the stack pointer */
+    int64_t saved[4];       /* where rax, rcx, rdx, rbx were pushed, or -1 */
+    int64_t flags;          /* where the guest's flags were pushed, or -1 */
+} stack_state;
+
 /* A block being written: at is where the next instruction goes. */
 typedef struct emitter {
     unsigned bits;
@@ -101,6 +110,10 @@ typedef struct emitter {
     bool ok;
     ZydisRegister sp;       /* rsp or esp */
     unsigned word;          /* 8 or 4: the stack slot */
+    stack_state stack;
+    uint64_t fault_at;      /* an instruction whose stack state is wanted, or 0 */
+    bool found;             /* it may fault, and fault_stack holds its state */
+    stack_state fault_stack;
 } emitter;
 
 static void request(emitter *m, ZydisEncoderRequest *r, ZydisMnemonic mnemonic)
@@ -186,9 +199,39 @@ static void flags_op(emitter *m, bool pop, unsigned width)
     op0(m, mn);
 }
 
-/* The stack's own flags width: pushfq in 64-bit code, pushfd in 32. */
-static void save_flags(emitter *m) { flags_op(m, false, m->word); }
-static void restore_flags(emitter *m) { flags_op(m, true, m->word); }
+/* The next instruction may fault on the guest's memory (the stack it
+ * grows, an operand): the state a fault there leaves, when wanted. */
+static void may_fault(emitter *m)
+{
+    if (m->at == m->fault_at) {
+        m->found = true;
+        m->fault_stack = m->stack;
+    }
+}
+
+/* The stack pointer moved down by n bytes (up, for negative n). */
+static void move_sp(emitter *m, int64_t n)
+{
+    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, -n, m->word));
+    m->stack.depth += n;
+}
+
+/* The guest's flags saved and put back: pushfq in 64-bit code, pushfd in
+ * 32. */
+static void save_flags(emitter *m)
+{
+    may_fault(m);
+    flags_op(m, false, m->word);
+    m->stack.depth += m->word;
+    m->stack.flags = m->stack.depth;
+}
+
+static void restore_flags(emitter *m)
+{
+    flags_op(m, true, m->word);
+    m->stack.depth -= m->word;
+    m->stack.flags = -1;
+}
 
 /* The general register of encoding number n at size bytes. */
 static ZydisRegister gpr(unsigned n, unsigned size)
@@ -201,22 +244,38 @@ static ZydisRegister gpr(unsigned n, unsigned size)
     return ZydisRegisterEncode(cls, ZydisRegisterGetId(r));
 }
 
+/* Scratch register id (encoding 0..3) saved on the stack and taken back. */
+static void push_scratch(emitter *m, unsigned id)
+{
+    may_fault(m);
+    op1(m, ZYDIS_MNEMONIC_PUSH, reg(gpr(id, m->word)));
+    m->stack.depth += m->word;
+    m->stack.saved[id] = m->stack.depth;
+}
+
+static void pop_scratch(emitter *m, unsigned id)
+{
+    op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(id, m->word)));
+    m->stack.depth -= m->word;
+    m->stack.saved[id] = -1;
+}
+
 /* Moves the stack past the red zone (64-bit code) and saves n scratch
  * registers: rax, rcx, rdx, rbx in that order, or those of ids. */
 static void enter(emitter *m, const unsigned *ids, unsigned n)
 {
     if (m->bits == 64)
-        op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, -RED_ZONE, 8));
+        move_sp(m, RED_ZONE);
     for (unsigned i = 0; i < n; i++)
-        op1(m, ZYDIS_MNEMONIC_PUSH, reg(gpr(ids[i], m->word)));
+        push_scratch(m, ids[i]);
 }
 
 static void leave(emitter *m, const unsigned *ids, unsigned n)
 {
     for (unsigned i = n; i-- > 0;)
-        op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(ids[i], m->word)));
+        pop_scratch(m, ids[i]);
     if (m->bits == 64)
-        op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, RED_ZONE, 8));
+        move_sp(m, -RED_ZONE);
 }
 
 /* How far RSP is below where it was once enter saved n registers. */
@@ -260,7 +319,9 @@ static void pushf_block(emitter *m, unsigned width)
 {
     unsigned w = m->word;
     ZydisRegister c = gpr(1, w);
+    may_fault(m);
     flags_op(m, false, width);
+    m->stack.depth += width;
     enter(m, scratch4, 2);
     save_arith(m);
     int64_t image = below(m, 2);
@@ -314,14 +375,15 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     /* a slot of the block's own, under the scratch registers, for the
      * value the real POPF loads: the guest's stack keeps what it held */
     enter(m, scratch4, 0);
-    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, -(int64_t)w, w));
+    move_sp(m, w);
     for (unsigned i = 0; i < 3; i++)
-        op1(m, ZYDIS_MNEMONIC_PUSH, reg(gpr(i, w)));
+        push_scratch(m, i);
     save_flags(m);
     op2(m, ZYDIS_MNEMONIC_MOV, reg(c), mem(m->sp, 0, w)); /* c: the real flags */
     int64_t own = 4 * (int64_t)w;                 /* the block's slot */
     int64_t value = own + w + (m->bits == 64 ? RED_ZONE : 0); /* the guest's */
     /* a = V & M */
+    may_fault(m);
     if (width == 2)
         op2(m, ZYDIS_MNEMONIC_MOVZX, reg(gpr(0, 4)), mem(m->sp, value, 2));
     else
@@ -364,18 +426,20 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     op2(m, ZYDIS_MNEMONIC_AND, reg(c), imm(PK_FLAG_NT | PK_FLAG_ID));
     op2(m, ZYDIS_MNEMONIC_OR, reg(d), reg(c));
     op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, own, width), reg(gpr(2, width)));
-    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, w, w)); /* the saved flags */
+    stack_state before = m->stack;
+    move_sp(m, -(int64_t)w); /* the saved flags */
     for (unsigned i = 3; i-- > 0;)
-        op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(i, w)));
+        pop_scratch(m, i);
     flags_op(m, true, width);
     /* to where the guest's POPF leaves it: past its value */
-    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, value - own, w));
+    move_sp(m, own - value);
     jmp(m, l->end);
     l->slow = m->at;
+    m->stack = before;
     restore_flags(m);
     for (unsigned i = 3; i-- > 0;)
-        op1(m, ZYDIS_MNEMONIC_POP, reg(gpr(i, w)));
-    op2(m, ZYDIS_MNEMONIC_LEA, reg(m->sp), mem(m->sp, value - own, w));
+        pop_scratch(m, i);
+    move_sp(m, own - value);
     jmp(m, slow);
     l->end = m->at;
 }
@@ -493,6 +557,7 @@ static void store_block(emitter *m, labels *l, const ZydisDecodedInstruction *in
         request(m, &req, ZYDIS_MNEMONIC_MOV);
         req.operand_count = 2;
         req.operands[0] = dst;
+        may_fault(m);
         req.operands[1] = reg(r);
         if (op->mem.segment != ZYDIS_REGISTER_DS && op->mem.segment != ZYDIS_REGISTER_SS &&
             op->mem.segment != ZYDIS_REGISTER_NONE)
@@ -596,6 +661,14 @@ static void emit_block(emitter *m, labels *l, const ZydisDecodedInstruction *ins
     }
 }
 
+static emitter emitter_for(unsigned bits, uint64_t at, uint64_t page, uint8_t *buf)
+{
+    emitter m = { .bits = bits, .at = at, .page = page, .buf = buf, .ok = true,
+                  .sp = bits == 64 ? ZYDIS_REGISTER_RSP : ZYDIS_REGISTER_ESP,
+                  .word = bits / 8, .stack = { .saved = { -1, -1, -1, -1 }, .flags = -1 } };
+    return m;
+}
+
 pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
                            unsigned bits, uint64_t site, uint64_t at, uint64_t page,
                            uint64_t slow, uint8_t *buf, size_t *len, pk_error *err)
@@ -614,10 +687,7 @@ pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecod
     }
     labels l = { at, at, at };
     for (int pass = 0; pass < 2; pass++) {
-        emitter m = { .bits = bits, .at = at, .page = page,
-                      .buf = pass ? buf : NULL, .ok = true,
-                      .sp = bits == 64 ? ZYDIS_REGISTER_RSP : ZYDIS_REGISTER_ESP,
-                      .word = bits / 8 };
+        emitter m = emitter_for(bits, at, page, pass ? buf : NULL);
         labels found = l;
         emit_block(&m, &found, insn, ops, site, slow);
         if (!m.ok)
@@ -630,4 +700,25 @@ pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecod
             break;
     }
     return PK_OK;
+}
+
+bool pk_fastpath_unwind(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                        unsigned bits, uint64_t site, uint64_t at, uint64_t page, uint64_t rip,
+                        pk_fastpath_frame *frame)
+{
+    if (!pk_fastpath_has(insn, ops, bits) || rip == at)
+        return false;
+    /* Every jump is rel32: one pass places each instruction where it is. */
+    emitter m = emitter_for(bits, at, page, NULL);
+    m.fault_at = rip;
+    labels l = { at, at, at };
+    emit_block(&m, &l, insn, ops, site, at);
+    if (!m.ok || !m.found)
+        return false;
+    const stack_state *s = &m.fault_stack;
+    frame->below = s->depth;
+    for (int i = 0; i < 4; i++)
+        frame->saved[i] = s->saved[i] < 0 ? -1 : s->depth - s->saved[i];
+    frame->flags = s->flags < 0 ? -1 : s->depth - s->flags;
+    return true;
 }

@@ -67,4 +67,24 @@ pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecod
                            unsigned bits, uint64_t site, uint64_t at, uint64_t page,
                            uint64_t slow, uint8_t *buf, size_t *len, pk_error *err);
 
+/* Where a fault inside a block leaves the guest's state: its RSP (ESP)
+ * is below bytes above the block's; of rax, rcx, rdx and rbx (eax ...),
+ * those the block borrowed are saved at RSP + saved[i], the others (-1)
+ * are the guest's; its flags are the real ones, or saved at RSP + flags
+ * when that is not -1. */
+typedef struct pk_fastpath_frame {
+    int64_t below;
+    int64_t saved[4];
+    int64_t flags;
+} pk_fastpath_frame;
+
+/* For a fault at rip inside the block pk_fastpath_emit makes of insn (the
+ * same site, at and page): the frame that undoes what the block has done,
+ * so that the fault is the instruction's at its site. False when rip is the
+ * block's first instruction (nothing to undo) or no instruction of it that
+ * touches the guest's memory: its stack, the operand, POPF's value. */
+bool pk_fastpath_unwind(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
+                        unsigned bits, uint64_t site, uint64_t at, uint64_t page, uint64_t rip,
+                        pk_fastpath_frame *frame);
+
 #endif

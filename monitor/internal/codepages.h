@@ -38,6 +38,7 @@ typedef struct pk_codepages {
     pk_jump *jumps;
     uint64_t (*counterparts)[PK_JUMP_MAX_LEN];
     size_t njumps;
+    uint64_t vcpu_page;     /* the patched file's fast-path vcpu page, or 0 */
     pk_range *regions;      /* the image's code sections: [lo, hi) */
     size_t nregions;
     uint64_t pages_scanned, pages_released;
@@ -92,6 +93,12 @@ uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr);
  * jump back. Inside a fast-path block it is not: the block has moved the
  * stack and borrowed registers. */
 bool pk_codepages_between(const pk_codepages *cp, uint64_t addr);
+
+/* A fault at regs->rip inside a fast-path block is its site's fault: puts
+ * back what the block changed (the stack pointer, the registers it
+ * borrowed, the flags) and sets rip to the site. False, changing nothing,
+ * when rip is in no block, or at an instruction that cannot fault. */
+bool pk_codepages_unwind(const pk_codepages *cp, pk_regs *regs);
 
 /* Reads len guest bytes at addr as the guest's code was before patching
  * (INT3 bytes of live patches replaced by the originals). False when the

@@ -55,8 +55,9 @@ static uint64_t gdt[3] __attribute__((aligned(8))) = {
 };
 static struct gate idt[256] __attribute__((aligned(8)));
 
-/* What the last event was, set by the handler, read by the attempt. */
-static volatile uint32_t seen_vector, seen_error;
+/* What the last event was, set by the handler, read by the attempt: its
+ * vector, error code, and the EIP and ESP it interrupted. */
+static volatile uint32_t seen_vector, seen_error, seen_eip, seen_esp;
 static volatile uint32_t resume_at;
 
 /* One stub per vector the attempts can raise; each records its vector and
@@ -70,6 +71,10 @@ static volatile uint32_t resume_at;
             "    movl $" #vector ", seen_vector\n"                             \
             "    popl seen_error\n"                                            \
             "    pushl %eax\n"                                                 \
+            "    movl 4(%esp), %eax\n"                                         \
+            "    movl %eax, seen_eip\n"                                        \
+            "    leal 16(%esp), %eax\n" /* past eax, EIP, CS, EFLAGS */        \
+            "    movl %eax, seen_esp\n"                                        \
             "    movl resume_at, %eax\n"                                       \
             "    movl %eax, 4(%esp)\n"  /* the frame's EIP */                   \
             "    popl %eax\n"                                                  \
@@ -215,6 +220,36 @@ static void try_read_past_ram(void)
     report("read_past_ram");
 }
 
+/* SGDT storing past the end of RAM: #PF at the SGDT itself, with the
+ * stack and registers as they were before it, whether the monitor
+ * emulated it or a fast-path block in its trampoline did the store (and
+ * borrowed a register and the stack for it). Not an escape: what a block
+ * leaves must not show. */
+extern char sgdt_site[];
+__attribute__((noinline)) static void try_store_past_ram(void)
+{
+    uint32_t esp_before, eax_after, ebx_after;
+    __asm__ volatile("movl $1f, resume_at\n\t"
+                     "movl %%esp, %0\n\t"
+                     "movl $0x5a5a5a5a, %%eax\n\t"
+                     "movl $0x10000000, %%ebx\n"
+                     "sgdt_site:\n\t"
+                     "sgdt (%%ebx)\n\t"
+                     "movl %%ebx, %%ecx\n" /* a neighbour: a jump fits */
+                     "1:\n\t"
+                     "movl %%eax, %1\n\t"
+                     "movl %%ebx, %2"
+                     : "=m"(esp_before), "=m"(eax_after), "=m"(ebx_after)
+                     : : "eax", "ebx", "ecx", "memory");
+    report("store_past_ram");
+    puts_uart("hostile store_past_ram: at the site ");
+    puts_uart(seen_eip == (uint32_t)sgdt_site ? "yes" : "no");
+    puts_uart(", stack as it was ");
+    puts_uart(seen_esp == esp_before ? "yes" : "no");
+    puts_uart(", registers as they were ");
+    puts_uart(eax_after == 0x5a5a5a5a && ebx_after == 0x10000000 ? "yes\n" : "no\n");
+}
+
 /* SYSENTER with creat(): with IA32_SYSENTER_CS 0, #GP(0). */
 static void try_sysenter(void)
 {
@@ -238,6 +273,7 @@ void kmain(void)
     try_jump_into_site();
     try_write_code();
     try_read_past_ram();
+    try_store_past_ram();
     /* Last: from 32-bit code these enter the host without leaving their
      * address, so a monitor that does not patch them can only stop. */
     try_syscall();

@@ -19,10 +19,13 @@
  * from a harness built in the arena below 4 GiB. */
 #include <criterion/criterion.h>
 
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 
 #include "popek/fastpath.h"
 #include "popek/vcpu.h"
@@ -126,6 +129,10 @@ enum {
     EXIT32_OFF = 0x9300,
     EXIT64_OFF = 0x9400,
     STACK32_TOP_OFF = 0xa000,
+    /* faults: a stack page between two pages nothing may touch */
+    GUARD_BELOW_OFF = 0xb000,
+    FAULT_STACK_OFF = 0xc000,
+    GUARD_ABOVE_OFF = 0xd000,
 };
 
 /* The 32-bit harness's state, in the arena. */
@@ -611,4 +618,136 @@ Test(fastpath, blocks_of_32_bit_code)
         { "mov di, gs", { 0x66, 0x8c, 0xef }, 3 },
     };
     trials(forms, sizeof forms / sizeof forms[0], 32);
+}
+
+/* ---- faults inside a block ------------------------------------------------------- */
+
+static sigjmp_buf fault_return;
+static greg_t fault_regs[NGREG];
+
+static void on_fault(int sig, siginfo_t *si, void *ctx)
+{
+    (void)sig;
+    (void)si;
+    memcpy(fault_regs, ((ucontext_t *)ctx)->uc_mcontext.gregs, sizeof fault_regs);
+    siglongjmp(fault_return, 1);
+}
+
+/* The registers of a fault, in pk_regs' order. */
+static void fault_gprs(uint64_t *gpr)
+{
+    static const int order[PK_GPR_COUNT] = {
+        REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
+        REG_R8, REG_R9, REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15,
+    };
+    for (int i = 0; i < PK_GPR_COUNT; i++)
+        gpr[i] = (uint64_t)fault_regs[order[i]];
+}
+
+/* Runs form f's block from in with the pages around the fault stack
+ * closed: when it faults, pk_fastpath_unwind must give back in exactly
+ * (registers, RSP, the arithmetic and control flags). Returns whether it
+ * faulted past the block's first instruction (with something to undo). */
+static bool fault_trial(const form *f, const machine *in)
+{
+    ZydisDecoder dec;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    cr_assert(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, f->bytes, f->len, &insn, ops)));
+    uint8_t block[512];
+    size_t len;
+    pk_error err;
+    cr_assert_eq(pk_fastpath_emit(&insn, ops, 64, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
+                                  at(SLOW_OFF), block, &len, &err), PK_OK, "%s", err.msg);
+    mprotect(arena + GUARD_BELOW_OFF, 0x1000, PROT_NONE);
+    mprotect(arena + GUARD_ABOVE_OFF, 0x1000, PROT_NONE);
+    bool faulted = sigsetjmp(fault_return, 1) != 0;
+    if (!faulted)
+        run_bits(64, block, len, in);
+    mprotect(arena + GUARD_BELOW_OFF, 0x3000, PROT_READ | PROT_WRITE);
+    if (!faulted)
+        return false;
+    uint64_t gpr[PK_GPR_COUNT], rip = (uint64_t)fault_regs[REG_RIP];
+    uint64_t flags = (uint64_t)fault_regs[REG_EFL];
+    fault_gprs(gpr);
+    cr_assert(rip >= at(CODE_OFF) && rip < at(CODE_OFF) + len, "%s: a fault outside the block",
+              f->name);
+    pk_fastpath_frame fr;
+    bool undone = pk_fastpath_unwind(&insn, ops, 64, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF), rip, &fr);
+    if (undone) {
+        uint64_t rsp = gpr[PK_RSP];
+        for (int i = 0; i < 4; i++)
+            if (fr.saved[i] >= 0)
+                memcpy(&gpr[i], (void *)(uintptr_t)(rsp + fr.saved[i]), 8);
+        if (fr.flags >= 0)
+            memcpy(&flags, (void *)(uintptr_t)(rsp + fr.flags), 8);
+        gpr[PK_RSP] = rsp + fr.below;
+    } else {
+        cr_assert_eq(rip, at(CODE_OFF), "%s: no frame for a fault at +0x%llx", f->name,
+                     (unsigned long long)(rip - at(CODE_OFF)));
+    }
+    for (int i = 0; i < PK_GPR_COUNT; i++)
+        cr_assert_eq(gpr[i], in->gpr[i], "%s, RSP 0x%llx: register %d 0x%llx after the fault "
+                     "at +0x%llx, 0x%llx before", f->name, (unsigned long long)in->gpr[PK_RSP],
+                     i, (unsigned long long)gpr[i], (unsigned long long)(rip - at(CODE_OFF)),
+                     (unsigned long long)in->gpr[i]);
+    uint64_t kept = 0xcd5; /* CF PF AF ZF SF DF OF */
+    cr_assert_eq(flags & kept, in->flags & kept, "%s: flags 0x%llx after the fault at +0x%llx, "
+                 "0x%llx before", f->name, (unsigned long long)flags,
+                 (unsigned long long)(rip - at(CODE_OFF)), (unsigned long long)in->flags);
+    return undone;
+}
+
+Test(fastpath, faults_inside_blocks_unwind_to_the_site)
+{
+    /* Each block with RSP at every distance above the closed page below
+     * the stack that makes one of its pushes fault (and under the one
+     * above, where POPF's value lies); the memory operands point at the
+     * closed page above. */
+    static const form forms[] = {
+        { "pushfq", { 0x9c }, 1 },
+        { "pushfw", { 0x66, 0x9c }, 2 },
+        { "popfq", { 0x9d }, 1 },
+        { "popfw", { 0x66, 0x9d }, 2 },
+        { "cli", { 0xfa }, 1 },
+        { "sti", { 0xfb }, 1 },
+        { "smsw eax", { 0x0f, 0x01, 0xe0 }, 3 },
+        { "sgdt [rdx]", { 0x0f, 0x01, 0x02 }, 3 },
+        { "sldt [rax+rcx*4+0x10]", { 0x0f, 0x00, 0x44, 0x88, 0x10 }, 5 },
+        { "sidt [rsp-0x20]", { 0x0f, 0x01, 0x4c, 0x24, 0xe0 }, 5 },
+        { "mov [rbx+0x20], cs", { 0x8c, 0x4b, 0x20 }, 3 },
+    };
+    struct sigaction sa = { .sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_ONSTACK };
+    struct sigaction old;
+    static uint8_t altstack[65536];
+    stack_t ss = { .ss_sp = altstack, .ss_size = sizeof altstack }, old_ss;
+    cr_assert_eq(sigaltstack(&ss, &old_ss), 0);
+    cr_assert_eq(sigaction(SIGSEGV, &sa, &old), 0);
+    pk_vcpu v;
+    pk_vcpu_reset(&v, 64);
+    v.cpl = 0;
+    v.vflags |= PK_FLAG_IF;
+    pk_vcpu_page_store((pk_vcpu_page *)(arena + PAGE_OFF), &v, false);
+    uint64_t below = at(FAULT_STACK_OFF), above = at(GUARD_ABOVE_OFF);
+    for (size_t k = 0; k < sizeof forms / sizeof forms[0]; k++) {
+        int faults = 0;
+        for (int d = -16; d <= 200; d += 8) {
+            machine in = { .flags = 0x202 | (next() & 0xcd5) };
+            memset(arena + FAULT_STACK_OFF, 0, 0x1000); /* POPF's value: no TF, no AC */
+            for (int i = 0; i < PK_GPR_COUNT; i++)
+                in.gpr[i] = next();
+            in.gpr[PK_RAX] = above - 0x10 - 4 * 3; /* [rax+rcx*4+0x10]: 6 bytes below */
+            in.gpr[PK_RCX] = 3;
+            in.gpr[PK_RDX] = above - 4;            /* sgdt's 10 bytes straddle it */
+            in.gpr[PK_RBX] = above - 0x20;
+            /* the pushes, 128 bytes below RSP and more, fault below; or
+             * RSP right under the page above */
+            in.gpr[PK_RSP] = d < 0 ? above + d : below + 128 + (uint64_t)d;
+            faults += fault_trial(&forms[k], &in);
+        }
+        cr_assert_gt(faults, 0, "%s: no fault to undo", forms[k].name);
+    }
+    sigaction(SIGSEGV, &old, NULL);
+    sigaltstack(&old_ss, NULL);
 }
