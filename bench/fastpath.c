@@ -85,7 +85,7 @@ static uint8_t *fast_loop(const uint8_t *const insns[], const size_t lens[], siz
         size_t len;
         pk_error err;
         if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, insns[i], lens[i], &insn, ops)) ||
-            pk_fastpath_emit(&insn, ops, 64, (uint64_t)(uintptr_t)code + off,
+            pk_fastpath_emit(&insn, ops, 64, false, (uint64_t)(uintptr_t)code + off,
                              (uint64_t)(uintptr_t)code + off,
                              (uint64_t)(uintptr_t)(arena + PAGE_AT), slow, code + off, &len,
                              &err) != PK_OK) {

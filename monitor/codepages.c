@@ -244,7 +244,7 @@ bool pk_codepages_unwind(const pk_codepages *cp, pk_regs *regs)
     pk_fastpath_frame fr;
     if (block > rip || !pk_decoder_init(&dec, cp->bits, false) ||
         ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, p->bytes, p->len, &insn, ops)) ||
-        !pk_fastpath_unwind(&insn, ops, cp->bits, p->site, block, cp->vcpu_page, rip, &fr))
+        !pk_fastpath_unwind(&insn, ops, cp->bits, false, p->site, block, cp->vcpu_page, rip, &fr))
         return false;
     uint64_t sp = regs->gpr[PK_RSP], word = cp->bits / 8, value[5] = { 0 };
     for (int r = 0; r < 5; r++) {

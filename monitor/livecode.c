@@ -390,7 +390,7 @@ static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_
     uint8_t *code = malloc(j->trampoline_len);
     pk_error err;
     bool ok = code && run_peek(p, j->trampoline, code, j->trampoline_len) &&
-              pk_trampoline_check(j, &t->patches[lo], n, p->bits, false, t->vcpu_page, code,
+              pk_trampoline_check(j, &t->patches[lo], n, p->bits, t->flags, t->vcpu_page, code,
                                   j->trampoline_len, out, &err) == PK_OK;
     free(code);
     return ok;

@@ -110,11 +110,18 @@ typedef struct emitter {
     bool ok;
     ZydisRegister sp;       /* rsp or esp */
     unsigned word;          /* 8 or 4: the stack slot */
+    bool user;              /* for a user program: NT and ID are real */
     stack_state stack;
     uint64_t fault_at;      /* an instruction whose stack state is wanted, or 0 */
     bool found;             /* it may fault, and fault_stack holds its state */
     stack_state fault_stack;
 } emitter;
+
+/* The bits of a flags image that the real flags hold. */
+static int64_t real_image(const emitter *m)
+{
+    return REAL_IMAGE | (m->user ? PK_FLAG_NT | PK_FLAG_ID : 0);
+}
 
 static void request(emitter *m, ZydisEncoderRequest *r, ZydisMnemonic mnemonic)
 {
@@ -330,7 +337,7 @@ static void pushf_block(emitter *m, unsigned width)
     else
         op2(m, ZYDIS_MNEMONIC_MOV, reg(c), mem(m->sp, image, w));
     /* (bit 1, always set, stays) */
-    op2(m, ZYDIS_MNEMONIC_AND, reg(c), imm(REAL_IMAGE));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(c), imm(real_image(m)));
     op2(m, ZYDIS_MNEMONIC_OR, reg(c), field(m, offsetof(pk_vcpu_page, vflags), w));
     op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, image, width), reg(gpr(1, width)));
     restore_arith(m);
@@ -404,7 +411,7 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     /* d = the image before: the real flags with the virtual ones */
     l->compute = m->at;
     op2(m, ZYDIS_MNEMONIC_MOV, reg(d), reg(c));
-    op2(m, ZYDIS_MNEMONIC_AND, reg(d), imm(REAL_IMAGE));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(d), imm(real_image(m)));
     op2(m, ZYDIS_MNEMONIC_OR, reg(d), field(m, offsetof(pk_vcpu_page, vflags), w));
     /* d = (d & ~M) | (V & M) = d ^ ((d ^ V) & M), with M 16 bits wide for
      * a 16-bit POPF */
@@ -419,12 +426,15 @@ static void popf_block(emitter *m, labels *l, unsigned width, uint64_t slow)
     op2(m, ZYDIS_MNEMONIC_XOR, reg(d), reg(a));
     /* the virtual bits to the page */
     op2(m, ZYDIS_MNEMONIC_MOV, reg(a), reg(d));
-    op2(m, ZYDIS_MNEMONIC_AND, reg(a), imm(PK_VFLAGS_MASK));
+    op2(m, ZYDIS_MNEMONIC_AND, reg(a), imm(PK_VFLAGS_MASK & ~real_image(m)));
     op2(m, ZYDIS_MNEMONIC_MOV, field(m, offsetof(pk_vcpu_page, vflags), w), reg(a));
-    /* the real ones by a real POPF, of a value with the real NT and ID */
-    op2(m, ZYDIS_MNEMONIC_AND, reg(d), imm(~(int64_t)(PK_FLAG_NT | PK_FLAG_ID)));
-    op2(m, ZYDIS_MNEMONIC_AND, reg(c), imm(PK_FLAG_NT | PK_FLAG_ID));
-    op2(m, ZYDIS_MNEMONIC_OR, reg(d), reg(c));
+    /* the real ones by a real POPF, of a value with the real NT and ID
+     * where those are the page's */
+    if (!m->user) {
+        op2(m, ZYDIS_MNEMONIC_AND, reg(d), imm(~(int64_t)(PK_FLAG_NT | PK_FLAG_ID)));
+        op2(m, ZYDIS_MNEMONIC_AND, reg(c), imm(PK_FLAG_NT | PK_FLAG_ID));
+        op2(m, ZYDIS_MNEMONIC_OR, reg(d), reg(c));
+    }
     op2(m, ZYDIS_MNEMONIC_MOV, mem(m->sp, own, width), reg(gpr(2, width)));
     stack_state before = m->stack;
     move_sp(m, -(int64_t)w); /* the saved flags */
@@ -612,12 +622,12 @@ static bool source(const ZydisDecodedInstruction *insn, const ZydisDecodedOperan
 }
 
 bool pk_fastpath_has(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
-                     unsigned bits)
+                     unsigned bits, bool user)
 {
     size_t offset;
     unsigned stored;
     bool check;
-    if (bits != 32 && bits != 64)
+    if ((bits != 32 && bits != 64) || (user && insn->mnemonic == ZYDIS_MNEMONIC_MOV))
         return false;
     return insn->mnemonic == ZYDIS_MNEMONIC_CLI || insn->mnemonic == ZYDIS_MNEMONIC_STI ||
            insn->mnemonic == ZYDIS_MNEMONIC_PUSHF || insn->mnemonic == ZYDIS_MNEMONIC_PUSHFD ||
@@ -661,19 +671,19 @@ static void emit_block(emitter *m, labels *l, const ZydisDecodedInstruction *ins
     }
 }
 
-static emitter emitter_for(unsigned bits, uint64_t at, uint64_t page, uint8_t *buf)
+static emitter emitter_for(unsigned bits, bool user, uint64_t at, uint64_t page, uint8_t *buf)
 {
     emitter m = { .bits = bits, .at = at, .page = page, .buf = buf, .ok = true,
                   .sp = bits == 64 ? ZYDIS_REGISTER_RSP : ZYDIS_REGISTER_ESP,
-                  .word = bits / 8, .stack = { .saved = { -1, -1, -1, -1 }, .flags = -1 } };
+                  .word = bits / 8, .user = user, .stack = { .saved = { -1, -1, -1, -1 }, .flags = -1 } };
     return m;
 }
 
 pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
-                           unsigned bits, uint64_t site, uint64_t at, uint64_t page,
+                           unsigned bits, bool user, uint64_t site, uint64_t at, uint64_t page,
                            uint64_t slow, uint8_t *buf, size_t *len, pk_error *err)
 {
-    if (!pk_fastpath_has(insn, ops, bits))
+    if (!pk_fastpath_has(insn, ops, bits, user))
         return pk_fail(err, PK_ERR_UNSUPPORTED, "%s has no fast path",
                        ZydisMnemonicGetString(insn->mnemonic));
     if (bits == 64) {
@@ -687,7 +697,7 @@ pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecod
     }
     labels l = { at, at, at };
     for (int pass = 0; pass < 2; pass++) {
-        emitter m = emitter_for(bits, at, page, pass ? buf : NULL);
+        emitter m = emitter_for(bits, user, at, page, pass ? buf : NULL);
         labels found = l;
         emit_block(&m, &found, insn, ops, site, slow);
         if (!m.ok)
@@ -703,13 +713,13 @@ pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecod
 }
 
 bool pk_fastpath_unwind(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
-                        unsigned bits, uint64_t site, uint64_t at, uint64_t page, uint64_t rip,
-                        pk_fastpath_frame *frame)
+                        unsigned bits, bool user, uint64_t site, uint64_t at, uint64_t page,
+                        uint64_t rip, pk_fastpath_frame *frame)
 {
-    if (!pk_fastpath_has(insn, ops, bits) || rip == at)
+    if (!pk_fastpath_has(insn, ops, bits, user) || rip == at)
         return false;
     /* Every jump is rel32: one pass places each instruction where it is. */
-    emitter m = emitter_for(bits, at, page, NULL);
+    emitter m = emitter_for(bits, user, at, page, NULL);
     m.fault_at = rip;
     labels l = { at, at, at };
     emit_block(&m, &l, insn, ops, site, at);

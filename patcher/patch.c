@@ -519,8 +519,7 @@ static pk_nojump add_jump(const planner *pl, const span *sp, pk_plan *plan, uint
     size_t len;
     pk_error why;
     pk_status s = pk_trampoline_emit(j, &plan->table.patches[first], sp->nsites, r->bits,
-                                     pl->opts->passthrough, pl->opts->vcpu_page, NULL, &len,
-                                     &why);
+                                     plan->table.flags, plan->table.vcpu_page, NULL, &len, &why);
     if (s == PK_OK && len > UINT16_MAX)
         s = PK_ERR_UNSUPPORTED;
     if (s != PK_OK) {
@@ -580,13 +579,12 @@ static pk_status emit_trampolines(pk_plan *plan, pk_error *err)
     plan->code_len = last->trampoline + last->trampoline_len - plan->code_vaddr;
     if (!(plan->code = malloc(plan->code_len)))
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
-    bool passthrough = plan->table.flags & PK_TABLE_PASSTHROUGH;
     size_t p = 0;
     for (size_t i = 0; i < plan->table.njumps; i++) {
         const pk_jump *j = &plan->table.jumps[i];
         size_t n = jump_sites(&plan->table, j, &p), len;
         PK_CHECK(pk_trampoline_emit(j, &plan->table.patches[p], n, plan->table.bits,
-                                    passthrough, plan->table.vcpu_page,
+                                    plan->table.flags, plan->table.vcpu_page,
                                     plan->code + (j->trampoline - plan->code_vaddr), &len, err));
     }
     return PK_OK;
@@ -619,7 +617,8 @@ pk_status pk_patch_plan(const pk_image *img, const pk_scan *scan, const pk_flow 
     if (status == PK_OK)
         status = select_sites(scan, opts, pl.sel, &pl.nsel, plan, err);
     plan->table.bits = img->nregions ? img->regions[0].bits : 64;
-    plan->table.flags = opts->passthrough ? PK_TABLE_PASSTHROUGH : 0;
+    plan->table.flags = (opts->passthrough ? PK_TABLE_PASSTHROUGH : 0) |
+                        (opts->vcpu_page && opts->user ? PK_TABLE_USER : 0);
     plan->table.vcpu_page = opts->vcpu_page;
     plan->code_vaddr = code_vaddr;
     uint64_t code_end = code_vaddr, floor = 0;
@@ -782,7 +781,6 @@ pk_status pk_patch_verify(const pk_image *img, pk_error *err)
     if (!img->is_patched)
         return pk_fail(err, PK_ERR_USAGE, "not patched by popek");
     const pk_patch_table *t = &img->patched;
-    bool passthrough = t->flags & PK_TABLE_PASSTHROUGH;
     size_t p = 0;
     for (size_t i = 0; i < t->njumps; i++) {
         const pk_jump *j = &t->jumps[i];
@@ -805,7 +803,7 @@ pk_status pk_patch_verify(const pk_image *img, pk_error *err)
                            "executable segment", (unsigned long long)j->site,
                            (unsigned long long)j->trampoline, j->trampoline_len);
         size_t n = jump_sites(t, j, &p);
-        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, passthrough, t->vcpu_page,
+        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, t->flags, t->vcpu_page,
                                      code, j->trampoline_len, NULL, err));
     }
     return PK_OK;
@@ -823,9 +821,8 @@ pk_status pk_patch_table_counterparts(const pk_patch_table *t, pk_code_at at, vo
                            "not there", (unsigned long long)j->site,
                            (unsigned long long)j->trampoline, j->trampoline_len);
         size_t n = jump_sites(t, j, &p);
-        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits,
-                                     t->flags & PK_TABLE_PASSTHROUGH, t->vcpu_page, code,
-                                     j->trampoline_len, out[i], err));
+        PK_CHECK(pk_trampoline_check(j, &t->patches[p], n, t->bits, t->flags, t->vcpu_page,
+                                     code, j->trampoline_len, out[i], err));
     }
     return PK_OK;
 }

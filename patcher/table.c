@@ -184,7 +184,7 @@ pk_status pk_patch_table_encode(const pk_patch_table *table, uint8_t **out, size
     *len = 0;
     if (!bits_valid(table->bits))
         return pk_fail(err, PK_ERR_USAGE, "bitness %u is not 16, 32 or 64", table->bits);
-    if (table->flags & ~(unsigned)(PK_TABLE_PASSTHROUGH | PK_TABLE_MAPPED))
+    if (table->flags & ~(unsigned)(PK_TABLE_PASSTHROUGH | PK_TABLE_MAPPED | PK_TABLE_USER))
         return pk_fail(err, PK_ERR_USAGE, "unknown table flags 0x%x", table->flags);
     if (table->count > UINT32_MAX || table->njumps > UINT32_MAX)
         return pk_fail(err, PK_ERR_USAGE, "%zu patches and %zu jumps: more than a table holds",
@@ -276,7 +276,7 @@ pk_status pk_patch_table_decode(const uint8_t *buf, size_t len, pk_patch_table *
     uint64_t njumps = get_le(buf + 28, 4);
     if (!bits_valid(bits))
         return pk_fail(err, PK_ERR_FORMAT, "patch table: bitness %u", bits);
-    if (flags & ~(unsigned)(PK_TABLE_PASSTHROUGH | PK_TABLE_MAPPED))
+    if (flags & ~(unsigned)(PK_TABLE_PASSTHROUGH | PK_TABLE_MAPPED | PK_TABLE_USER))
         return pk_fail(err, PK_ERR_UNSUPPORTED, "patch table: unknown flags 0x%x", flags);
     if (entry_size != ENTRY_SIZE)
         return pk_fail(err, PK_ERR_FORMAT, "patch table: entry size %llu, not %d",

@@ -163,16 +163,18 @@ static bool encode_jmp(unsigned bits, uint64_t at, uint64_t target, uint8_t *buf
 
 /* A site's block at t, the short jump over its INT3, and the INT3 (at
  * *int3): into buf (NULL: measure), *n bytes. */
-static pk_status encode_fast_site(const decoded *o, unsigned bits, uint64_t page, uint64_t t,
-                                  uint8_t *buf, size_t *n, uint64_t *int3, pk_error *err)
+static pk_status encode_fast_site(const decoded *o, unsigned bits, bool user, uint64_t page,
+                                  uint64_t t, uint8_t *buf, size_t *n, uint64_t *int3,
+                                  pk_error *err)
 {
     size_t block;
     /* (a block's length does not depend on its slow address: rel32) */
-    PK_CHECK(pk_fastpath_emit(&o->insn, o->ops, bits, o->at, t, page, t, NULL, &block, err));
+    PK_CHECK(pk_fastpath_emit(&o->insn, o->ops, bits, user, o->at, t, page, t, NULL, &block,
+                              err));
     *int3 = t + block + 2;
     if (buf) {
-        PK_CHECK(pk_fastpath_emit(&o->insn, o->ops, bits, o->at, t, page, *int3, buf, &block,
-                                  err));
+        PK_CHECK(pk_fastpath_emit(&o->insn, o->ops, bits, user, o->at, t, page, *int3, buf,
+                                  &block, err));
         buf[block] = 0xEB; /* jmp rel8 +1 */
         buf[block + 1] = 0x01;
         buf[block + 2] = 0xCC;
@@ -512,9 +514,10 @@ static pk_status relocate(const ZydisDecoder *dec, const pk_jump *j, const decod
 }
 
 pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, unsigned bits,
-                             bool passthrough, uint64_t page, uint8_t *buf, size_t *len,
+                             unsigned flags, uint64_t page, uint8_t *buf, size_t *len,
                              pk_error *err)
 {
+    bool passthrough = flags & PK_TABLE_PASSTHROUGH, user = flags & PK_TABLE_USER;
     *len = 0;
     ZydisDecoder dec;
     PK_CHECK(jump_start(j, nsites, bits, &dec, PK_ERR_USAGE, err));
@@ -528,9 +531,9 @@ pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, u
         PK_CHECK(next_site(j, sites, nsites, &k, &o, &is_site, PK_ERR_USAGE, err));
         if (is_site)
             sites[k - 1].trampoline = t;
-        if (is_site && !passthrough && page && pk_fastpath_has(&o.insn, o.ops, bits)) {
-            PK_CHECK(encode_fast_site(&o, bits, page, t, out, &n, &sites[k - 1].trampoline,
-                                      err));
+        if (is_site && !passthrough && page && pk_fastpath_has(&o.insn, o.ops, bits, user)) {
+            PK_CHECK(encode_fast_site(&o, bits, user, page, t, out, &n,
+                                      &sites[k - 1].trampoline, err));
         } else if (is_site && !passthrough) {
             ZydisEncoderRequest req;
             request_init(&req, bits, ZYDIS_MNEMONIC_INT3);
@@ -586,15 +589,17 @@ pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *
  * site o (instruction i of j), and int3, the site's trampoline field, names
  * its INT3: *n, the bytes they take. */
 static pk_status check_fast_site(const pk_jump *j, const decoded *o, size_t i, unsigned bits,
-                                 uint64_t page, const uint8_t *have, size_t have_len,
-                                 uint64_t t, uint64_t int3, size_t *n, pk_error *err)
+                                 bool user, uint64_t page, const uint8_t *have,
+                                 size_t have_len, uint64_t t, uint64_t int3, size_t *n,
+                                 pk_error *err)
 {
     char s[128];
     uint8_t want[512];
     uint64_t at;
     pk_error why;
-    if (encode_fast_site(o, bits, page, t, NULL, n, &at, &why) != PK_OK || *n > sizeof want ||
-        encode_fast_site(o, bits, page, t, want, n, &at, &why) != PK_OK)
+    if (encode_fast_site(o, bits, user, page, t, NULL, n, &at, &why) != PK_OK ||
+        *n > sizeof want ||
+        encode_fast_site(o, bits, user, page, t, want, n, &at, &why) != PK_OK)
         return pk_fail(err, PK_ERR_FORMAT, "jump at 0x%llx: instruction %zu (site %s at "
                        "0x%llx) has no fast path with the vcpu page at 0x%llx: %s",
                        (unsigned long long)j->site, i, text(o, s, sizeof s),
@@ -613,10 +618,11 @@ static pk_status check_fast_site(const pk_jump *j, const decoded *o, size_t i, u
 }
 
 pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
-                              unsigned bits, bool passthrough, uint64_t page,
+                              unsigned bits, unsigned flags, uint64_t page,
                               const uint8_t *tramp, size_t tramp_len, uint64_t *counterparts,
                               pk_error *err)
 {
+    bool passthrough = flags & PK_TABLE_PASSTHROUGH, user = flags & PK_TABLE_USER;
     ZydisDecoder dec;
     PK_CHECK(jump_start(j, nsites, bits, &dec, PK_ERR_FORMAT, err));
     if (counterparts)
@@ -645,9 +651,9 @@ pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t ns
             copy.insn.length = (ZyanU8)n;
             continue;
         }
-        if (is_site && !passthrough && page && pk_fastpath_has(&o.insn, o.ops, bits)) {
-            PK_CHECK(check_fast_site(j, &o, i, bits, page, tramp + toff, tramp_len - toff, t,
-                                     sites[k - 1].trampoline, &n, err));
+        if (is_site && !passthrough && page && pk_fastpath_has(&o.insn, o.ops, bits, user)) {
+            PK_CHECK(check_fast_site(j, &o, i, bits, user, page, tramp + toff, tramp_len - toff,
+                                     t, sites[k - 1].trampoline, &n, err));
             copy.insn.length = (ZyanU8)n;
             continue;
         }

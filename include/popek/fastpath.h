@@ -50,12 +50,18 @@ enum {
     PK_VCPU_PAGE_UMIP = 1 << 1,
 };
 
+/* (A user program's page must hold NT and ID clear: they are real.) */
 void pk_vcpu_page_store(pk_vcpu_page *page, const pk_vcpu *vcpu, bool pending);
 void pk_vcpu_page_load(const pk_vcpu_page *page, pk_vcpu *vcpu);
 
+/* Blocks for a user program (popek run) differ in two ways: NT and ID
+ * are the thread's real flags, not the page's (a page serves every thread
+ * of a process), and MOV from a segment register has no block (it reads
+ * the thread's own selectors in the monitor). */
+
 /* Whether insn (decoded with operands in bits-bit code) has a fast path. */
 bool pk_fastpath_has(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
-                     unsigned bits);
+                     unsigned bits, bool user);
 
 /* Emits into buf (NULL: measure) the block that does what insn, decoded at
  * site, does, for code at at, with the vcpu page at page (in 64-bit code
@@ -64,7 +70,7 @@ bool pk_fastpath_has(const ZydisDecodedInstruction *insn, const ZydisDecodedOper
  * falls through at its end. Errors: PK_ERR_UNSUPPORTED for an instruction
  * or form without a fast path, or a page or operand out of reach. */
 pk_status pk_fastpath_emit(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
-                           unsigned bits, uint64_t site, uint64_t at, uint64_t page,
+                           unsigned bits, bool user, uint64_t site, uint64_t at, uint64_t page,
                            uint64_t slow, uint8_t *buf, size_t *len, pk_error *err);
 
 /* Where a fault inside a block leaves the guest's state: its RSP (ESP)
@@ -84,7 +90,7 @@ typedef struct pk_fastpath_frame {
  * block's first instruction (nothing to undo) or no instruction of it that
  * touches the guest's memory: its stack, the operand, POPF's value. */
 bool pk_fastpath_unwind(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
-                        unsigned bits, uint64_t site, uint64_t at, uint64_t page, uint64_t rip,
-                        pk_fastpath_frame *frame);
+                        unsigned bits, bool user, uint64_t site, uint64_t at, uint64_t page,
+                        uint64_t rip, pk_fastpath_frame *frame);
 
 #endif

@@ -67,6 +67,9 @@ enum {
      * a fault there at the original address (pk_patch_table_counterparts);
      * any other reader must refuse it. */
     PK_TABLE_MAPPED = 1 << 1,
+    /* The fast-path blocks are a user program's (fastpath.h): a live
+     * table of popek run. */
+    PK_TABLE_USER = 1 << 2,
 };
 
 typedef struct pk_patch_table {
@@ -160,6 +163,7 @@ typedef struct pk_plan_options {
      * trampolines of sites with a fast path (fastpath.h) emulate them in
      * place against it. Not with passthrough. */
     uint64_t vcpu_page;
+    bool user;              /* the blocks are a user program's (PK_TABLE_USER) */
     /* Leave out, and list, sites that cannot be patched as asked (overlapping
      * sites; with PK_CHOOSE_JMP, sites no jump fits) instead of failing. */
     bool allow_skip;

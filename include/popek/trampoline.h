@@ -34,9 +34,10 @@ bool pk_call_can_end_jump(const ZydisDecodedInstruction *insn, unsigned bits);
 
 /* Emits the trampoline of jump j, at j->trampoline: the instructions of
  * j->bytes in order, each patched site (sites[0..nsites), the table's
- * patches inside j, sorted) as INT3, or with passthrough as itself, or,
- * with page (the vcpu page's address, else 0) when it has a fast path, as
- * its fast-path block ahead of its INT3 (trampoline.c shows it), and the
+ * patches inside j, sorted) as INT3, or with PK_TABLE_PASSTHROUGH in
+ * flags (the table's) as itself, or, with page (the vcpu page's address,
+ * else 0) when it has a fast path, as its fast-path block ahead of its
+ * INT3 (trampoline.c shows it; PK_TABLE_USER: a user program's), and the
  * displaced instructions between them relocated; then a jmp to
  * j->site + j->len. Sets each site's trampoline field and *len. With a
  * NULL buf it only measures (and still sets the fields). bits is 32 or 64.
@@ -46,7 +47,7 @@ bool pk_call_can_end_jump(const ZydisDecodedInstruction *insn, unsigned bits);
  * bytes are not instructions filling 5..PK_JUMP_MAX_LEN bytes, or sites
  * do not match them (the first must be a site, each one of them). */
 pk_status pk_trampoline_emit(const pk_jump *j, pk_patch *sites, size_t nsites, unsigned bits,
-                             bool passthrough, uint64_t page, uint8_t *buf, size_t *len,
+                             unsigned flags, uint64_t page, uint8_t *buf, size_t *len,
                              pk_error *err);
 
 /* Emits the j->len bytes written over the code: jmp rel32 to
@@ -69,7 +70,7 @@ pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *
  * instruction's index and addresses, and the first difference;
  * PK_ERR_UNSUPPORTED for 16-bit code. */
 pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
-                              unsigned bits, bool passthrough, uint64_t page,
+                              unsigned bits, unsigned flags, uint64_t page,
                               const uint8_t *tramp, size_t tramp_len, uint64_t *counterparts,
                               pk_error *err);
 

@@ -424,8 +424,9 @@ static machine run_bits(unsigned bits, const uint8_t *code, size_t len, const ma
 }
 
 /* One trial of form f in bits-bit code: the block and pk_emulate from the
- * same random state. */
-static void trial(const form *f, int n, unsigned bits)
+ * same random state. A user program's block (user) keeps NT and ID in the
+ * real flags: pk_emulate gets them from there and gives them back. */
+static void trial(const form *f, int n, unsigned bits, bool user)
 {
     unsigned nregs = bits == 64 ? PK_GPR_COUNT : 8, word = bits / 8;
     uint64_t wide = bits == 64 ? ~0ull : 0xffffffffull;
@@ -439,11 +440,16 @@ static void trial(const form *f, int n, unsigned bits)
         ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32);
     cr_assert(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, f->bytes, f->len, &insn, ops)),
               "%s decodes", f->name);
-    cr_assert(pk_fastpath_has(&insn, ops, bits), "%s has a fast path", f->name);
+    if (!pk_fastpath_has(&insn, ops, bits, user)) {
+        cr_assert(user, "%s has a fast path", f->name);
+        return;
+    }
 
     pk_vcpu v;
     random_vcpu(&v);
     v.bits = bits;
+    if (user)
+        v.vflags &= ~(uint64_t)(PK_FLAG_NT | PK_FLAG_ID);
     bool pending = next() & 1;
     pk_vcpu_page *page = (pk_vcpu_page *)(arena + PAGE_OFF);
     pk_vcpu_page_store(page, &v, pending);
@@ -451,8 +457,9 @@ static void trial(const form *f, int n, unsigned bits)
     uint8_t block[512];
     size_t len = 0;
     pk_error err;
-    cr_assert_eq(pk_fastpath_emit(&insn, ops, bits, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
-                                  at(bits == 64 ? SLOW_OFF : SLOW32_OFF), block, &len, &err),
+    cr_assert_eq(pk_fastpath_emit(&insn, ops, bits, user, at(SITE_OFF), at(CODE_OFF),
+                                  at(PAGE_OFF), at(bits == 64 ? SLOW_OFF : SLOW32_OFF), block,
+                                  &len, &err),
                  PK_OK, "%s: %s", f->name, err.msg);
 
     /* The state: random registers, base and index registers inside the
@@ -489,7 +496,14 @@ static void trial(const form *f, int n, unsigned bits)
     regs.rflags = in.flags;
     regs.rip = at(SITE_OFF);
     pk_vcpu emu = v;
+    const uint64_t nt_id = PK_FLAG_NT | PK_FLAG_ID;
+    if (user)
+        emu.vflags |= in.flags & nt_id;
     pk_emu_result r = pk_emulate(&insn, ops, &emu, &regs, &arena_mem);
+    if (user) {
+        regs.rflags = (regs.rflags & ~nt_id) | (emu.vflags & nt_id);
+        emu.vflags &= ~nt_id;
+    }
     static uint8_t memory_emu[sizeof memory_before];
     save_memory(memory_emu);
 
@@ -525,8 +539,10 @@ static void trial(const form *f, int n, unsigned bits)
 static void trials(const form *forms, size_t count, unsigned bits)
 {
     for (size_t i = 0; i < count; i++)
-        for (int n = 0; n < 300; n++)
-            trial(&forms[i], n, bits);
+        for (int n = 0; n < 300; n++) {
+            trial(&forms[i], n, bits, false);
+            trial(&forms[i], n, bits, true);
+        }
 }
 
 TestSuite(fastpath, .init = arena_setup, .fini = arena_teardown);
@@ -658,8 +674,9 @@ static bool fault_trial(const form *f, const machine *in)
     uint8_t block[512];
     size_t len;
     pk_error err;
-    cr_assert_eq(pk_fastpath_emit(&insn, ops, 64, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF),
-                                  at(SLOW_OFF), block, &len, &err), PK_OK, "%s", err.msg);
+    cr_assert_eq(pk_fastpath_emit(&insn, ops, 64, false, at(SITE_OFF), at(CODE_OFF),
+                                  at(PAGE_OFF), at(SLOW_OFF), block, &len, &err), PK_OK, "%s",
+                 err.msg);
     mprotect(arena + GUARD_BELOW_OFF, 0x1000, PROT_NONE);
     mprotect(arena + GUARD_ABOVE_OFF, 0x1000, PROT_NONE);
     bool faulted = sigsetjmp(fault_return, 1) != 0;
@@ -674,7 +691,8 @@ static bool fault_trial(const form *f, const machine *in)
     cr_assert(rip >= at(CODE_OFF) && rip < at(CODE_OFF) + len, "%s: a fault outside the block",
               f->name);
     pk_fastpath_frame fr;
-    bool undone = pk_fastpath_unwind(&insn, ops, 64, at(SITE_OFF), at(CODE_OFF), at(PAGE_OFF), rip, &fr);
+    bool undone = pk_fastpath_unwind(&insn, ops, 64, false, at(SITE_OFF), at(CODE_OFF),
+                                     at(PAGE_OFF), rip, &fr);
     if (undone) {
         uint64_t rsp = gpr[PK_RSP];
         for (int i = 0; i < 4; i++)

@@ -84,21 +84,21 @@ static void emit(fixture *f, bool passthrough)
     pk_error err;
     size_t measured;
     uint64_t fields[4];
-    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough, f->page, NULL,
+    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough ? PK_TABLE_PASSTHROUGH : 0, f->page, NULL,
                                     &measured, &err), PK_OK, "%s", err.msg);
     for (size_t k = 0; k < f->nsites; k++) {
         fields[k] = f->sites[k].trampoline;
         f->sites[k].trampoline = 0;
     }
     memset(f->t, 0, sizeof f->t);
-    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough, f->page, f->t,
+    cr_assert_eq(pk_trampoline_emit(&f->j, f->sites, f->nsites, f->bits, passthrough ? PK_TABLE_PASSTHROUGH : 0, f->page, f->t,
                                     &f->len, &err), PK_OK, "%s", err.msg);
     cr_assert_eq(measured, f->len, "measured and emitted sizes agree");
     for (size_t k = 0; k < f->nsites; k++)
         cr_assert_eq(fields[k], f->sites[k].trampoline, "measuring sets the same fields");
     f->j.trampoline_len = (uint16_t)f->len;
     uint64_t counterparts[PK_JUMP_MAX_LEN];
-    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, f->bits, passthrough, f->page, f->t,
+    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, f->bits, passthrough ? PK_TABLE_PASSTHROUGH : 0, f->page, f->t,
                                      f->len, counterparts, &err), PK_OK, "%s", err.msg);
     /* Resuming at the jump's first instruction goes on at the trampoline's
      * start; at a site, at the site's own counterpart: its INT3, or its
@@ -442,7 +442,7 @@ static void checked(fixture *f)
 static void rejected(fixture *f, size_t tramp_len, bool passthrough, const char *what)
 {
     pk_error err;
-    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, 64, passthrough, 0, f->t, tramp_len,
+    cr_assert_eq(pk_trampoline_check(&f->j, f->sites, f->nsites, 64, passthrough ? PK_TABLE_PASSTHROUGH : 0, 0, f->t, tramp_len,
                                      NULL, &err), PK_ERR_FORMAT, "refuses %s", what);
     cr_assert(strstr(err.msg, "jump at 0x401000") && strstr(err.msg, what), "'%s' names '%s'",
               err.msg, what);
@@ -661,7 +661,7 @@ static void expect_block(fixture *f, size_t k, uint64_t counterpart)
     size_t n;
     pk_error err;
     uint64_t int3 = f->sites[k].trampoline;
-    cr_assert_eq(pk_fastpath_emit(&i.d, i.ops, f->bits, f->sites[k].site, counterpart, f->page,
+    cr_assert_eq(pk_fastpath_emit(&i.d, i.ops, f->bits, false, f->sites[k].site, counterpart, f->page,
                                   int3, want, &n, &err), PK_OK, "%s", err.msg);
     size_t off = counterpart - f->j.trampoline;
     cr_assert_eq(memcmp(f->t + off, want, n), 0, "site %zu's block", k);
