@@ -26,6 +26,8 @@ static const char usage_run[] =
     "  --no-patch          patch nothing: the program runs traced only\n"
     "  --tactic TACTIC     auto (default): a jump to a trampoline mapped near the\n"
     "                      code where one fits safely, INT3 elsewhere; int3: INT3 only\n"
+    "  --fast-path         trampolines of 64-bit code emulate PUSHF, POPF, SMSW, SGDT,\n"
+    "                      SIDT, SLDT and STR in place, without stopping\n"
     "  --vcpu FILE         the virtual CPU's values: KEY = VALUE lines (gdt_base,\n"
     "                      gdt_limit, idt_base, idt_limit, cr0, tr, ldtr, tsc,\n"
     "                      tsc_aux, cpuid.LEAF[.SUBLEAF] = EAX EBX ECX EDX); by\n"
@@ -80,13 +82,14 @@ static const char *cache_directory(const char *given, char *buf, size_t size)
 
 int cmd_run(int argc, char **argv)
 {
-    enum { O_SET = 256, O_ONLY, O_NO_PATCH, O_TACTIC, O_VCPU, O_TRACE, O_STATS, O_LOG, O_CACHE,
-           O_NO_CACHE };
+    enum { O_SET = 256, O_ONLY, O_NO_PATCH, O_TACTIC, O_FAST_PATH, O_VCPU, O_TRACE, O_STATS,
+           O_LOG, O_CACHE, O_NO_CACHE };
     static const struct option opts[] = {
         { "set", required_argument, 0, O_SET },
         { "only", required_argument, 0, O_ONLY },
         { "no-patch", no_argument, 0, O_NO_PATCH },
         { "tactic", required_argument, 0, O_TACTIC },
+        { "fast-path", no_argument, 0, O_FAST_PATH },
         { "vcpu", required_argument, 0, O_VCPU },
         { "trace", no_argument, 0, O_TRACE },
         { "stats", no_argument, 0, O_STATS },
@@ -120,6 +123,7 @@ int cmd_run(int argc, char **argv)
                 return usage_error("--tactic: '%s' is not auto or int3", optarg);
             ro.int3_only = !strcmp(optarg, "int3");
             break;
+        case O_FAST_PATH: ro.fast_path = true; break;
         case O_VCPU: vcpu_path = optarg; break;
         case O_TRACE: ro.trace = true; break;
         case O_STATS: stats = true; break;
@@ -133,6 +137,9 @@ int cmd_run(int argc, char **argv)
         return usage_error("run: no program given");
     if (ro.no_patch && (so.sets || so.only))
         return usage_error("run: --no-patch patches nothing; drop --set and --only");
+    if (ro.fast_path && (ro.no_patch || ro.int3_only))
+        return usage_error("run: --fast-path lives in trampolines: not with %s",
+                           ro.no_patch ? "--no-patch" : "--tactic int3");
     ro.sets = so.sets ? so.sets : PK_SET_PG;
     ro.only = so.only;
 

@@ -223,6 +223,16 @@ bool pk_codepages_between(const pk_codepages *cp, uint64_t addr)
     return addr == j->trampoline + j->trampoline_len - 5; /* the jmp rel32 back */
 }
 
+/* Guest RAM as pk_guest_mem reads it. */
+static bool ram_read(void *ctx, uint64_t addr, void *buf, size_t size)
+{
+    const pk_codepages *cp = ctx;
+    if (!in_ram(cp, addr, size))
+        return false;
+    memcpy(buf, cp->tracee->ram + addr, size);
+    return true;
+}
+
 bool pk_codepages_unwind(const pk_codepages *cp, pk_regs *regs)
 {
     uint64_t rip = regs->rip;
@@ -238,30 +248,9 @@ bool pk_codepages_unwind(const pk_codepages *cp, pk_regs *regs)
     if (p->site < j->site || p->site >= j->site + j->len)
         return false;
     uint64_t block = cp->counterparts[i][p->site - j->site];
-    ZydisDecoder dec;
-    ZydisDecodedInstruction insn;
-    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-    pk_fastpath_frame fr;
-    if (block > rip || !pk_decoder_init(&dec, cp->bits, false) ||
-        ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, p->bytes, p->len, &insn, ops)) ||
-        !pk_fastpath_unwind(&insn, ops, cp->bits, false, p->site, block, cp->vcpu_page, rip, &fr))
-        return false;
-    uint64_t sp = regs->gpr[PK_RSP], word = cp->bits / 8, value[5] = { 0 };
-    for (int r = 0; r < 5; r++) {
-        int64_t at = r < 4 ? fr.saved[r] : fr.flags;
-        if (at >= 0 && !in_ram(cp, sp + (uint64_t)at, word))
-            return false;
-        if (at >= 0)
-            memcpy(&value[r], cp->tracee->ram + sp + (uint64_t)at, word);
-    }
-    for (int r = 0; r < 4; r++)
-        if (fr.saved[r] >= 0)
-            regs->gpr[r] = value[r];
-    if (fr.flags >= 0)
-        regs->rflags = value[4];
-    regs->gpr[PK_RSP] = sp + (uint64_t)fr.below;
-    regs->rip = p->site;
-    return true;
+    pk_guest_mem ram = { (void *)cp, ram_read, NULL };
+    return block <= rip &&
+           pk_fastpath_undo(p, cp->bits, false, block, cp->vcpu_page, regs, &ram);
 }
 
 /* Remembers a code region of the image, for rescans of its pages. */

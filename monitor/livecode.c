@@ -48,6 +48,7 @@
 #include "popek/popek.h"
 #include "popek/scan.h"
 #include "internal/run.h"
+#include "internal/tracee.h"
 
 #define PAGE 4096ull
 
@@ -371,9 +372,19 @@ const pk_patch *run_via_at(const run_process *p, uint64_t addr)
     return pk_patch_table_find(&p->via, addr);
 }
 
-/* The counterparts of jump j's instructions in its trampoline, from p's
- * memory (pk_trampoline_check's counterparts). */
-static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_JUMP_MAX_LEN])
+/* The vcpu page of the blocks in jump j's trampoline, or 0. */
+static uint64_t jump_page(const run_process *p, const pk_jump *j)
+{
+    for (size_t i = 0; i < p->nplaced; i++)
+        if (j->trampoline >= p->placed[i].at &&
+            j->trampoline < p->placed[i].at + p->placed[i].size)
+            return p->placed[i].page;
+    return 0;
+}
+
+/* The sites of p's table inside jump j: the index of the first, and how
+ * many there are. */
+static size_t jump_sites(const run_process *p, const pk_jump *j, size_t *first)
 {
     const pk_patch_table *t = &p->table;
     size_t lo = 0, hi = t->count;
@@ -387,36 +398,83 @@ static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_
     size_t n = 0;
     while (lo + n < t->count && t->patches[lo + n].site < j->site + j->len)
         n++;
+    *first = lo;
+    return n;
+}
+
+/* The counterparts of jump j's instructions in its trampoline, from p's
+ * memory (pk_trampoline_check's counterparts). */
+static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_JUMP_MAX_LEN])
+{
+    size_t first, n = jump_sites(p, j, &first);
+    uint64_t page = jump_page(p, j);
     uint8_t *code = malloc(j->trampoline_len);
     pk_error err;
     bool ok = code && run_peek(p, j->trampoline, code, j->trampoline_len) &&
-              pk_trampoline_check(j, &t->patches[lo], n, p->bits, t->flags, t->vcpu_page, code,
-                                  j->trampoline_len, out, &err) == PK_OK;
+              pk_trampoline_check(j, &p->table.patches[first], n, p->bits,
+                                  page ? PK_TABLE_USER : 0, page, code, j->trampoline_len, out,
+                                  &err) == PK_OK;
     free(code);
     return ok;
 }
 
-uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr)
+/* The jump of p whose trampoline holds addr, or NULL. */
+static const pk_jump *trampoline_at(const run_process *p, uint64_t addr)
 {
     for (size_t i = 0; i < p->table.njumps; i++) {
         const pk_jump *j = &p->table.jumps[i];
-        uint64_t at[PK_JUMP_MAX_LEN];
-        if (addr < j->trampoline || addr >= j->trampoline + j->trampoline_len)
-            continue;
-        if (jump_counterparts(p, j, at))
-            for (unsigned off = 0; off < j->len; off++)
-                if (at[off] == addr)
-                    return j->site + off;
-        /* The jump back: as good as the instruction after the jump. */
-        run_insn ri;
-        uint64_t back;
-        if (run_decode(e, p, addr, &ri) && ri.insn.mnemonic == ZYDIS_MNEMONIC_JMP &&
-            ri.ops[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
-            ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&ri.insn, &ri.ops[0], addr, &back)) &&
-            back == j->site + j->len)
-            return back;
-        return 0;
+        if (addr >= j->trampoline && addr < j->trampoline + j->trampoline_len)
+            return j;
     }
+    return NULL;
+}
+
+static bool peek_mem(void *ctx, uint64_t addr, void *buf, size_t size)
+{
+    return run_peek(ctx, addr, buf, size);
+}
+
+bool run_undo_block(run_process *p, struct user_regs_struct *r)
+{
+    const pk_jump *j = trampoline_at(p, r->rip);
+    uint64_t page = j ? jump_page(p, j) : 0, at[PK_JUMP_MAX_LEN];
+    if (!page || !jump_counterparts(p, j, at))
+        return false;
+    size_t first, n = jump_sites(p, j, &first);
+    for (size_t k = first; k < first + n; k++) {
+        const pk_patch *q = &p->table.patches[k];
+        uint64_t block = at[q->site - j->site];
+        if (block < r->rip && r->rip < q->trampoline) {
+            pk_regs regs;
+            pk_regs_from_user(r, &regs);
+            pk_guest_mem mem = { p, peek_mem, NULL };
+            if (!pk_fastpath_undo(q, p->bits, true, block, page, &regs, &mem))
+                return false;
+            pk_regs_to_user(&regs, r);
+            return true;
+        }
+    }
+    return false;
+}
+
+uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr)
+{
+    const pk_jump *j = trampoline_at(p, addr);
+    uint64_t at[PK_JUMP_MAX_LEN];
+    if (!j)
+        return 0;
+    if (jump_counterparts(p, j, at))
+        for (unsigned off = 0; off < j->len; off++)
+            if (at[off] == addr)
+                return j->site + off;
+    /* The jump back: as good as the instruction after the jump. */
+    run_insn ri;
+    uint64_t back;
+    if (run_decode(e, p, addr, &ri) && ri.insn.mnemonic == ZYDIS_MNEMONIC_JMP &&
+        ri.ops[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
+        ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&ri.insn, &ri.ops[0], addr, &back)) &&
+        back == j->site + j->len)
+        return back;
     return 0;
 }
 
@@ -895,8 +953,10 @@ static pk_status scan_range(run_engine *e, run_process *p, const run_mapping *m,
 /* ---- jumps ------------------------------------------------------------------------- */
 
 /* Plans jumps for the file of c (at path) with its trampolines laid out
- * from code_vaddr, as `popek patch` would, flow facts and all: c->plan. */
-static bool plan_file(run_engine *e, run_scan_cache *c, const char *path, uint64_t code_vaddr)
+ * from code_vaddr, as `popek patch` would, flow facts and all, and with
+ * page (or 0) their fast-path blocks' vcpu page: c->plan. */
+static bool plan_file(run_engine *e, run_scan_cache *c, const char *path, uint64_t code_vaddr,
+                      uint64_t page)
 {
     pk_image img;
     pk_error err;
@@ -918,7 +978,8 @@ static bool plan_file(run_engine *e, run_scan_cache *c, const char *path, uint64
                 scan.sites[n++] = scan.sites[i];
         scan.nsites = n;
     }
-    pk_plan_options po = { .tactic = PK_CHOOSE_AUTO, .allow_skip = true, .only = e->opts->only };
+    pk_plan_options po = { .tactic = PK_CHOOSE_AUTO, .allow_skip = true, .only = e->opts->only,
+                           .vcpu_page = page, .user = true };
     ok = ok && pk_flow_build(&img, &flow, &err) == PK_OK &&
          pk_patch_plan(&img, &scan, &flow, code_vaddr, &po, &plan, &err) == PK_OK;
     if (ok) {
@@ -945,10 +1006,52 @@ static bool unmapped(const run_mapping *maps, size_t nmaps, uint64_t lo, uint64_
     return true;
 }
 
+/* Whether the trampolines of p's code have fast-path blocks. */
+static bool fast_path(const run_engine *e, const run_process *p)
+{
+    return e->opts->fast_path && p->bits == 64;
+}
+
+/* The room for c's trampolines: at most 64 bytes a site, 256 with blocks;
+ * the vcpu page follows it. */
+static uint64_t trampoline_room(const run_engine *e, const run_process *p,
+                                const run_scan_cache *c)
+{
+    uint64_t per_site = fast_path(e, p) ? 256 : 64;
+    return (per_site * (uint64_t)c->n + 64 + PAGE - 1) & ~(PAGE - 1);
+}
+
+/* Whether c's plan was made for trampolines at at (its file loaded at
+ * bias) with the vcpu page at page (0: none); else makes it so. */
+static bool plan_for(run_engine *e, run_scan_cache *c, const char *path, uint64_t at,
+                     uint64_t page, uint64_t bias)
+{
+    uint64_t want_page = page ? page - bias : 0;
+    if (c->code_vaddr == at - bias && c->plan.vcpu_page == want_page)
+        return true;
+    if (!plan_file(e, c, path, at - bias, want_page))
+        return false;
+    cache_store(c);
+    return true;
+}
+
+pk_status run_fast_pages(run_engine *e, run_thread *t, pk_error *err)
+{
+    run_process *p = t->proc;
+    pk_vcpu_page page;
+    run_fast_page(e, p, &page);
+    for (size_t i = 0; i < p->nplaced; i++)
+        if (p->placed[i].page && !run_poke(p, p->placed[i].page, &page, sizeof page))
+            return pk_fail(err, PK_ERR_INTERNAL, "cannot write the vcpu page at 0x%llx in "
+                           "process %d", (unsigned long long)p->placed[i].page, (int)p->pid);
+    return PK_OK;
+}
+
 /* Where the trampolines of c's file go in t's process, mapped now if they
  * are not yet: just below the file's lowest mapping (ld.so maps libraries
  * top down, leaving room there), else, but for the program itself, just
- * above its highest. 0 when neither has room: the file's sites take INT3. */
+ * above its highest. 0 when neither has room: the file's sites take INT3.
+ * With the fast path their vcpu page follows them, writable. */
 static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *c,
                                   const run_mapping *maps, size_t nmaps, const run_mapping *m,
                                   uint64_t bias, pk_error *err, pk_status *status)
@@ -960,11 +1063,8 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
             continue;
         /* The file's plan may have been made since for another place (in
          * another process): made again for this one, the same code. */
-        if (c->code_vaddr != pl->at - bias) {
-            if (!plan_file(e, c, m->path, pl->at - bias) || c->code_len > pl->size)
-                return 0;
-            cache_store(c);
-        }
+        if (!plan_for(e, c, m->path, pl->at, pl->page, bias) || c->code_len > pl->size)
+            return 0;
         return pl->at;
     }
     uint64_t lowest = m->start, highest = m->end;
@@ -973,8 +1073,7 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
             lowest = maps[i].start < lowest ? maps[i].start : lowest;
             highest = maps[i].end > highest ? maps[i].end : highest;
         }
-    /* Room for the trampolines: at most 64 bytes a site. */
-    uint64_t size = (64 * (uint64_t)c->n + 64 + PAGE - 1) & ~(PAGE - 1);
+    uint64_t size = trampoline_room(e, p, c), page_size = fast_path(e, p) ? PAGE : 0;
     uint64_t limit = p->bits == 32 ? 1ull << 32 : 1ull << 47;
     /* Above the program itself is where its heap (brk) starts. */
     char exe[64];
@@ -982,31 +1081,34 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
     snprintf(exe, sizeof exe, "/proc/%d/exe", (int)p->pid);
     bool program = stat(exe, &st) == 0 && (uint64_t)st.st_ino == m->inode &&
                    (uint64_t)st.st_dev == m->dev;
-    uint64_t candidates[2] = { lowest > size + (1u << 20) ? lowest - size : 0,
-                               !program && highest + size < limit ? highest : 0 };
+    uint64_t whole = size + page_size;
+    uint64_t candidates[2] = { lowest > whole + (1u << 20) ? lowest - whole : 0,
+                               !program && highest + whole < limit ? highest : 0 };
     for (int k = 0; k < 2; k++) {
-        uint64_t at = candidates[k];
-        if (!at || !unmapped(maps, nmaps, at, at + size))
+        uint64_t at = candidates[k], page = page_size ? at + size : 0;
+        if (!at || !unmapped(maps, nmaps, at, at + whole))
             continue;
-        if (c->code_vaddr != at - bias) {
-            if (!plan_file(e, c, m->path, at - bias))
-                return 0;
-            cache_store(c);
-        }
+        if (!plan_for(e, c, m->path, at, page, bias))
+            return 0;
         if (!c->plan.njumps || c->code_len > size)
             return 0;
         uint64_t mapped;
-        if ((*status = run_map(e, t, at, size, &mapped, err)) != PK_OK)
+        if ((*status = run_map(e, t, at, whole, &mapped, err)) != PK_OK)
             return 0;
         if (!mapped)
             continue;
-        run_placed placed = { m->dev, m->inode, bias, at, size };
+        if (page && (*status = run_protect(e, t, page, PAGE, PROT_READ | PROT_WRITE, err)) !=
+                    PK_OK)
+            return 0;
+        run_placed placed = { m->dev, m->inode, bias, at, size, page };
         if (!run_poke(p, at, c->code, c->code_len) ||
             !run_append((void **)&p->placed, &p->nplaced, &p->placed_cap, &placed, sizeof placed)) {
             *status = pk_fail(err, PK_ERR_INTERNAL, "cannot write trampolines in process %d",
                               (int)p->pid);
             return 0;
         }
+        if (page && (*status = run_fast_pages(e, t, err)) != PK_OK)
+            return 0;
         return at;
     }
     if (e->opts->trace)

@@ -619,8 +619,9 @@ static pk_status syscall_exit(run_engine *e, run_thread *t, pk_error *err)
     if (!returned || info.exit.is_error)
         return t->sc_nr == RUN_SC_MODIFY_LDT ? PK_OK : run_code_failed(e, t, err);
     if (t->sc_nr == RUN_SC_MODIFY_LDT) {
+        bool had = t->proc->has_ldt;
         t->proc->has_ldt = true;
-        return PK_OK;
+        return had ? PK_OK : run_fast_pages(e, t, err); /* SLDT shows it now */
     }
     t->sc_ret = (long)info.exit.rval;
     return run_code_sync(e, t, err);
@@ -735,6 +736,13 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
     struct user_regs_struct r;
     uint64_t original;
     PK_CHECK(requeue(e, t, err));
+    /* A fault inside a fast-path block is its site's, with what the block
+     * did undone (a handler that retries runs the site again). */
+    if (t->proc->table.njumps && (sig == SIGSEGV || sig == SIGBUS)) {
+        PK_CHECK(run_get_regs(t, &r, err));
+        if (run_undo_block(t->proc, &r))
+            PK_CHECK(run_set_regs(t, &r, err));
+    }
     if (t->proc->table.njumps && run_sig_handled(t->proc, sig)) {
         PK_CHECK(run_get_regs(t, &r, err));
         /* (only where the handler surely runs: an ignored signal would

@@ -2,8 +2,10 @@
  *
  * What a site shows of the processor comes from the profile: SGDT, SIDT,
  * SLDT, STR and SMSW give its values, and CPUID, RDTSC and RDTSCP too where
- * it sets them; PUSHF and POPF keep IF, IOPL, NT and ID per thread; the
- * segment-register reads give the thread's real selectors. All but CPUID
+ * it sets them; PUSHF and POPF keep IF and IOPL per thread, and NT and ID
+ * in the thread's real flags (where Linux keeps them, and where the fast
+ * path's blocks leave them); the segment-register reads give the thread's
+ * real selectors. All but CPUID
  * and the TSC go through pk_emulate, as in `popek boot`, with a virtual CPU
  * at CPL 3.
  *
@@ -31,6 +33,9 @@
 #include "popek/vcpu.h"
 #include "internal/run.h"
 #include "internal/tracee.h"
+
+/* NT and ID: a thread's own, in its real flags. */
+#define REAL_NT_ID (PK_FLAG_NT | PK_FLAG_ID)
 
 /* ---- the profile -------------------------------------------------------------- */
 
@@ -225,15 +230,37 @@ static bool virtual_row(pk_class_id cls)
     }
 }
 
-/* The virtual CPU thread t sees: CPL 3, its flags, its real selectors, and
- * the profile's tables and CR0. */
+/* The virtual CPU every thread of p sees: CPL 3, IF set, and the
+ * profile's tables, TR, LDTR and CR0. */
+static void process_vcpu(const run_engine *e, const run_process *p, pk_vcpu *v)
+{
+    pk_vcpu_reset(v, p->bits);
+    v->cpl = 3;
+    v->vflags = PK_FLAG_IF;
+    v->gdtr.base = e->profile.gdt_base;
+    v->gdtr.limit = e->profile.gdt_limit;
+    v->idtr.base = e->profile.idt_base;
+    v->idtr.limit = e->profile.idt_limit;
+    v->cr0 = e->profile.cr0;
+    v->seg[PK_TR].selector = e->profile.tr;
+    v->seg[PK_LDTR].selector = p->has_ldt || e->profile.ldtr_always ? e->profile.ldtr : 0;
+}
+
+void run_fast_page(const run_engine *e, const run_process *p, pk_vcpu_page *page)
+{
+    pk_vcpu v;
+    process_vcpu(e, p, &v);
+    memset(page, 0, sizeof *page);
+    pk_vcpu_page_store(page, &v, false);
+}
+
+/* The virtual CPU thread t sees: the process's, with the thread's IF and
+ * IOPL, its real NT and ID, and its real selectors. */
 static void thread_vcpu(const run_engine *e, const run_thread *t,
                         const struct user_regs_struct *r, pk_vcpu *v)
 {
-    const run_process *p = t->proc;
-    pk_vcpu_reset(v, p->bits);
-    v->cpl = 3;
-    v->vflags = t->vflags;
+    process_vcpu(e, t->proc, v);
+    v->vflags = (t->vflags & ~(uint64_t)REAL_NT_ID) | (r->eflags & REAL_NT_ID);
     const unsigned long long sel[PK_SREG_COUNT] = { r->es, r->cs, r->ss, r->ds, r->fs, r->gs };
     for (int i = 0; i < PK_SREG_COUNT; i++) {
         v->seg[i].selector = (uint16_t)sel[i];
@@ -242,13 +269,6 @@ static void thread_vcpu(const run_engine *e, const run_thread *t,
     }
     v->seg[PK_FS].base = r->fs_base;
     v->seg[PK_GS].base = r->gs_base;
-    v->gdtr.base = e->profile.gdt_base;
-    v->gdtr.limit = e->profile.gdt_limit;
-    v->idtr.base = e->profile.idt_base;
-    v->idtr.limit = e->profile.idt_limit;
-    v->cr0 = e->profile.cr0;
-    v->seg[PK_TR].selector = e->profile.tr;
-    v->seg[PK_LDTR].selector = p->has_ldt || e->profile.ldtr_always ? e->profile.ldtr : 0;
 }
 
 /* CPUID, RDTSC and RDTSCP where the profile sets what they read: false
@@ -425,8 +445,9 @@ pk_status run_emulate_site(run_engine *e, run_thread *t, const pk_patch *site, u
         pk_emu_result res = pk_emulate(&insn, ops, &v, &regs, &mem);
         /* A fault (or a form it does not emulate) runs natively, below. */
         if ((done = res.status == PK_EMU_DONE)) {
+            regs.rflags = (regs.rflags & ~(uint64_t)REAL_NT_ID) | (v.vflags & REAL_NT_ID);
             pk_regs_to_user(&regs, r);
-            t->vflags = v.vflags;
+            t->vflags = v.vflags & ~(uint64_t)REAL_NT_ID;
             snprintf(effect, sizeof effect, "%s", res.effect);
         }
     } else {

@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "../monitor/internal/emu.h"
+#include "../scanner/internal/decoder.h"
 
 enum {
     REAL_IMAGE = 0x3FFFFF & ~(PK_FLAG_IF | PK_FLAG_IOPL | PK_FLAG_NT | PK_FLAG_ID |
@@ -730,5 +731,32 @@ bool pk_fastpath_unwind(const ZydisDecodedInstruction *insn, const ZydisDecodedO
     for (int i = 0; i < 4; i++)
         frame->saved[i] = s->saved[i] < 0 ? -1 : s->depth - s->saved[i];
     frame->flags = s->flags < 0 ? -1 : s->depth - s->flags;
+    return true;
+}
+
+bool pk_fastpath_undo(const pk_patch *p, unsigned bits, bool user, uint64_t block,
+                      uint64_t page, pk_regs *regs, const pk_guest_mem *mem)
+{
+    ZydisDecoder dec;
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    pk_fastpath_frame fr;
+    if (!pk_decoder_init(&dec, bits, false) ||
+        ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, p->bytes, p->len, &insn, ops)) ||
+        !pk_fastpath_unwind(&insn, ops, bits, user, p->site, block, page, regs->rip, &fr))
+        return false;
+    uint64_t sp = regs->gpr[PK_RSP], value[5] = { 0 };
+    for (int r = 0; r < 5; r++) {
+        int64_t at = r < 4 ? fr.saved[r] : fr.flags;
+        if (at >= 0 && !mem->read(mem->ctx, sp + (uint64_t)at, &value[r], bits / 8))
+            return false;
+    }
+    for (int r = 0; r < 4; r++)
+        if (fr.saved[r] >= 0)
+            regs->gpr[r] = value[r];
+    if (fr.flags >= 0)
+        regs->rflags = value[4];
+    regs->gpr[PK_RSP] = sp + (uint64_t)fr.below;
+    regs->rip = p->site;
     return true;
 }

@@ -24,6 +24,7 @@
 
 #include <Zydis/Zydis.h>
 
+#include "popek/patch.h"
 #include "popek/status.h"
 #include "popek/vcpu.h"
 
@@ -92,5 +93,13 @@ typedef struct pk_fastpath_frame {
 bool pk_fastpath_unwind(const ZydisDecodedInstruction *insn, const ZydisDecodedOperand *ops,
                         unsigned bits, bool user, uint64_t site, uint64_t at, uint64_t page,
                         uint64_t rip, pk_fastpath_frame *frame);
+
+/* A fault at regs->rip inside the block of patched site p (the block at
+ * block, made with user and page as pk_fastpath_emit was) made the site's:
+ * what the block changed is put back from the stack (read through mem) and
+ * rip is the site's. False, changing nothing, when rip is at no
+ * instruction of the block that can fault, or the stack cannot be read. */
+bool pk_fastpath_undo(const pk_patch *p, unsigned bits, bool user, uint64_t block,
+                      uint64_t page, pk_regs *regs, const pk_guest_mem *mem);
 
 #endif

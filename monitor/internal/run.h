@@ -12,6 +12,7 @@
 
 #include <Zydis/Zydis.h>
 
+#include "popek/fastpath.h"
 #include "popek/patch.h"
 #include "popek/run.h"
 #include "popek/status.h"
@@ -63,10 +64,12 @@ typedef struct run_sigaction {
 
 typedef struct run_sighand run_sighand;
 
-/* Where the trampolines of one file went in a process. */
+/* Where the trampolines of one file went in a process, and the vcpu page
+ * after them (at + size) when they have fast-path blocks. */
 typedef struct run_placed {
     uint64_t dev, inode, bias;
     uint64_t at, size;
+    uint64_t page;          /* 0 without the fast path */
 } run_placed;
 
 typedef struct run_process {
@@ -112,7 +115,8 @@ typedef struct run_thread {
     pid_t tid;
     run_process *proc;
     bool seen;              /* its first stop came */
-    uint64_t vflags;        /* what its PUSHF shows of IF, IOPL, NT, ID */
+    uint64_t vflags;        /* what its PUSHF shows of IF and IOPL (NT and ID are
+                               its real flags') */
     run_pending pending;
     long sc_nr;             /* RUN_SYSCALL_EXIT: the call, normalized, */
     uint64_t sc_args[6];    /* its arguments (old_mmap's read from memory) */
@@ -196,6 +200,10 @@ bool run_read_status(pid_t tid, run_status *s);
 
 /* Stopped thread t's registers. */
 pk_status run_get_regs(run_thread *t, struct user_regs_struct *r, pk_error *err);
+
+/* The vcpu page of p's fast-path blocks: the profile's values, and what
+ * p's threads share (runemu.c). */
+void run_fast_page(const run_engine *e, const run_process *p, pk_vcpu_page *page);
 pk_status run_set_regs(run_thread *t, const struct user_regs_struct *r, pk_error *err);
 
 /* Makes system call nr (the process's ABI) in stopped thread t, which
@@ -241,6 +249,15 @@ const pk_patch *run_via_at(const run_process *p, uint64_t addr);
  * the program sees it run: a signal's handler is shown that address), or
  * 0 when addr is no such counterpart. */
 uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr);
+
+/* A fault at r->rip inside a fast-path block is its site's: puts back what
+ * the block changed and sets rip to the site. False, changing nothing,
+ * when rip is in no block or at an instruction that cannot fault. */
+bool run_undo_block(run_process *p, struct user_regs_struct *r);
+
+/* Writes the vcpu page after each of t's process's fast-path trampolines
+ * (run_fast_page): when they are placed and when what it holds changes. */
+pk_status run_fast_pages(run_engine *e, run_thread *t, pk_error *err);
 
 /* Where code resuming at addr goes on: when addr is inside a jump's
  * bytes (a handler returning to an instruction run in a trampoline),
