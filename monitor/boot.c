@@ -23,7 +23,8 @@
  * tells a block when an interrupt waits, so a POPF or STI that would let it
  * in stops. Since the virtual IF can then change without a stop, the timer
  * stops the guest at each tick; and an interrupt never enters in the middle
- * of a block (the guest is let run a moment longer). */
+ * of a block, nor between an STI block and the next instruction (the guest
+ * is let run a moment longer). */
 #include "popek/boot.h"
 
 #include <errno.h>
@@ -498,8 +499,11 @@ static bool deliver_interrupt(boot *b)
     if (!(b->vcpu.vflags & PK_FLAG_IF) || b->vcpu.interrupt_shadow ||
         pk_devices_pending_vector(b->devices) < 0)
         return true;
-    if (!pk_codepages_between(&b->pages, b->regs.rip))
-        return false; /* inside a fast-path block */
+    /* Not inside a fast-path block, nor right after an STI one ran: the
+     * instruction after STI runs before any interrupt. */
+    if (!pk_codepages_between(&b->pages, b->regs.rip) ||
+        pk_codepages_after_sti(&b->pages, b->regs.rip))
+        return false;
     int vector = pk_devices_acknowledge(b->devices);
     if (vector < 0)
         return true;

@@ -223,6 +223,17 @@ bool pk_codepages_between(const pk_codepages *cp, uint64_t addr)
     return addr == j->trampoline + j->trampoline_len - 5; /* the jmp rel32 back */
 }
 
+bool pk_codepages_after_sti(const pk_codepages *cp, uint64_t addr)
+{
+    if (!cp->vcpu_page)
+        return false;
+    /* The block's end jumps over its INT3 (2 bytes) to the next instruction. */
+    const pk_patch *p = pk_codepages_patch_at(cp, addr - 1);
+    if (!p)
+        p = pk_codepages_patch_at(cp, addr + 2);
+    return p && p->cls == PK_CLASS_STI && p->tactic != PK_TACTIC_INT3;
+}
+
 /* Guest RAM as pk_guest_mem reads it. */
 static bool ram_read(void *ctx, uint64_t addr, void *buf, size_t size)
 {

@@ -94,6 +94,11 @@ uint64_t pk_codepages_original_of(const pk_codepages *cp, uint64_t addr);
  * stack and borrowed registers. */
 bool pk_codepages_between(const pk_codepages *cp, uint64_t addr);
 
+/* Whether addr is just past an STI that a fast-path block ran, before the
+ * instruction after it: where an interrupt may not enter yet (the STI
+ * shadow). */
+bool pk_codepages_after_sti(const pk_codepages *cp, uint64_t addr);
+
 /* A fault at regs->rip inside a fast-path block is its site's fault: puts
  * back what the block changed (the stack pointer, the registers it
  * borrowed, the flags) and sets rip to the site. False, changing nothing,
