@@ -493,14 +493,17 @@ static void handle_signal(boot *b, const pk_stop *stop, bool stepped)
 }
 
 /* Enters a pending virtual interrupt when the guest's virtual IF allows:
- * true when it did, or when there was none to enter. */
+ * false when it waits for the guest to run on a moment (see run). */
 static bool deliver_interrupt(boot *b)
 {
-    if (!(b->vcpu.vflags & PK_FLAG_IF) || b->vcpu.interrupt_shadow ||
-        pk_devices_pending_vector(b->devices) < 0)
+    if (!(b->vcpu.vflags & PK_FLAG_IF) || pk_devices_pending_vector(b->devices) < 0)
         return true;
-    /* Not inside a fast-path block, nor right after an STI one ran: the
-     * instruction after STI runs before any interrupt. */
+    /* With the fast path: not inside a block, nor right after an STI
+     * (emulated, or run by a block) before the next instruction. That
+     * instruction is not stepped over as it is without blocks: a step
+     * into a block's PUSHF would push TF. */
+    if (b->vcpu.interrupt_shadow)
+        return !b->page;
     if (!pk_codepages_between(&b->pages, b->regs.rip) ||
         pk_codepages_after_sti(&b->pages, b->regs.rip))
         return false;
@@ -598,7 +601,7 @@ static void run(boot *b)
         /* After STI or MOV SS the next instruction runs before any interrupt:
          * step over it when one is waiting. */
         bool step = b->release_after_step ||
-                    (b->vcpu.interrupt_shadow && (b->vcpu.vflags & PK_FLAG_IF) &&
+                    (!b->page && b->vcpu.interrupt_shadow && (b->vcpu.vflags & PK_FLAG_IF) &&
                      pk_devices_pending_vector(b->devices) >= 0);
         /* Stop the guest for the next tick only when it could take it (with
          * the fast path, whenever none waits: a block may set the virtual

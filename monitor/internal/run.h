@@ -200,10 +200,6 @@ bool run_read_status(pid_t tid, run_status *s);
 
 /* Stopped thread t's registers. */
 pk_status run_get_regs(run_thread *t, struct user_regs_struct *r, pk_error *err);
-
-/* The vcpu page of p's fast-path blocks: the profile's values, and what
- * p's threads share (runemu.c). */
-void run_fast_page(const run_engine *e, const run_process *p, pk_vcpu_page *page);
 pk_status run_set_regs(run_thread *t, const struct user_regs_struct *r, pk_error *err);
 
 /* Makes system call nr (the process's ABI) in stopped thread t, which
@@ -258,6 +254,10 @@ bool run_undo_block(run_process *p, struct user_regs_struct *r);
 /* Writes the vcpu page after each of t's process's fast-path trampolines
  * (run_fast_page): when they are placed and when what it holds changes. */
 pk_status run_fast_pages(run_engine *e, run_thread *t, pk_error *err);
+
+/* The vcpu page of p's fast-path blocks: the profile's values, and what
+ * p's threads share (runemu.c). */
+void run_fast_page(const run_engine *e, const run_process *p, pk_vcpu_page *page);
 
 /* Where code resuming at addr goes on: when addr is inside a jump's
  * bytes (a handler returning to an instruction run in a trampoline),
