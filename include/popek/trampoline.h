@@ -66,9 +66,9 @@ pk_status pk_jump_emit(const pk_jump *j, unsigned bits, uint8_t *buf, pk_error *
  * its INT3, for a block), and nothing may follow the jump back.
  * counterparts, when not NULL, gets j->len entries: at each offset of j's
  * bytes where an instruction starts, the address of its counterpart (where
- * code resuming at that instruction goes on instead), else 0. Errors: PK_ERR_FORMAT naming the jump, the
- * instruction's index and addresses, and the first difference;
- * PK_ERR_UNSUPPORTED for 16-bit code. */
+ * code resuming at that instruction goes on instead), else 0. Errors:
+ * PK_ERR_FORMAT naming the jump, the instruction's index and addresses,
+ * and the first difference; PK_ERR_UNSUPPORTED for 16-bit code. */
 pk_status pk_trampoline_check(const pk_jump *j, const pk_patch *sites, size_t nsites,
                               unsigned bits, unsigned flags, uint64_t page,
                               const uint8_t *tramp, size_t tramp_len, uint64_t *counterparts,
