@@ -180,10 +180,8 @@ static void raise_exception(boot *b, uint8_t vector, uint32_t error_code, uint64
     b->halted = false;
     /* A fault of an instruction a jump moved into a trampoline is the
      * original instruction's: the guest's handler (a kernel's exception
-     * table, say) knows it by its own address. So is a fault inside a
-     * fast-path block, once what the block did is undone. */
-    if (!pk_codepages_unwind(&b->pages, &b->regs))
-        b->regs.rip = pk_codepages_original_of(&b->pages, b->regs.rip);
+     * table, say) knows it by its own address. */
+    b->regs.rip = pk_codepages_original_of(&b->pages, b->regs.rip);
     uint64_t at = b->regs.rip;
     pk_emu_result r = pk_deliver(&b->vcpu, &b->regs, &b->mem, vector, PK_EVENT_EXCEPTION,
                                  vector_has_error_code(vector), error_code);
@@ -402,6 +400,18 @@ static void guest_breakpoint(boot *b)
     emulate_faulting(b, PK_VEC_BP);
 }
 
+/* A fault inside a fast-path block: what the block did is undone and the
+ * guest goes on at the site's INT3, where the monitor emulates it: the
+ * instruction faults there as it would have, or not (the block's own
+ * pushes reach further below the stack pointer than it does). */
+static bool block_fault(boot *b)
+{
+    if (!pk_codepages_unwind(&b->pages, &b->regs))
+        return false;
+    b->regs_dirty = true;
+    return true;
+}
+
 /* A page fault: in RAM it is the monitor's own protection at work. */
 static void page_fault(boot *b, uint64_t addr)
 {
@@ -429,6 +439,8 @@ static void page_fault(boot *b, uint64_t addr)
             b->release_after_step = addr;
         return;
     }
+    if (block_fault(b))
+        return;
     /* Outside RAM: not present. The error code says what the CPU would:
      * a fetch when it is where the guest runs, else a write when the
      * instruction writes memory (ptrace does not tell), and a user access
@@ -485,7 +497,8 @@ static void handle_signal(boot *b, const pk_stop *stop, bool stepped)
                         0, 0);
         break;
     case SIGBUS:
-        raise_exception(b, PK_VEC_AC, 0, 0);
+        if (!block_fault(b))
+            raise_exception(b, PK_VEC_AC, 0, 0);
         break;
     default:
         break; /* a signal from outside (SIGWINCH, …): the guest never sees it */

@@ -463,6 +463,10 @@ uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr)
     uint64_t at[PK_JUMP_MAX_LEN];
     if (!j)
         return 0;
+    /* A site's INT3 (after its block, with the fast path) stands for it. */
+    const pk_patch *via = run_via_at(p, addr);
+    if (via)
+        return via->trampoline;
     if (jump_counterparts(p, j, at))
         for (unsigned off = 0; off < j->len; off++)
             if (at[off] == addr)

@@ -728,6 +728,8 @@ static pk_status requeue(run_engine *e, run_thread *t, pk_error *err)
     return run_sig_requeue(e, t, &si, err);
 }
 
+static pk_status consume(run_engine *e, run_thread *t, int sig, pk_error *err);
+
 /* t goes on with the program's own signal sig. A handler is shown the
  * address of the instruction that ran in a trampoline, not the
  * trampoline's (its return goes back there: syscall_exit). */
@@ -736,12 +738,14 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
     struct user_regs_struct r;
     uint64_t original;
     PK_CHECK(requeue(e, t, err));
-    /* A fault inside a fast-path block is its site's, with what the block
-     * did undone (a handler that retries runs the site again). */
+    /* A fault inside a fast-path block: with what the block did undone,
+     * the monitor emulates the site, which faults as natively, or not. */
     if (t->proc->table.njumps && (sig == SIGSEGV || sig == SIGBUS)) {
         PK_CHECK(run_get_regs(t, &r, err));
-        if (run_undo_block(t->proc, &r))
+        if (run_undo_block(t->proc, &r)) {
             PK_CHECK(run_set_regs(t, &r, err));
+            return consume(e, t, sig, err);
+        }
     }
     if (t->proc->table.njumps && run_sig_handled(t->proc, sig)) {
         PK_CHECK(run_get_regs(t, &r, err));

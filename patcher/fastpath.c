@@ -757,6 +757,6 @@ bool pk_fastpath_undo(const pk_patch *p, unsigned bits, bool user, uint64_t bloc
     if (fr.flags >= 0)
         regs->rflags = value[4];
     regs->gpr[PK_RSP] = sp + (uint64_t)fr.below;
-    regs->rip = p->site;
+    regs->rip = p->trampoline;
     return true;
 }

@@ -95,10 +95,13 @@ bool pk_fastpath_unwind(const ZydisDecodedInstruction *insn, const ZydisDecodedO
                         uint64_t rip, pk_fastpath_frame *frame);
 
 /* A fault at regs->rip inside the block of patched site p (the block at
- * block, made with user and page as pk_fastpath_emit was) made the site's:
- * what the block changed is put back from the stack (read through mem) and
- * rip is the site's. False, changing nothing, when rip is at no
- * instruction of the block that can fault, or the stack cannot be read. */
+ * block, made with user and page as pk_fastpath_emit was): what the block
+ * changed is put back from the stack (read through mem) and rip is the
+ * block's INT3 (p->trampoline), where the monitor emulates the instruction,
+ * which faults there, or does not, as the instruction itself would (a
+ * block's own pushes reach further below RSP than the instruction's).
+ * False, changing nothing, when rip is at no instruction of the block that
+ * can fault, or the stack cannot be read. */
 bool pk_fastpath_undo(const pk_patch *p, unsigned bits, bool user, uint64_t block,
                       uint64_t page, pk_regs *regs, const pk_guest_mem *mem);
 

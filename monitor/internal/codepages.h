@@ -99,10 +99,11 @@ bool pk_codepages_between(const pk_codepages *cp, uint64_t addr);
  * shadow). */
 bool pk_codepages_after_sti(const pk_codepages *cp, uint64_t addr);
 
-/* A fault at regs->rip inside a fast-path block is its site's fault: puts
- * back what the block changed (the stack pointer, the registers it
- * borrowed, the flags) and sets rip to the site. False, changing nothing,
- * when rip is in no block, or at an instruction that cannot fault. */
+/* A fault at regs->rip inside a fast-path block: puts back what the block
+ * changed (the stack pointer, the registers it borrowed, the flags) and
+ * sets rip to the site's INT3, where the monitor emulates it (see
+ * pk_fastpath_undo). False, changing nothing, when rip is in no block, or
+ * at an instruction that cannot fault. */
 bool pk_codepages_unwind(const pk_codepages *cp, pk_regs *regs);
 
 /* Reads len guest bytes at addr as the guest's code was before patching

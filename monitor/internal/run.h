@@ -246,9 +246,10 @@ const pk_patch *run_via_at(const run_process *p, uint64_t addr);
  * 0 when addr is no such counterpart. */
 uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr);
 
-/* A fault at r->rip inside a fast-path block is its site's: puts back what
- * the block changed and sets rip to the site. False, changing nothing,
- * when rip is in no block or at an instruction that cannot fault. */
+/* A fault at r->rip inside a fast-path block: puts back what the block
+ * changed and sets rip to the site's INT3, where the monitor emulates it
+ * (see pk_fastpath_undo). False, changing nothing, when rip is in no block
+ * or at an instruction that cannot fault. */
 bool run_undo_block(run_process *p, struct user_regs_struct *r);
 
 /* Writes the vcpu page after each of t's process's fast-path trampolines

@@ -5,8 +5,10 @@
  * of SGDT fails to store and raises SIGSEGV there). Under popek run the
  * site is emulated and its fault raised at the site; with --fast-path its
  * trampoline's block does the store with a register and the stack
- * borrowed, and the monitor puts them back before the program sees the
- * fault. The handler checks, then skips the instruction. */
+ * borrowed, and the monitor puts them back and emulates the site instead.
+ * The handler checks, then skips the instruction. And a PUSHF and an SMSW
+ * with little stack below them, which natively do not fault: a block's
+ * own pushes, further down, do, and must not show. */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
  * resumes at. */
 void sgdt_at(void *p);
 void pushf_on(void *sp);
+void smsw_on(void *sp);
 extern char sgdt_site[], sgdt_after[], pushf_site[], pushf_after[];
 uint64_t saved_rsp;
 __asm__(".text\n"
@@ -61,9 +64,22 @@ __asm__(".text\n"
         "    mov %rbx, %rsp\n"
         "    pop %rbx\n"
         "    ret\n"
-        ".size pushf_on, . - pushf_on\n");
+        ".size pushf_on, . - pushf_on\n"
+        ".globl smsw_on\n"
+        ".type smsw_on, @function\n"
+        "smsw_on:\n"
+        "    push %rbx\n"
+        "    mov %rsp, %rbx\n"
+        "    mov %rdi, %rsp\n"
+        "    smsw %eax\n"
+        "    mov %rax, %rdx\n"
+        "    mov %rcx, %rsi\n"
+        "    mov %rbx, %rsp\n"
+        "    pop %rbx\n"
+        "    ret\n"
+        ".size smsw_on, . - smsw_on\n");
 
-static volatile int at_site, regs_kept, stack_kept;
+static volatile int at_site, regs_kept, stack_kept, faults;
 static char *resume_at, *site;
 
 static void on_segv(int sig, siginfo_t *si, void *ctx)
@@ -71,6 +87,7 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
     (void)sig;
     (void)si;
     greg_t *g = ((ucontext_t *)ctx)->uc_mcontext.gregs;
+    faults++;
     at_site = (char *)g[REG_RIP] == site;
     regs_kept = g[REG_RAX] == 0x1111 && g[REG_RCX] == 0x2222 &&
                 (site == pushf_site || (g[REG_RDX] == 0x3333 && g[REG_RBX] == 0x4444));
@@ -108,5 +125,10 @@ int main(void)
     resume_at = pushf_after;
     pushf_on(area + 4096);
     show("pushf onto an unmapped page");
+
+    faults = 0;
+    pushf_on(area + 4096 + 8);
+    smsw_on(area + 4096);
+    printf("pushf with 8 bytes of stack, smsw with none: %d faults\n", faults);
     return 0;
 }
