@@ -4,14 +4,14 @@
  *
  *   original file, byte for byte
  *   padding to a multiple of P, or further (see below)
- *   +--- with a vcpu page: a PT_LOAD (RW) of one page, no file bytes, for
- *   |    the page a monitor shares with fast-path trampolines
+ *   (with a vcpu page: a page of address space left unmapped, where a
+ *    monitor puts the page it shares with fast-path trampolines)
  *   +--- new PT_LOAD (R, and X when it holds code), mapped above every
  *   |    existing segment's end (so the heap, placed after the highest
  *   |    segment, stays clear of it), at the address the first segment
  *   |    maps its offset to (so headers are at load base + e_phoff)
- *   |  program header table: the old entries, then the vcpu page's
- *   |    PT_LOAD, the new PT_LOAD and a PT_NOTE; PT_PHDR, if present, now describes this copy
+ *   |  program header table: the old entries, then the new PT_LOAD and a
+ *   |    PT_NOTE; PT_PHDR, if present, now describes this copy
  *   |  code (trampolines), at an address known before it is written
  *   |    (pk_elf_code_vaddr): trampolines and the table that names them
  *   |    are made knowing where they will be
@@ -115,14 +115,13 @@ typedef struct layout {
     Elf *elf;
     GElf_Ehdr eh;
     int cls;
-    GElf_Phdr *ph;          /* phnum + 3 entries, the last for popek's */
+    GElf_Phdr *ph;          /* phnum + 2 entries, the last two for popek's */
     GElf_Shdr *sh;          /* shnum + 1 entries, the last for .popek */
     size_t phnum, shnum;
     uint64_t top;           /* the highest address a segment reaches */
     uint64_t paddr_delta;   /* physical minus virtual, of the segment at top */
     uint64_t seg_off, seg_vaddr; /* the new segment */
     uint64_t page_vaddr;    /* the vcpu page before it, or 0 */
-    size_t added;           /* program headers added: 2, or 3 with a vcpu page */
     size_t phtab;           /* the size of the moved program header table */
     uint64_t code_off;      /* the code, right after it */
 } layout;
@@ -163,7 +162,7 @@ static pk_status layout_init(layout *l, const uint8_t *in, size_t in_len, bool v
         (shnum && (eh->e_shoff > in_len || shnum * shdr_size(cls) > in_len - eh->e_shoff)))
         return pk_fail(err, PK_ERR_FORMAT, "truncated: header tables lie past the end");
 
-    GElf_Phdr *ph = l->ph = calloc(phnum + 3, sizeof *ph);
+    GElf_Phdr *ph = l->ph = calloc(phnum + 2, sizeof *ph);
     GElf_Shdr *sh = l->sh = calloc(shnum + 1, sizeof *sh);
     if (!ph || !sh)
         return pk_fail(err, PK_ERR_NOMEM, "out of memory");
@@ -205,14 +204,15 @@ static pk_status layout_init(layout *l, const uint8_t *in, size_t in_len, bool v
                        "the segments reach %llu MiB past the end of the file",
                        (unsigned long long)((l->seg_off - in_len) >> 20));
     if (vcpu_page) {
-        l->page_vaddr = base + l->seg_off;
-        l->seg_off += PAGE;
+        /* a whole page (base need not be page-aligned), then the segment */
+        uint64_t free = base + l->seg_off;
+        l->page_vaddr = align_up(free, PAGE);
+        l->seg_off += align_up(l->page_vaddr + PAGE - free, PAGE);
     }
     l->seg_vaddr = base + l->seg_off;
     if (l->seg_vaddr < l->top)
         return pk_fail(err, PK_ERR_UNSUPPORTED, "no address space left above the segments");
-    l->added = vcpu_page ? 3 : 2;
-    l->phtab = (phnum + l->added) * phdr_size(cls);
+    l->phtab = (phnum + 2) * phdr_size(cls);
     l->code_off = align_up(l->seg_off + l->phtab, CODE_ALIGN);
     return PK_OK;
 }
@@ -243,7 +243,7 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
     GElf_Ehdr eh = l.eh;
     GElf_Phdr *ph = l.ph;
     GElf_Shdr *sh = l.sh;
-    size_t phnum = l.phnum, shnum = l.shnum, phtab = l.phtab, added = l.added;
+    size_t phnum = l.phnum, shnum = l.shnum, phtab = l.phtab;
     uint64_t seg_off = l.seg_off, seg_vaddr = l.seg_vaddr, code_off = l.code_off;
     uint64_t note_off = align_up(code_off + code_size, NOTE_ALIGN);
     uint64_t seg_end = note_off + note_size(note_len);
@@ -283,25 +283,18 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
             ph[i].p_paddr = seg_vaddr + l.paddr_delta;
             ph[i].p_filesz = ph[i].p_memsz = phtab;
         }
-    GElf_Phdr *mine = &ph[phnum];
-    if (vcpu_page) /* memory only: no file bytes to load */
-        *mine++ = (GElf_Phdr){
-            .p_type = PT_LOAD, .p_flags = PF_R | PF_W, .p_offset = seg_off - PAGE,
-            .p_vaddr = l.page_vaddr, .p_paddr = l.page_vaddr + l.paddr_delta,
-            .p_memsz = PAGE, .p_align = PAGE,
-        };
-    mine[0] = (GElf_Phdr){
+    ph[phnum] = (GElf_Phdr){
         .p_type = PT_LOAD, .p_flags = code_size ? PF_R | PF_X : PF_R, .p_offset = seg_off,
         .p_vaddr = seg_vaddr,
         .p_paddr = seg_vaddr + l.paddr_delta, .p_filesz = seg_end - seg_off,
         .p_memsz = seg_end - seg_off, .p_align = PAGE,
     };
-    mine[1] = (GElf_Phdr){
+    ph[phnum + 1] = (GElf_Phdr){
         .p_type = PT_NOTE, .p_flags = PF_R, .p_offset = note_off, .p_vaddr = VADDR(note_off),
         .p_paddr = VADDR(note_off) + l.paddr_delta, .p_filesz = note_size(note_len),
         .p_memsz = note_size(note_len), .p_align = NOTE_ALIGN,
     };
-    for (size_t i = 0; i < phnum + added; i++)
+    for (size_t i = 0; i < phnum + 2; i++)
         put_phdr(file + seg_off + i * phdr_size(cls), cls, &ph[i]);
 
     /* The note. */
@@ -330,7 +323,7 @@ pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc
         for (size_t i = 0; i <= shnum; i++)
             put_shdr(file + sh_off + i * shdr_size(cls), cls, &sh[i]);
     }
-    put_ehdr_tables(file, cls, seg_off, (unsigned)(phnum + added), shnum ? sh_off : eh.e_shoff,
+    put_ehdr_tables(file, cls, seg_off, (unsigned)phnum + 2, shnum ? sh_off : eh.e_shoff,
                     shnum ? (unsigned)shnum + 1 : 0);
 
     out->data = file;

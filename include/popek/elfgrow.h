@@ -33,9 +33,10 @@ typedef struct pk_elf_growth {
  * PT_LOAD mapped above every existing segment, holding the moved program
  * header table, code_size bytes of code (made for the address
  * pk_elf_code_vaddr gives; the segment is executable when there are any),
- * and a PT_NOTE with note_desc; with vcpu_page, a writable page of memory
- * (no file bytes) just below it, where a monitor maps the page it shares
- * with fast-path trampolines. Errors: PK_ERR_FORMAT for a malformed
+ * and a PT_NOTE with note_desc; with vcpu_page, it leaves a page of address
+ * space just below that segment unmapped, where a monitor puts the page it
+ * shares with fast-path trampolines (run without one, the file's blocks
+ * fault there at once). Errors: PK_ERR_FORMAT for a malformed
  * input, PK_ERR_UNSUPPORTED for inputs it cannot grow (no program headers,
  * extended numbering, no address space left), PK_ERR_NOMEM. */
 pk_status pk_elf_grow(const uint8_t *in, size_t in_len, const uint8_t *note_desc,

@@ -79,32 +79,21 @@ static void expect_headers_at_ehdr_plus_phoff(const pk_elf_growth *g)
     elf_end(elf);
 }
 
-/* The one PT_LOAD of g that maps page: it must be the vcpu page's, a
- * writable page of memory with no file bytes, above every other segment
- * and below the new one. */
+/* The vcpu page of g: a whole page of address space that no segment
+ * maps, above every other segment and below the new one. */
 static void expect_vcpu_page(const pk_elf_growth *g, uint64_t page)
 {
     Elf *elf = elf_memory((char *)g->data, g->len);
     size_t phnum;
     cr_assert_eq(elf_getphdrnum(elf, &phnum), 0);
     cr_assert_eq(page % 4096, 0);
-    cr_assert_eq(page + 4096, g->segment_vaddr, "the page is just below the new segment");
-    int found = 0;
+    cr_assert_leq(page + 4096, g->segment_vaddr, "the page is below the new segment");
     for (size_t i = 0; i < phnum; i++) {
         GElf_Phdr ph;
         cr_assert_not_null(gelf_getphdr(elf, (int)i, &ph));
-        if (ph.p_type != PT_LOAD)
-            continue;
-        if (ph.p_vaddr == page) {
-            found++;
-            cr_assert_eq(ph.p_flags, PF_R | PF_W);
-            cr_assert_eq(ph.p_filesz, 0);
-            cr_assert_eq(ph.p_memsz, 4096);
-        } else if (ph.p_vaddr < page) {
+        if (ph.p_type == PT_LOAD && ph.p_vaddr < page + 4096)
             cr_assert_leq(ph.p_vaddr + ph.p_memsz, page, "a segment reaches into the page");
-        }
     }
-    cr_assert_eq(found, 1);
     elf_end(elf);
 }
 
