@@ -406,6 +406,10 @@ static size_t jump_sites(const run_process *p, const pk_jump *j, size_t *first)
  * memory (pk_trampoline_check's counterparts). */
 static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_JUMP_MAX_LEN])
 {
+    if (p->counterparts_of && p->counterparts_of == j->trampoline) {
+        memcpy(out, p->counterparts, sizeof p->counterparts);
+        return true;
+    }
     size_t first, n = jump_sites(p, j, &first);
     uint64_t page = jump_page(p, j);
     uint8_t *code = malloc(j->trampoline_len);
@@ -415,6 +419,10 @@ static bool jump_counterparts(run_process *p, const pk_jump *j, uint64_t out[PK_
                                   page ? PK_TABLE_USER : 0, page, code, j->trampoline_len, out,
                                   &err) == PK_OK;
     free(code);
+    if (ok) {
+        p->counterparts_of = j->trampoline;
+        memcpy(p->counterparts, out, sizeof p->counterparts);
+    }
     return ok;
 }
 
@@ -432,6 +440,20 @@ static const pk_jump *trampoline_at(const run_process *p, uint64_t addr)
 static bool peek_mem(void *ctx, uint64_t addr, void *buf, size_t size)
 {
     return run_peek(ctx, addr, buf, size);
+}
+
+bool run_in_block(run_process *p, uint64_t addr)
+{
+    const pk_jump *j = trampoline_at(p, addr);
+    uint64_t at[PK_JUMP_MAX_LEN];
+    if (!j || !jump_page(p, j) || run_via_at(p, addr) ||
+        addr == j->trampoline + j->trampoline_len - 5 /* the jmp rel32 back */ ||
+        !jump_counterparts(p, j, at))
+        return false;
+    for (unsigned off = 0; off < j->len; off++)
+        if (at[off] == addr)
+            return false;
+    return true;
 }
 
 bool run_undo_block(run_process *p, struct user_regs_struct *r)
@@ -593,6 +615,7 @@ static void unpatch(run_process *p, uint64_t lo, uint64_t hi, bool restore)
         p->ghosts[p->nghosts++ % RUN_GHOSTS] = j->site;
     }
     p->table.njumps = n;
+    p->counterparts_of = 0;
     /* Out-of-line copies of sites that may change are made afresh: their
      * room is free for other copies. */
     for (size_t i = 0; i < p->nslots; i++)

@@ -347,7 +347,8 @@ static void redeliver(run_thread *t)
 static void resume(run_engine *e, run_thread *t, int sig)
 {
     enum __ptrace_request how = PTRACE_CONT;
-    if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP)
+    if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP ||
+        t->pending == RUN_BLOCK_STEP)
         how = PTRACE_SINGLESTEP;
     else if (t->pending == RUN_SYSCALL_EXIT || t->pending == RUN_EXEC_EXIT)
         how = PTRACE_SYSCALL;
@@ -413,7 +414,10 @@ static pk_status run_call(run_engine *e, run_thread *t, uint64_t at, pk_error *e
         if (event == 0 && sig == SIGTRAP && by_trap) {
             struct user_regs_struct r;
             PK_CHECK(run_get_regs(t, &r, err));
-            if (r.rip == at + 3)
+            /* (at + 2: a single step armed when the monitor took the thread
+             * over, by a signal that came before the step, traps after the
+             * call instead of its INT3) */
+            if (r.rip == at + 3 || r.rip == at + 2)
                 return PK_OK;
             return pk_fail(err, PK_ERR_INTERNAL, "thread %d trapped at 0x%llx during a system "
                            "call the monitor made", (int)t->tid, (unsigned long long)r.rip);
@@ -747,6 +751,29 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
             return consume(e, t, sig, err);
         }
     }
+    /* Any other signal waits for the thread to leave the block (stepped
+     * there: block_step), so that its handler sees, and may change, the
+     * program's own state. Other signals but the faults wait meanwhile:
+     * each would stop a step before it runs. */
+    if (t->proc->nplaced && t->pending == RUN_NOTHING) {
+        PK_CHECK(run_get_regs(t, &r, err));
+        uint64_t all = ~(uint64_t)0, faults = 0;
+        static const int sync[] = { SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE };
+        for (size_t i = 0; i < sizeof sync / sizeof sync[0]; i++)
+            faults |= 1ull << (sync[i] - 1);
+        if (run_in_block(t->proc, r.rip) &&
+            ptrace(PTRACE_GETSIGINFO, t->tid, 0, &t->held) == 0 &&
+            ptrace(PTRACE_GETSIGMASK, t->tid, sizeof t->held_mask, &t->held_mask) == 0) {
+            all &= ~faults;
+            if (ptrace(PTRACE_SETSIGMASK, t->tid, sizeof all, &all) != 0)
+                return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETSIGMASK, %d): %s",
+                               (int)t->tid, strerror(errno));
+            t->held_tf = r.eflags & PK_FLAG_TF;
+            t->pending = RUN_BLOCK_STEP;
+            resume(e, t, 0);
+            return PK_OK;
+        }
+    }
     if (t->proc->table.njumps && run_sig_handled(t->proc, sig)) {
         PK_CHECK(run_get_regs(t, &r, err));
         /* (only where the handler surely runs: an ignored signal would
@@ -790,6 +817,44 @@ static bool held_fault(const siginfo_t *si)
     return si->si_code == SEGV_ACCERR || si->si_code == SEGV_MAPERR;
 }
 
+/* A stop of t's while it steps to the end of a fast-path block (deliver):
+ * once out, its mask is its own again, the signal it holds goes on, and
+ * the TF its steps may have left in its flags (a block's PUSHF and POPF
+ * pair) goes. True when the stop is dealt with; false for another signal
+ * (a fault of the block's), which goes on as usual while the held one
+ * waits (requeue). */
+static bool block_step(run_engine *e, run_thread *t, int sig, const siginfo_t *si,
+                       pk_error *err, pk_status *status)
+{
+    struct user_regs_struct r;
+    if ((*status = run_get_regs(t, &r, err)) != PK_OK)
+        return true;
+    bool stepped = sig == SIGTRAP && si->si_code == TRAP_TRACE;
+    if (stepped && run_in_block(t->proc, r.rip)) {
+        resume(e, t, 0);
+        return true;
+    }
+    t->pending = RUN_NOTHING;
+    if (ptrace(PTRACE_SETSIGMASK, t->tid, sizeof t->held_mask, &t->held_mask) != 0) {
+        *status = pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETSIGMASK, %d): %s",
+                          (int)t->tid, strerror(errno));
+        return true;
+    }
+    if (!t->held_tf && (r.eflags & PK_FLAG_TF)) {
+        r.eflags &= ~(unsigned long long)PK_FLAG_TF;
+        if ((*status = run_set_regs(t, &r, err)) != PK_OK)
+            return true;
+    }
+    if (!stepped) {
+        if (!t->requeue.si_signo)
+            t->requeue = t->held;
+        return false;
+    }
+    ptrace(PTRACE_SETSIGINFO, t->tid, 0, &t->held);
+    *status = deliver(e, t, t->held.si_signo, err);
+    return true;
+}
+
 /* t stopped with signal sig. */
 static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *err)
 {
@@ -798,6 +863,9 @@ static pk_status signal_stop(run_engine *e, run_thread *t, int sig, pk_error *er
         resume(e, t, sig);
         return PK_OK;
     }
+    pk_status s = PK_OK;
+    if (t->pending == RUN_BLOCK_STEP && block_step(e, t, sig, &si, err, &s))
+        return s;
     struct user_regs_struct r;
     if (t->pending == RUN_NATIVE_STEP || t->pending == RUN_WRITE_STEP) {
         PK_CHECK(run_get_regs(t, &r, err));

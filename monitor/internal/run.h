@@ -90,6 +90,11 @@ typedef struct run_process {
     size_t via_cap, jumps_cap;
     struct run_placed *placed; /* trampolines mapped, one area per file */
     size_t nplaced, placed_cap;
+    /* The counterparts of the jump last asked about (its trampoline, or 0),
+     * while its jumps stay: checking a trampoline of blocks makes them
+     * again, and a signal that waits for a block asks at each step. */
+    uint64_t counterparts_of;
+    uint64_t counterparts[PK_JUMP_MAX_LEN];
     run_slot *slots;
     size_t nslots, slots_cap;
     bool has_ldt;           /* it called modify_ldt to write */
@@ -109,6 +114,7 @@ typedef enum run_pending {
     RUN_EXEC_EXIT,          /* execve returned: set the new program up */
     RUN_NATIVE_STEP,        /* a site run out of line, one step */
     RUN_WRITE_STEP,         /* a code page's write to itself, opened for it, one step */
+    RUN_BLOCK_STEP,         /* a fast-path block, stepped to its end before a signal */
 } run_pending;
 
 typedef struct run_thread {
@@ -135,6 +141,9 @@ typedef struct run_thread {
     uint64_t step_page;     /* RUN_WRITE_STEP: the page opened */
     int deferred;           /* a signal that came while the monitor worked, or 0 */
     siginfo_t requeue;      /* a signal of the program's to send again, or si_signo 0 */
+    siginfo_t held;         /* RUN_BLOCK_STEP: the signal to deliver after the block, */
+    bool held_tf;           /* whether the program had TF set, */
+    uint64_t held_mask;     /* and its signal mask, while others wait */
     uint64_t sigmask;       /* the signals it blocks, as the program set them, */
     bool sigmask_known;     /* once its first stop showed them */
 } run_thread;
@@ -251,6 +260,10 @@ uint64_t run_original_of(run_engine *e, run_process *p, uint64_t addr);
  * (see pk_fastpath_undo). False, changing nothing, when rip is in no block
  * or at an instruction that cannot fault. */
 bool run_undo_block(run_process *p, struct user_regs_struct *r);
+
+/* Whether addr is inside a fast-path block of p: past its first
+ * instruction, short of its INT3 or its end. */
+bool run_in_block(run_process *p, uint64_t addr);
 
 /* Writes the vcpu page after each of t's process's fast-path trampolines
  * (run_fast_page): when they are placed and when what it holds changes. */
