@@ -1033,27 +1033,22 @@ static bool unmapped(const run_mapping *maps, size_t nmaps, uint64_t lo, uint64_
     return true;
 }
 
-/* Whether the trampolines of p's code have fast-path blocks. */
-static bool fast_path(const run_engine *e, const run_process *p)
-{
-    return e->opts->fast_path && p->bits == 64;
-}
-
 /* The room for c's trampolines: at most 64 bytes a site, 256 with blocks;
  * the vcpu page follows it. */
-static uint64_t trampoline_room(const run_engine *e, const run_process *p,
-                                const run_scan_cache *c)
+static uint64_t trampoline_room(const run_engine *e, const run_scan_cache *c)
 {
-    uint64_t per_site = fast_path(e, p) ? 256 : 64;
+    uint64_t per_site = e->opts->fast_path ? 256 : 64;
     return (per_site * (uint64_t)c->n + 64 + PAGE - 1) & ~(PAGE - 1);
 }
 
 /* Whether c's plan was made for trampolines at at (its file loaded at
- * bias) with the vcpu page at page (0: none); else makes it so. */
-static bool plan_for(run_engine *e, run_scan_cache *c, const char *path, uint64_t at,
-                     uint64_t page, uint64_t bias)
+ * bias) with the vcpu page at page (0: none); else makes it so. A plan is
+ * made at the file's own addresses and moved by bias, but 32-bit blocks
+ * address the page absolutely: theirs names it where it is. */
+static bool plan_for(run_engine *e, run_scan_cache *c, const char *path, unsigned bits,
+                     uint64_t at, uint64_t page, uint64_t bias)
 {
-    uint64_t want_page = page ? page - bias : 0;
+    uint64_t want_page = !page ? 0 : bits == 32 ? page : page - bias;
     if (c->code_vaddr == at - bias && c->plan.vcpu_page == want_page)
         return true;
     if (!plan_file(e, c, path, at - bias, want_page))
@@ -1090,7 +1085,8 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
             continue;
         /* The file's plan may have been made since for another place (in
          * another process): made again for this one, the same code. */
-        if (!plan_for(e, c, m->path, pl->at, pl->page, bias) || c->code_len > pl->size)
+        if (!plan_for(e, c, m->path, p->bits, pl->at, pl->page, bias) ||
+            c->code_len > pl->size)
             return 0;
         return pl->at;
     }
@@ -1100,7 +1096,7 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
             lowest = maps[i].start < lowest ? maps[i].start : lowest;
             highest = maps[i].end > highest ? maps[i].end : highest;
         }
-    uint64_t size = trampoline_room(e, p, c), page_size = fast_path(e, p) ? PAGE : 0;
+    uint64_t size = trampoline_room(e, c), page_size = e->opts->fast_path ? PAGE : 0;
     uint64_t limit = p->bits == 32 ? 1ull << 32 : 1ull << 47;
     /* Above the program itself is where its heap (brk) starts. */
     char exe[64];
@@ -1115,7 +1111,7 @@ static uint64_t place_trampolines(run_engine *e, run_thread *t, run_scan_cache *
         uint64_t at = candidates[k], page = page_size ? at + size : 0;
         if (!at || !unmapped(maps, nmaps, at, at + whole))
             continue;
-        if (!plan_for(e, c, m->path, at, page, bias))
+        if (!plan_for(e, c, m->path, p->bits, at, page, bias))
             return 0;
         if (!c->plan.njumps || c->code_len > size)
             return 0;

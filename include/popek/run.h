@@ -71,10 +71,9 @@ typedef struct pk_run_options {
     const bool *only;       /* NULL, or PK_CLASS_COUNT flags: these rows, not sets */
     bool no_patch;          /* patch nothing: run the program traced only */
     bool int3_only;         /* no jumps: every site takes INT3 */
-    /* Trampolines of 64-bit code emulate PUSHF, POPF, SMSW, SGDT, SIDT,
-     * SLDT and STR in place, against a page of the profile's values mapped
-     * beside them (fastpath.h); the monitor sees only what they cannot
-     * decide. */
+    /* Trampolines emulate PUSHF, POPF, SMSW, SGDT, SIDT, SLDT and STR in
+     * place, against a page of the profile's values mapped beside them
+     * (fastpath.h); the monitor sees only what they cannot decide. */
     bool fast_path;
     const pk_run_profile *profile; /* NULL: pk_run_profile_default */
     FILE *log;              /* the monitor's messages and --trace (stderr) */
