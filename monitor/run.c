@@ -757,15 +757,14 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
      * each would stop a step before it runs. */
     if (t->proc->nplaced && t->pending == RUN_NOTHING) {
         PK_CHECK(run_get_regs(t, &r, err));
-        uint64_t all = ~(uint64_t)0, faults = 0;
-        static const int sync[] = { SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE };
-        for (size_t i = 0; i < sizeof sync / sizeof sync[0]; i++)
-            faults |= 1ull << (sync[i] - 1);
+        uint64_t wait = ~(uint64_t)0; /* all but the faults */
+        static const int faults[] = { SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE };
+        for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+            wait &= ~(1ull << (faults[i] - 1));
         if (run_in_block(t->proc, r.rip) &&
             ptrace(PTRACE_GETSIGINFO, t->tid, 0, &t->held) == 0 &&
             ptrace(PTRACE_GETSIGMASK, t->tid, sizeof t->held_mask, &t->held_mask) == 0) {
-            all &= ~faults;
-            if (ptrace(PTRACE_SETSIGMASK, t->tid, sizeof all, &all) != 0)
+            if (ptrace(PTRACE_SETSIGMASK, t->tid, sizeof wait, &wait) != 0)
                 return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETSIGMASK, %d): %s",
                                (int)t->tid, strerror(errno));
             t->held_tf = r.eflags & PK_FLAG_TF;
