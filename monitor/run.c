@@ -741,10 +741,18 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
 {
     struct user_regs_struct r;
     uint64_t original;
+    /* (a signal sent again stops the thread at the monitor's INT3, whose
+     * siginfo would then stand for sig's) */
+    siginfo_t si;
+    bool have_si = ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) == 0;
     PK_CHECK(requeue(e, t, err));
-    /* A fault inside a fast-path block: with what the block did undone,
-     * the monitor emulates the site, which faults as natively, or not. */
-    if (t->proc->table.njumps && (sig == SIGSEGV || sig == SIGBUS)) {
+    if (have_si)
+        ptrace(PTRACE_SETSIGINFO, t->tid, 0, &si);
+    /* A fault inside a fast-path block (the kernel's, not one sent): with
+     * what the block did undone, the monitor emulates the site, which
+     * faults as natively, or not. */
+    if (t->proc->table.njumps && (sig == SIGSEGV || sig == SIGBUS) && have_si &&
+        si.si_code > 0) {
         PK_CHECK(run_get_regs(t, &r, err));
         if (run_undo_block(t->proc, &r)) {
             PK_CHECK(run_set_regs(t, &r, err));
@@ -761,9 +769,9 @@ static pk_status deliver(run_engine *e, run_thread *t, int sig, pk_error *err)
         static const int faults[] = { SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE };
         for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
             wait &= ~(1ull << (faults[i] - 1));
-        if (run_in_block(t->proc, r.rip) &&
-            ptrace(PTRACE_GETSIGINFO, t->tid, 0, &t->held) == 0 &&
+        if (run_in_block(t->proc, r.rip) && have_si &&
             ptrace(PTRACE_GETSIGMASK, t->tid, sizeof t->held_mask, &t->held_mask) == 0) {
+            t->held = si;
             if (ptrace(PTRACE_SETSIGMASK, t->tid, sizeof wait, &wait) != 0)
                 return pk_fail(err, PK_ERR_INTERNAL, "ptrace(PTRACE_SETSIGMASK, %d): %s",
                                (int)t->tid, strerror(errno));
